@@ -1,0 +1,47 @@
+-- The store's own tables. They live beside DBOS's: in SQLite the same file,
+-- in Postgres the default schema (DBOS keeps its tables in schema "dbos").
+-- Runs at every start, so every statement is idempotent. AUTO_ID becomes the
+-- dialect's auto-numbered primary key (see dialect.autoID).
+
+CREATE TABLE IF NOT EXISTS products (
+    product_id  INTEGER PRIMARY KEY,
+    name        TEXT    NOT NULL,
+    description TEXT    NOT NULL,
+    price_cents INTEGER NOT NULL CHECK (price_cents >= 0),
+    -- The CHECK is the last line of defence against overselling: a reserve
+    -- that would go below zero fails instead of committing.
+    inventory   INTEGER NOT NULL CHECK (inventory >= 0)
+);
+
+INSERT INTO products (product_id, name, description, price_cents, inventory)
+VALUES (1, 'Premium Quality Widget', 'Enhance your productivity with our top-rated widgets!', 9999, 100)
+ON CONFLICT (product_id) DO NOTHING;
+
+-- One row per checkout that got a unit of stock. checkout_key is the
+-- client's idempotency key, which is also the checkout workflow's ID and the
+-- payment id, so a key can never make two orders.
+-- order_status: 0 PENDING, 1 DISPATCHED, 2 PAID, -1 CANCELLED.
+-- Times are Unix milliseconds.
+CREATE TABLE IF NOT EXISTS orders (
+    order_id           AUTO_ID,
+    checkout_key       TEXT    NOT NULL UNIQUE,
+    shopper            TEXT    NOT NULL DEFAULT '',
+    product_id         INTEGER NOT NULL REFERENCES products (product_id),
+    price_cents        INTEGER NOT NULL,
+    order_status       INTEGER NOT NULL DEFAULT 0 CHECK (order_status IN (-1, 0, 1, 2)),
+    progress_remaining INTEGER NOT NULL DEFAULT 10 CHECK (progress_remaining BETWEEN 0 AND 10),
+    created_at         BIGINT  NOT NULL,
+    last_update_time   BIGINT  NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS orders_shopper ON orders (shopper, order_id);
+
+-- A payment that arrived for an order already cancelled (declined first, or
+-- after the payment window closed). The money was taken but no widget will
+-- ship: each row is a refund to make. payment_id is unique so a retried
+-- webhook records it once.
+CREATE TABLE IF NOT EXISTS late_payments (
+    payment_id  TEXT   PRIMARY KEY,
+    order_id    BIGINT NOT NULL,
+    received_at BIGINT NOT NULL
+);
