@@ -38,7 +38,7 @@ type app struct {
 	cfg     config
 	logger  *slog.Logger
 	dialect dialect
-	db      dbos.Querier    // reads outside workflows, on the same handle DBOS uses
+	db      dbos.Querier     // reads outside workflows, on the same handle DBOS uses
 	ds      *dbos.DataSource // writes inside workflows: RunAsTransaction
 	dbos    dbos.Context
 	now     func() time.Time
