@@ -26,7 +26,7 @@ func (a *app) routes() http.Handler {
 	// Browser form posts from another site are refused (Sec-Fetch-Site /
 	// Origin checks); API clients that send neither header pass.
 	var h http.Handler = http.NewCrossOriginProtection().Handler(mux)
-	return limitBody(h, 64<<10)
+	return a.limitBody(h, maxBodyBytes)
 }
 
 func addRoutes(mux *http.ServeMux, a *app) {
@@ -39,6 +39,7 @@ func addRoutes(mux *http.ServeMux, a *app) {
 	mux.Handle("POST /payment_webhook/{payment_id}/{status}", a.handle(handlePaymentWebhook(a)))
 	mux.Handle("POST /restock", a.handle(handleRestock(a)))
 	mux.Handle("POST /crash_application", a.handle(handleCrash(a)))
+	mux.Handle("GET /late_payments", a.handle(handleLatePayments(a)))
 
 	// Pages and the fragments they poll.
 	mux.Handle("GET /{$}", a.handle(handleStorePage(a)))
@@ -147,11 +148,43 @@ func render(w http.ResponseWriter, r *http.Request, status int, c templ.Componen
 	return err
 }
 
-func limitBody(h http.Handler, n int64) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// maxBodyBytes bounds every request body; the store's forms are tiny.
+const maxBodyBytes = 64 << 10
+
+// limitBody refuses a declared oversized body at once (413, before any
+// handler runs, so nothing starts or changes) and caps an undeclared
+// (chunked) one while it is read: parseForm turns that into a 413 too.
+func (a *app) limitBody(h http.Handler, n int64) http.Handler {
+	return a.handle(func(w http.ResponseWriter, r *http.Request) error {
+		if r.ContentLength > n {
+			return &http.MaxBytesError{Limit: n}
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, n)
 		h.ServeHTTP(w, r)
+		return nil
 	})
+}
+
+// parseForm reads the query and a urlencoded or multipart body, and reports
+// an oversized (413) or unreadable (400) body instead of dropping it the way
+// r.FormValue does: a form cut short must not be taken for an empty one.
+//
+// ParseForm comes first because ParseMultipartForm discards its error when
+// the body is not multipart.
+func parseForm(r *http.Request) error {
+	err := r.ParseForm()
+	if err == nil {
+		err = r.ParseMultipartForm(maxBodyBytes)
+	}
+	var mbe *http.MaxBytesError
+	switch {
+	case err == nil, errors.Is(err, http.ErrNotMultipart):
+		return nil
+	case errors.As(err, &mbe):
+		return err
+	default:
+		return errorf(http.StatusBadRequest, "could not read the form: %v", err)
+	}
 }
 
 // maxKeyLen bounds idempotency keys. A key is a workflow ID, which DBOS puts
@@ -165,11 +198,15 @@ func validateKey(what, key string) error {
 	if key == "" || len(key) > maxKeyLen {
 		return errorf(http.StatusBadRequest, "%s must be 1 to %d characters long (got %d)", what, maxKeyLen, len(key))
 	}
-	for i := 0; i < len(key); i++ {
-		c := key[i]
+	for _, c := range key {
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~' || c == ':') {
-			return errorf(http.StatusBadRequest, "%s may contain only A-Z a-z 0-9 - _ . ~ : (found %q)", what, rune(c))
+			return errorf(http.StatusBadRequest, "%s may contain only A-Z a-z 0-9 - _ . ~ : (found %q)", what, c)
 		}
+	}
+	// "." and ".." are path segments the router cleans away: a checkout with
+	// such a key could never be reached at /pay/{key} or by the webhook.
+	if key == "." || key == ".." {
+		return errorf(http.StatusBadRequest, "%s cannot be %q", what, key)
 	}
 	return nil
 }
@@ -289,6 +326,9 @@ func handleCheckout(a *app) handlerFunc {
 
 func handlePaymentWebhook(a *app) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := a.verifyWebhook(r); err != nil {
+			return err
+		}
 		pid, status := r.PathValue("payment_id"), r.PathValue("status")
 		if err := validatePayment(pid, status); err != nil {
 			return err
@@ -353,6 +393,9 @@ func handleRestock(a *app) handlerFunc {
 		if err := a.requireAdmin(r); err != nil {
 			return err
 		}
+		if err := parseForm(r); err != nil {
+			return err
+		}
 		n := 100
 		if s := r.FormValue("inventory"); s != "" {
 			v, err := strconv.Atoi(s)
@@ -382,19 +425,52 @@ func handleCrash(a *app) handlerFunc {
 	}
 }
 
-// requireAdmin guards the demo's operator buttons (crash, restock).
+// requireAdmin guards the demo's operator actions (crash, restock, the
+// refund list). The token comes from "Authorization: Bearer …",
+// "X-Admin-Token", or an admin_token field of a posted form (never the query
+// string, which ends up in logs), and is compared in constant time.
 func (a *app) requireAdmin(r *http.Request) error {
 	if a.cfg.AdminToken == "" {
 		return nil // demo mode: the page says so
 	}
-	tok := r.Header.Get("X-Admin-Token")
-	if tok == "" {
-		tok = r.FormValue("admin_token")
+	tok := adminTokenFrom(r)
+	if tok == "" && r.Method == http.MethodPost {
+		if err := parseForm(r); err != nil {
+			return err
+		}
+		tok = r.PostFormValue("admin_token")
 	}
-	if tok != a.cfg.AdminToken {
-		return errorf(http.StatusUnauthorized, "this action needs the admin token (ADMIN_TOKEN)")
+	if tok == "" || !tokenEqual(tok, a.cfg.AdminToken) {
+		w := "this action needs the admin token (ADMIN_TOKEN): send Authorization: Bearer <token> or X-Admin-Token"
+		if tok != "" {
+			w = "wrong admin token"
+		}
+		return errorf(http.StatusUnauthorized, "%s", w)
 	}
 	return nil
+}
+
+// latePaymentJSON is a payment that came for an already cancelled order.
+type latePaymentJSON struct {
+	PaymentID  string    `json:"payment_id"`
+	OrderID    int64     `json:"order_id"`
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// handleLatePayments lists the payments to refund: each came for an order
+// that was already cancelled. Payment ids are checkout keys, so the list is
+// an operator's (admin token) outside demo mode.
+func handleLatePayments(a *app) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := a.requireAdmin(r); err != nil {
+			return err
+		}
+		late, err := a.latePayments(r.Context())
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, late)
+	}
 }
 
 // ----- pages -----
@@ -412,7 +488,8 @@ func shopper(w http.ResponseWriter, r *http.Request) string {
 }
 
 func (a *app) pageInfo() views.PageInfo {
-	return views.PageInfo{Demo: a.cfg.AdminToken == "", Database: a.dialect.name, ExecutorID: a.cfg.ExecutorID}
+	return views.PageInfo{Demo: a.cfg.AdminToken == "", Database: a.dialect.name, ExecutorID: a.cfg.ExecutorID,
+		UnsignedWebhooks: a.cfg.WebhookKey == ""}
 }
 
 func handleStorePage(a *app) handlerFunc {
@@ -438,6 +515,9 @@ func handleStorePage(a *app) handlerFunc {
 
 func handleBuy(a *app) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := parseForm(r); err != nil {
+			return err
+		}
 		key := r.PostFormValue("key")
 		if err := validateKey("checkout key", key); err != nil {
 			return err
@@ -484,6 +564,9 @@ func handlePayPage(a *app) handlerFunc {
 
 func handlePay(a *app) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := parseForm(r); err != nil {
+			return err
+		}
 		key, status := r.PathValue("key"), r.PostFormValue("status")
 		if err := validatePayment(key, status); err != nil {
 			return err

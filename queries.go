@@ -100,3 +100,23 @@ func (a *app) restock(ctx context.Context, n int) error {
 	a.logger.Info("restocked", "inventory", n)
 	return nil
 }
+
+// latePayments lists the payments recorded for refund, oldest first.
+func (a *app) latePayments(ctx context.Context) ([]latePaymentJSON, error) {
+	rows, err := a.db.Query(ctx, `SELECT payment_id, order_id, received_at FROM late_payments ORDER BY received_at, payment_id`)
+	if err != nil {
+		return nil, fmt.Errorf("list late payments: %w", err)
+	}
+	defer rows.Close()
+	out := []latePaymentJSON{}
+	for rows.Next() {
+		var p latePaymentJSON
+		var ms int64
+		if err := rows.Scan(&p.PaymentID, &p.OrderID, &ms); err != nil {
+			return nil, fmt.Errorf("list late payments: %w", err)
+		}
+		p.ReceivedAt = time.UnixMilli(ms).UTC()
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}

@@ -19,6 +19,9 @@ type PageInfo struct {
 	Demo       bool   // no ADMIN_TOKEN: crash and restock are open to anyone
 	Database   string // "sqlite" or "postgres"
 	ExecutorID string
+	// UnsignedWebhooks: no PAYMENT_WEBHOOK_SECRET, so the payment webhook
+	// accepts unsigned calls.
+	UnsignedWebhooks bool
 }
 
 // Product is the store's one product.
