@@ -87,7 +87,7 @@ func (a *app) verifyWebhook(r *http.Request) error {
 	hexSig, ok := strings.CutPrefix(sig, "sha256=")
 	got, err := hex.DecodeString(hexSig)
 	if !ok || err != nil {
-		return errorf(http.StatusUnauthorized, "%s must be sha256=<hex>", webhookSignatureHeader)
+		return errorf(http.StatusUnauthorized, "%s must be sha256= followed by the HMAC in hex", webhookSignatureHeader)
 	}
 	// hmac.Equal takes the same time wherever the first difference is.
 	if !hmac.Equal(got, webhookMAC(secret, ts, r.Method, r.URL.EscapedPath())) {

@@ -441,7 +441,7 @@ func (a *app) requireAdmin(r *http.Request) error {
 		tok = r.PostFormValue("admin_token")
 	}
 	if tok == "" || !tokenEqual(tok, a.cfg.AdminToken) {
-		w := "this action needs the admin token (ADMIN_TOKEN): send Authorization: Bearer <token> or X-Admin-Token"
+		w := "this action needs the admin token (ADMIN_TOKEN): send it as Authorization: Bearer TOKEN or X-Admin-Token: TOKEN"
 		if tok != "" {
 			w = "wrong admin token"
 		}
