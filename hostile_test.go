@@ -338,6 +338,12 @@ func TestPaymentReplaysAndContradictions(t *testing.T) {
 	forEachDB(t, func(t *testing.T, dbURL string) {
 		base := startStore(t, dbURL, nil)
 		c := noRedirectClient(30 * time.Second)
+		// Its own connections, closed before the store stops: the concurrent
+		// calls below can leave a dialled but unused connection, which a
+		// graceful http.Server.Shutdown waits up to 5 s for.
+		tr := &http.Transport{}
+		c.Transport = tr
+		t.Cleanup(tr.CloseIdleConnections)
 		webhook := func(pid, status string) hresp {
 			return do(t, c, base, hreq{method: "POST", path: "/payment_webhook/" + pid + "/" + status})
 		}

@@ -83,12 +83,15 @@ func (a *app) recentOrders(ctx context.Context, shopper string, limit int) ([]vi
 // recordLatePayment notes a payment that came for a cancelled order, once
 // per payment id, so it can be refunded.
 func (a *app) recordLatePayment(ctx context.Context, pid string, orderID int64) error {
-	_, err := a.db.Exec(ctx, `INSERT INTO late_payments (payment_id, order_id, received_at) VALUES ($1, $2, $3) ON CONFLICT (payment_id) DO NOTHING`,
+	res, err := a.db.Exec(ctx, `INSERT INTO late_payments (payment_id, order_id, received_at) VALUES ($1, $2, $3) ON CONFLICT (payment_id) DO NOTHING`,
 		pid, orderID, a.now().UnixMilli())
 	if err != nil {
 		return fmt.Errorf("record late payment: %w", err)
 	}
-	a.logger.Warn("payment for a cancelled order recorded for refund", "payment_id", pid, "order_id", orderID)
+	// Log the first delivery only: a retried webhook is not a second refund.
+	if n, err := res.RowsAffected(); err == nil && n == 1 {
+		a.logger.Warn("payment for a cancelled order recorded for refund", "payment_id", pid, "order_id", orderID)
+	}
 	return nil
 }
 
