@@ -441,11 +441,11 @@ func (a *app) requireAdmin(r *http.Request) error {
 		tok = r.PostFormValue("admin_token")
 	}
 	if tok == "" || !tokenEqual(tok, a.cfg.AdminToken) {
-		w := "this action needs the admin token (ADMIN_TOKEN): send it as Authorization: Bearer TOKEN or X-Admin-Token: TOKEN"
+		msg := "this action needs the admin token (ADMIN_TOKEN): send it as Authorization: Bearer TOKEN or X-Admin-Token: TOKEN"
 		if tok != "" {
-			w = "wrong admin token"
+			msg = "wrong admin token"
 		}
-		return errorf(http.StatusUnauthorized, "%s", w)
+		return errorf(http.StatusUnauthorized, "%s", msg)
 	}
 	return nil
 }
