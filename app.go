@@ -143,6 +143,9 @@ func (a *app) openDatabase(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("DATABASE_URL: %w", err)
 		}
+		if a.cfg.pgTracer != nil {
+			pcfg.ConnConfig.Tracer = a.cfg.pgTracer
+		}
 		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 		if err != nil {
 			return fmt.Errorf("postgres: %w", err)
