@@ -27,7 +27,7 @@ const appName = "widget-store"
 // its own version, and its default is a hash of the binary, so any rebuild
 // would strand the previous build's workflows. Bump it only when a change to
 // checkout or dispatch would make old checkpoints replay wrongly.
-const appVersion = "widget-store-1"
+const appVersion = "widget-store-2"
 
 //go:embed schema.sql
 var schemaSQL string
@@ -42,8 +42,9 @@ type app struct {
 	ds      *dbos.DataSource // writes inside workflows: RunAsTransaction
 	dbos    dbos.Context
 	now     func() time.Time
-	exit    func(code int) // os.Exit; a test may replace it
-	ready   atomic.Bool    // /healthz answers 200 only while true
+	exit    func(code int)   // os.Exit; a test may replace it
+	ready   atomic.Bool      // /healthz answers 200 only while true
+	watches *checkoutWatches // in-process hand-offs between checkouts and requests
 
 	// crashWorkflow and crashStep are CRASH_AT parsed: exit right after that step.
 	crashWorkflow string
@@ -71,7 +72,7 @@ func (d dialect) autoID() string {
 }
 
 func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) {
-	a := &app{cfg: cfg, logger: logger, now: time.Now, exit: os.Exit}
+	a := &app{cfg: cfg, logger: logger, now: time.Now, exit: os.Exit, watches: newCheckoutWatches()}
 	if cfg.CrashAt != "" {
 		a.crashWorkflow, a.crashStep, _ = parseCrashPoint(cfg.CrashAt) // validated by parseConfig
 	}
@@ -142,6 +143,9 @@ func (a *app) openDatabase(ctx context.Context) error {
 		pcfg, err := pgxpool.ParseConfig(u)
 		if err != nil {
 			return fmt.Errorf("DATABASE_URL: %w", err)
+		}
+		if a.cfg.pgTracer != nil {
+			pcfg.ConnConfig.Tracer = a.cfg.pgTracer
 		}
 		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 		if err != nil {

@@ -356,22 +356,9 @@ func validatePayment(pid, status string) error {
 // that contradicts the order's fate is a 409, and a payment for an order that
 // was already cancelled is recorded for refund.
 func (a *app) pay(ctx context.Context, pid, status string) (int64, error) {
-	o, err := a.orderByKey(ctx, pid)
+	o, err := a.deliverPayment(ctx, pid, status)
 	if err != nil {
 		return 0, err
-	}
-	if o.Status == statusPending {
-		if err := a.deliverPayment(pid, status); err != nil {
-			return 0, fmt.Errorf("deliver payment: %w", err)
-		}
-		res, err := dbos.GetEvent[orderResult](dbos.From(a.dbos, ctx), pid, eventOrderResult, 60*time.Second)
-		if errors.Is(err, dbos.ErrTimeout) {
-			return 0, errorf(http.StatusServiceUnavailable, "payment for order %d received; the order is still being processed, retry to see its outcome", o.ID)
-		}
-		if err != nil {
-			return 0, fmt.Errorf("await order result: %w", err)
-		}
-		o.Status = res.Status
 	}
 	switch {
 	case status == paymentPaid && (o.Status == statusPaid || o.Status == statusDispatched):

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 func main() {
@@ -59,6 +61,10 @@ type config struct {
 	CrashAt     string        // CRASH_AT: "workflow:step", exit right after that step commits (tests)
 	WebhookKey  string        // PAYMENT_WEBHOOK_SECRET: require signed webhooks when set
 	AdminToken  string        // ADMIN_TOKEN: require it for crash/restock when set
+
+	// pgTracer, when set (benchmarks only, never from the environment),
+	// sees every Postgres statement the store sends: bench_test.go counts them.
+	pgTracer pgx.QueryTracer
 }
 
 // defaultPaymentTimeout is the durable window a shopper has to pay.

@@ -36,7 +36,7 @@ func testDatabases(t *testing.T) []testDB {
 		{name: "sqlite", newURL: func(t *testing.T) string {
 			return "sqlite:" + filepath.Join(t.TempDir(), "store.db")
 		}},
-		{name: "postgres", newURL: newPostgresDB},
+		{name: "postgres", newURL: func(t *testing.T) string { return newPostgresDB(t) }},
 	}
 }
 
@@ -52,7 +52,7 @@ func forEachDB(t *testing.T, f func(t *testing.T, dbURL string)) {
 
 // newPostgresDB creates an empty database on the TEST_DATABASE_URL server and
 // drops it when the test ends.
-func newPostgresDB(t *testing.T) string {
+func newPostgresDB(t testing.TB) string {
 	t.Helper()
 	admin := os.Getenv("TEST_DATABASE_URL")
 	if admin == "" {
@@ -128,7 +128,7 @@ func (l *lineWaiter) Write(p []byte) (int, error) {
 
 var listeningRE = regexp.MustCompile(`listening on (http://\S+)`)
 
-func (l *lineWaiter) waitAddr(t *testing.T, timeout time.Duration) string {
+func (l *lineWaiter) waitAddr(t testing.TB, timeout time.Duration) string {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
@@ -145,7 +145,7 @@ func (l *lineWaiter) waitAddr(t *testing.T, timeout time.Duration) string {
 
 // startStore runs the real store in-process on port 0 against dbURL, with
 // extra environment, and returns its base URL. It stops at the end of the test.
-func startStore(t *testing.T, dbURL string, env map[string]string) string {
+func startStore(t testing.TB, dbURL string, env map[string]string) string {
 	t.Helper()
 	vars := map[string]string{
 		"PORT": "0", "SUPERVISE": "0", "DATABASE_URL": dbURL,
@@ -175,14 +175,14 @@ func startStore(t *testing.T, dbURL string, env map[string]string) string {
 	return base
 }
 
-type testLogWriter struct{ t *testing.T }
+type testLogWriter struct{ t testing.TB }
 
 func (w testLogWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
 
-func waitHealthy(t *testing.T, base string, timeout time.Duration) {
+func waitHealthy(t testing.TB, base string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
@@ -199,7 +199,7 @@ func waitHealthy(t *testing.T, base string, timeout time.Duration) {
 }
 
 // call makes one request and returns status and body.
-func call(t *testing.T, method, u string) (int, string) {
+func call(t testing.TB, method, u string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, u, nil)
 	if err != nil {
@@ -217,7 +217,7 @@ func call(t *testing.T, method, u string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func mustCall(t *testing.T, method, u string, want int) string {
+func mustCall(t testing.TB, method, u string, want int) string {
 	t.Helper()
 	status, body := call(t, method, u)
 	if status != want {

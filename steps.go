@@ -27,18 +27,26 @@ type checkoutTx struct {
 	shopper string
 }
 
+// reserved is the first checkout step's checkpointed output.
+type reserved struct {
+	OrderID int64 `json:"order_id"` // 0 when sold out
+	// PayByMs is when the payment window closes (Unix ms). Being part of the
+	// checkpoint, it makes the payment wait durable without a step of its own.
+	PayByMs int64 `json:"pay_by_ms"`
+}
+
 // reserveAndCreateOrder takes one unit of stock and creates the PENDING
 // order, in one transaction. It returns the new order's id, or 0 when the
 // product is sold out (then nothing changed).
-func (c checkoutTx) reserveAndCreateOrder(ctx context.Context, tx dbos.Tx) (int64, error) {
+func (c checkoutTx) reserveAndCreateOrder(ctx context.Context, tx dbos.Tx) (reserved, error) {
 	res, err := tx.Exec(ctx, `UPDATE products SET inventory = inventory - 1 WHERE product_id = $1 AND inventory > 0`, productID)
 	if err != nil {
-		return 0, fmt.Errorf("reserve: %w", err)
+		return reserved{}, fmt.Errorf("reserve: %w", err)
 	}
 	if n, err := res.RowsAffected(); err != nil {
-		return 0, err
+		return reserved{}, err
 	} else if n == 0 {
-		return 0, nil
+		return reserved{}, nil
 	}
 	now := c.a.now().UnixMilli()
 	var orderID int64
@@ -48,9 +56,9 @@ func (c checkoutTx) reserveAndCreateOrder(ctx context.Context, tx dbos.Tx) (int6
 		RETURNING order_id`,
 		c.key, c.shopper, dispatchSteps, now, productID).Scan(&orderID)
 	if err != nil {
-		return 0, fmt.Errorf("create order: %w", err)
+		return reserved{}, fmt.Errorf("create order: %w", err)
 	}
-	return orderID, nil
+	return reserved{OrderID: orderID, PayByMs: now + c.a.cfg.PayTimeout.Milliseconds()}, nil
 }
 
 // orderTx carries the order a later checkout step works on.

@@ -4,10 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
+	"github.com/jackc/pgx/v5"
+
+	"widget-store/views"
 )
 
 // Order statuses, as stored and as the JSON API reports them. The numbers
@@ -22,10 +27,8 @@ const (
 // Names under which workflows, events and messages are recorded. They are
 // part of the durable state: renaming one strands workflows already started.
 const (
-	eventPaymentID     = "payment_id"     // checkout → shopper: the payment id, "" when sold out
-	eventOrderResult   = "order_result"   // checkout → webhook: the order id and its outcome
-	topicPaymentStatus = "payment_status" // webhook → checkout (Postgres): "paid" or "failed"
-	eventPaymentStatus = "payment_status" // payment workflow → checkout (SQLite): the same
+	eventPaymentID     = "payment_id"     // checkout → shopper: "" when sold out (else the order row says it)
+	topicPaymentStatus = "payment_status" // webhook → checkout: "paid" or "failed"
 )
 
 // dispatchSteps is how many one-second legs the dispatch of an order takes.
@@ -64,58 +67,66 @@ type dispatchInput struct {
 // The workflow IDs of the helpers of a checkout. Checkout keys cannot contain
 // "/", so these never collide with a checkout's own ID.
 func dispatchWorkflowID(orderID int64) string { return "dispatch/" + strconv.FormatInt(orderID, 10) }
-func paymentWorkflowID(key string) string     { return "payment/" + key }
 
 // registerWorkflows registers every workflow under a stable name, which is
 // what DBOS records and looks up at recovery.
 func (a *app) registerWorkflows() {
 	dbos.RegisterWorkflow(a.dbos, a.checkoutWorkflow, dbos.WithWorkflowName("checkout"))
 	dbos.RegisterWorkflow(a.dbos, a.dispatchWorkflow, dbos.WithWorkflowName("dispatch"))
-	dbos.RegisterWorkflow(a.dbos, a.paymentWorkflow, dbos.WithWorkflowName("payment"))
 }
 
 // checkoutWorkflow sells one widget. Its ID is the client's idempotency key,
 // so a key runs it at most once. Steps (numbered for CRASH_AT):
 //
-//  1. reserve a unit and create the PENDING order (one transaction)
-//  2. publish the payment id ("" when sold out, and stop)
-//  3. wait for the payment status, at most PAYMENT_TIMEOUT, durably
+//  1. reserve a unit and create the PENDING order (one transaction; it also
+//     records the payment deadline)
+//  2. publish the payment id: in memory, to the request waiting in this
+//     process (the order row committed in step 1 is the durable record; a
+//     sold-out checkout records an event "" and stops)
+//  3. receive the payment status, waiting at most until the deadline
 //  4. paid: mark the order PAID / otherwise: cancel it and return the unit
 //  5. paid: start the dispatch workflow
-//  6. publish the outcome for the webhook
+//  6. publish the outcome: in memory, to the webhook waiting in this process
+//     (the order's status committed in step 4 is the durable record)
 //
 // Every write is a RunAsTransaction, so it commits with its checkpoint and a
-// crash can never apply it twice.
+// crash can never apply it twice. Steps 2 and 6 write nothing: they save two
+// SetEvent transactions and the GetEvent reads that waited on them, and a
+// request that hears nothing from them reads the database instead (see
+// checkoutWatch).
 func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult, error) {
 	key, err := dbos.GetWorkflowID(ctx)
 	if err != nil {
 		return orderResult{}, err
 	}
-	orderID, err := dbos.RunAsTransaction(ctx, a.ds, checkoutTx{a: a, key: key, shopper: in.Shopper}.reserveAndCreateOrder)
+	w := a.watches.acquire(key, true)
+	defer a.watches.release(key, w, true)
+	res, err := dbos.RunAsTransaction(ctx, a.ds, checkoutTx{a: a, key: key, shopper: in.Shopper}.reserveAndCreateOrder)
 	if err != nil {
 		return orderResult{}, err
 	}
 	a.afterStep("checkout", 1)
-	if orderID == 0 {
+	if res.OrderID == 0 {
+		// Sold out is rare and has no order row to read, so it is recorded as
+		// an event: the pay page and retried checkouts read it.
 		if err := dbos.SetEvent(ctx, eventPaymentID, ""); err != nil {
 			return orderResult{}, err
 		}
+		w.publishStarted(0)
 		a.afterStep("checkout", 2)
 		return orderResult{}, nil
 	}
-	if err := dbos.SetEvent(ctx, eventPaymentID, key); err != nil {
-		return orderResult{}, err
-	}
+	w.publishStarted(res.OrderID)
 	a.afterStep("checkout", 2)
 
-	status, err := a.awaitPayment(ctx, key)
+	status, err := a.awaitPayment(ctx, key, w, res.PayByMs)
 	if err != nil {
 		return orderResult{}, err
 	}
 	a.afterStep("checkout", 3)
 
-	result := orderResult{OrderID: orderID}
-	order := orderTx{a: a, orderID: orderID}
+	result := orderResult{OrderID: res.OrderID}
+	order := orderTx{a: a, orderID: res.OrderID}
 	if status == paymentPaid {
 		paidAtMs, err := dbos.RunAsTransaction(ctx, a.ds, order.markPaid)
 		if err != nil {
@@ -124,8 +135,8 @@ func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult,
 		a.afterStep("checkout", 4)
 		// A child workflow: started once (the start is checkpointed), and it
 		// runs on by itself after checkout completes.
-		in := dispatchInput{OrderID: orderID, FirstDueMs: paidAtMs + time.Second.Milliseconds()}
-		if _, err := dbos.RunWorkflow(ctx, a.dispatchWorkflow, in, dbos.WithWorkflowID(dispatchWorkflowID(orderID))); err != nil {
+		in := dispatchInput{OrderID: res.OrderID, FirstDueMs: paidAtMs + time.Second.Milliseconds()}
+		if _, err := dbos.RunWorkflow(ctx, a.dispatchWorkflow, in, dbos.WithWorkflowID(dispatchWorkflowID(res.OrderID))); err != nil {
 			return orderResult{}, err
 		}
 		a.afterStep("checkout", 5)
@@ -137,52 +148,153 @@ func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult,
 		a.afterStep("checkout", 4)
 		result.Status = statusCancelled
 	}
-	if err := dbos.SetEvent(ctx, eventOrderResult, result); err != nil {
-		return orderResult{}, err
-	}
+	w.publishOutcome(result)
 	a.afterStep("checkout", 6)
 	return result, nil
 }
 
-// awaitPayment waits durably for the payment status: the deadline is
-// checkpointed, so a wait cut by a crash still ends PAYMENT_TIMEOUT after it
-// began. It returns "paid", "failed" or "timeout".
+// awaitPayment receives the payment status, waiting at most until payByMs
+// (recorded by step 1, so a wait cut by a crash still ends PAYMENT_TIMEOUT
+// after the order was made). It returns "paid", "failed" or "timeout".
 //
-// The wake-up path differs by database (see deliverPayment). Postgres wakes a
-// Recv through a trigger and LISTEN/NOTIFY within milliseconds. SQLite has no
-// NOTIFY and DBOS wakes a Recv there from a one-second poller (≈500 ms median),
-// but a SetEvent in this process wakes a local GetEvent at once, so on SQLite
-// the webhook records the status as an event of a one-step payment workflow.
-func (a *app) awaitPayment(ctx dbos.Context, key string) (string, error) {
-	var status string
-	var err error
-	if a.dialect.postgres {
-		status, err = dbos.Recv[string](ctx, topicPaymentStatus, a.cfg.PayTimeout)
-	} else {
-		status, err = dbos.GetEvent[string](ctx, paymentWorkflowID(key), eventPaymentStatus, a.cfg.PayTimeout)
+// The webhook delivers the status with dbos.Send (see deliverPayment) and
+// the checkout takes it with dbos.Recv, which consumes the message and
+// checkpoints it in one transaction: exactly once on both databases.
+//
+// Postgres: Recv waits itself; a trigger and LISTEN/NOTIFY wake it within
+// milliseconds, in whichever process the webhook ran. Recv checkpoints its
+// deadline as a step of its own first (one more commit), which buys that
+// cross-process wake-up.
+//
+// SQLite: DBOS wakes a Recv there only from a one-second poller (≈500 ms
+// median), so the checkout first waits in memory for the webhook in this
+// process (a SQLite store is one process) to say it has sent, and calls Recv
+// only then, or at the deadline. A Recv that finds its message already there
+// records no deadline step: one transaction for the whole receive. Before
+// waiting, it looks for a message sent before it began (a webhook that came
+// before a restart, or a replay).
+func (a *app) awaitPayment(ctx dbos.Context, key string, w *checkoutWatch, payByMs int64) (string, error) {
+	remaining := time.Until(time.UnixMilli(payByMs))
+	if !a.dialect.postgres {
+		sent, err := a.paymentMessageExists(ctx, key)
+		if err != nil {
+			return "", err
+		}
+		if !sent && remaining > 0 {
+			t := time.NewTimer(remaining)
+			select {
+			case <-w.paymentSent:
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return "", ctx.Err()
+			}
+			t.Stop()
+		}
+		remaining = time.Until(time.UnixMilli(payByMs))
 	}
+	// A deadline already past still gets one Recv: it records the timeout
+	// (or takes a message that came just in time) as the checkpoint.
+	status, err := dbos.Recv[string](ctx, topicPaymentStatus, max(remaining, time.Millisecond))
 	if errors.Is(err, dbos.ErrTimeout) {
 		return paymentTimedOut, nil
 	}
 	return status, err
 }
 
-// deliverPayment hands a payment status to the checkout waiting for it,
-// durably and at most once per payment id: a duplicate delivery is dropped
-// (Send's idempotency key, or the payment workflow's fixed ID), so the first
-// status to arrive is the one checkout sees.
-func (a *app) deliverPayment(key, status string) error {
-	if a.dialect.postgres {
-		return dbos.Send(a.dbos, key, status, topicPaymentStatus, dbos.WithIdempotencyKey("payment/"+key))
+// paymentMessageExists (SQLite) reports whether a payment status was ever
+// sent to checkout key, consumed or not. It reads DBOS's own notifications
+// table, the same query DBOS's Recv makes (SDK v1.8.0 schema), read-only.
+// Consumed messages count so that a replayed checkout whose Recv is already
+// checkpointed goes straight to Recv, which returns the checkpoint.
+func (a *app) paymentMessageExists(ctx context.Context, key string) (bool, error) {
+	var found bool
+	err := a.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM notifications WHERE destination_uuid = $1 AND topic = $2)`,
+		key, topicPaymentStatus).Scan(&found)
+	if err != nil {
+		return false, fmt.Errorf("look for a payment message: %w", err)
 	}
-	_, err := dbos.RunWorkflow(a.dbos, a.paymentWorkflow, status, dbos.WithWorkflowID(paymentWorkflowID(key)))
-	return err
+	return found, nil
 }
 
-// paymentWorkflow (SQLite only, see awaitPayment) records a payment status as
-// an event that wakes the waiting checkout in this process at once.
-func (a *app) paymentWorkflow(ctx dbos.Context, status string) (string, error) {
-	return status, dbos.SetEvent(ctx, eventPaymentStatus, status)
+// deliverPayment hands a payment status to the checkout behind payment id
+// pid and returns its order with the outcome: when the order is still
+// PENDING, the status is sent (durably, once per payment id: a duplicate is
+// dropped by Send's idempotency key, so the first status to arrive is the one
+// checkout sees) and the outcome awaited; otherwise the order as it is.
+//
+// The order read and the Send are one transaction, so a webhook costs one
+// commit. The outcome comes from the checkout in memory when it runs in this
+// process, else from the order row (polled with backoff).
+func (a *app) deliverPayment(ctx context.Context, pid, status string) (views.Order, error) {
+	w := a.watches.acquire(pid, false)
+	defer a.watches.release(pid, w, false)
+	o, err := a.sendPaymentIfPending(ctx, pid, status)
+	if err != nil || o.Status != statusPending {
+		return o, err
+	}
+	w.publishPaymentSent()
+	deadline := time.Now().Add(60 * time.Second)
+	err = w.await(ctx, w.outcome, deadline, func() (bool, error) {
+		cur, err := a.orderByKey(ctx, pid)
+		if err != nil {
+			return false, err
+		}
+		o = cur
+		return cur.Status != statusPending, nil
+	})
+	if errors.Is(err, errWatchDeadline) {
+		return o, errorf(http.StatusServiceUnavailable, "payment for order %d received; the order is still being processed, retry to see its outcome", o.ID)
+	}
+	if err != nil {
+		return o, err
+	}
+	if r, ok := w.result(); ok {
+		o.Status = r.Status
+	}
+	return o, nil
+}
+
+// sendPaymentIfPending reads the order behind pid and, if it is PENDING,
+// sends it the payment status, in one transaction.
+func (a *app) sendPaymentIfPending(ctx context.Context, pid, status string) (views.Order, error) {
+	send := func(tx any) error {
+		return dbos.Send(a.dbos, pid, status, topicPaymentStatus,
+			dbos.WithIdempotencyKey("payment/"+pid), dbos.WithSendTransaction(tx))
+	}
+	q := `SELECT ` + orderColumns + ` FROM orders WHERE checkout_key = $1`
+	var o views.Order
+	var err error
+	if a.dialect.postgres {
+		err = pgx.BeginFunc(ctx, a.pgPool, func(tx pgx.Tx) error {
+			if o, err = scanOrder(tx.QueryRow(ctx, q, pid)); err != nil || o.Status != statusPending {
+				return err
+			}
+			return send(tx)
+		})
+	} else {
+		err = func() error {
+			tx, err := a.sqlDB.BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			defer tx.Rollback() // no-op after Commit
+			if o, err = scanOrder(tx.QueryRowContext(ctx, q, pid)); err != nil || o.Status != statusPending {
+				return err
+			}
+			if err := send(tx); err != nil {
+				return err
+			}
+			return tx.Commit()
+		}()
+	}
+	if isNoRows(err) {
+		return o, errorf(http.StatusNotFound, "unknown payment id %s", pid)
+	}
+	if err != nil {
+		return o, fmt.Errorf("deliver payment: %w", err)
+	}
+	return o, nil
 }
 
 // dispatchWorkflow ships a paid order in dispatchSteps legs of one second,
@@ -238,18 +350,197 @@ func (a *app) afterStep(w string, n int) {
 
 // startCheckout starts (or, for a key seen before, finds) the checkout
 // workflow and waits for its payment id. It returns "" when sold out.
+//
+// A checkout running in this process hands the payment id over in memory
+// right after step 1 commits. A request that does not hear from it (the key
+// was used before, or its checkout runs elsewhere) reads what step 1
+// committed: the order row, or the sold-out event.
 func (a *app) startCheckout(ctx context.Context, key, shopper string) (string, error) {
+	w := a.watches.acquire(key, false)
+	defer a.watches.release(key, w, false)
 	// The workflow runs on the app's root context, never the request's: a
 	// cancelled request context would durably cancel the workflow.
 	if _, err := dbos.RunWorkflow(a.dbos, a.checkoutWorkflow, checkoutInput{Shopper: shopper}, dbos.WithWorkflowID(key)); err != nil {
 		return "", fmt.Errorf("start checkout: %w", err)
 	}
-	pid, err := dbos.GetEvent[string](dbos.From(a.dbos, ctx), key, eventPaymentID, 30*time.Second)
-	if errors.Is(err, dbos.ErrTimeout) {
-		return "", errorf(503, "checkout %s is still starting; retry with the same key", key)
+	pid := ""
+	err := w.await(ctx, w.started, time.Now().Add(30*time.Second), func() (bool, error) {
+		if _, err := a.orderByKey(ctx, key); err == nil {
+			pid = key
+			return true, nil
+		} else if he := (*httpError)(nil); !errors.As(err, &he) || he.status != http.StatusNotFound {
+			return false, err
+		}
+		soldOut, err := dbos.GetEvent[string](dbos.From(a.dbos, ctx), key, eventPaymentID, 0)
+		if errors.Is(err, dbos.ErrTimeout) {
+			return false, nil
+		}
+		return err == nil && soldOut == "", err
+	})
+	if errors.Is(err, errWatchDeadline) {
+		return "", errorf(http.StatusServiceUnavailable, "checkout %s is still starting; retry with the same key", key)
 	}
 	if err != nil {
 		return "", fmt.Errorf("await payment id: %w", err)
 	}
+	if id, ok := w.startedOrder(); ok && id != 0 {
+		pid = key
+	}
 	return pid, nil
+}
+
+// checkoutWatch is how a checkout running in this process tells the requests
+// waiting on it (checkout, webhook) what it did, without a database round
+// trip; and how the webhook tells a SQLite checkout that it has sent the
+// payment status. It is never the source of truth: each fact it carries was
+// committed first, and a waiter that hears nothing reads the database.
+type checkoutWatch struct {
+	running int // checkouts executing in this process under this key; guarded by checkoutWatches.mu
+	refs    int // guarded by checkoutWatches.mu
+
+	mu          sync.Mutex
+	orderID     int64 // valid once started is closed; 0 when sold out
+	outcomeVal  orderResult
+	started     chan struct{} // closed after step 1 committed
+	outcome     chan struct{} // closed after step 4 committed
+	paymentSent chan struct{} // closed after the webhook's Send committed
+	owner       *checkoutWatches
+}
+
+// checkoutWatches holds one checkoutWatch per checkout key that someone in
+// this process is running or waiting on.
+type checkoutWatches struct {
+	mu sync.Mutex
+	m  map[string]*checkoutWatch
+}
+
+func newCheckoutWatches() *checkoutWatches {
+	return &checkoutWatches{m: map[string]*checkoutWatch{}}
+}
+
+// acquire returns the watch for key, creating it; running says the caller is
+// the checkout workflow itself. Pair each acquire with a release.
+func (ws *checkoutWatches) acquire(key string, running bool) *checkoutWatch {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.m[key]
+	if w == nil {
+		w = &checkoutWatch{started: make(chan struct{}), outcome: make(chan struct{}), paymentSent: make(chan struct{}), owner: ws}
+		ws.m[key] = w
+	}
+	w.refs++
+	if running {
+		w.running++
+	}
+	return w
+}
+
+func (ws *checkoutWatches) release(key string, w *checkoutWatch, running bool) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w.refs--
+	if running {
+		w.running--
+	}
+	if w.refs == 0 {
+		delete(ws.m, key)
+	}
+}
+
+func (w *checkoutWatch) isRunning() bool {
+	w.owner.mu.Lock()
+	defer w.owner.mu.Unlock()
+	return w.running > 0
+}
+
+func closeOnce(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+		close(c)
+	}
+}
+
+func (w *checkoutWatch) publishStarted(orderID int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.orderID = orderID
+	closeOnce(w.started)
+}
+
+func (w *checkoutWatch) startedOrder() (int64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	select {
+	case <-w.started:
+		return w.orderID, true
+	default:
+		return 0, false
+	}
+}
+
+func (w *checkoutWatch) publishOutcome(r orderResult) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.outcomeVal = r
+	closeOnce(w.outcome)
+}
+
+func (w *checkoutWatch) result() (orderResult, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	select {
+	case <-w.outcome:
+		return w.outcomeVal, true
+	default:
+		return orderResult{}, false
+	}
+}
+
+func (w *checkoutWatch) publishPaymentSent() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	closeOnce(w.paymentSent)
+}
+
+// errWatchDeadline is await's "neither signal nor database said so in time".
+var errWatchDeadline = errors.New("deadline passed")
+
+// await waits until signal closes or check (a database read) reports done.
+// While the checkout runs in this process it trusts the signal and reads
+// nothing (but for a check a second as a safety net); otherwise it reads
+// after 5 ms, then with doubling pauses up to 500 ms.
+func (w *checkoutWatch) await(ctx context.Context, signal <-chan struct{}, deadline time.Time, check func() (bool, error)) error {
+	pause := 5 * time.Millisecond
+	for {
+		wait := pause
+		if w.isRunning() {
+			wait = time.Second
+		}
+		t := time.NewTimer(min(wait, time.Until(deadline)))
+		select {
+		case <-signal:
+			t.Stop()
+			return nil
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		select {
+		case <-signal:
+			return nil
+		default:
+		}
+		if wait == pause || !w.isRunning() {
+			done, err := check()
+			if err != nil || done {
+				return err
+			}
+			pause = min(pause*2, 500*time.Millisecond)
+		}
+		if !time.Now().Before(deadline) {
+			return errWatchDeadline
+		}
+	}
 }
