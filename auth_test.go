@@ -46,7 +46,7 @@ func TestWebhookSignatures(t *testing.T) {
 			{"empty signature", withHeader(good, webhookSignatureHeader, "sha256="), "does not match"},
 		}
 		c := noRedirectClient(hostileDeadline)
-		var lat latencies
+		var lat caseLatencies
 		before := snapshot(t, base, dbURL, "")
 		for _, tc := range cases {
 			r := do(t, c, base, hreq{method: "POST", path: paid, header: tc.header})

@@ -144,19 +144,19 @@ func assertUnchanged(t *testing.T, what string, before, after storeState) {
 	}
 }
 
-// latencies collects per-case durations and logs them as one table.
-type latencies struct {
+// caseLatencies collects per-case durations and logs them as one table.
+type caseLatencies struct {
 	mu   sync.Mutex
 	rows []string
 }
 
-func (l *latencies) add(name string, r hresp) {
+func (l *caseLatencies) add(name string, r hresp) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.rows = append(l.rows, fmt.Sprintf("%7.1f ms  %d  %s", float64(r.dur.Microseconds())/1000, r.status, name))
 }
 
-func (l *latencies) log(t *testing.T) {
+func (l *caseLatencies) log(t *testing.T) {
 	t.Logf("per-case latency (wall time of one request):\n%s", strings.Join(l.rows, "\n"))
 }
 
@@ -295,7 +295,7 @@ func TestHostileInputIsRefusedCleanly(t *testing.T) {
 		}
 
 		c := noRedirectClient(hostileDeadline)
-		var lat latencies
+		var lat caseLatencies
 		before := snapshot(t, base, dbURL, admin)
 		for _, tc := range cases {
 			r := do(t, c, base, tc.req)
