@@ -96,7 +96,9 @@ func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult,
 		return orderResult{}, err
 	}
 	a.afterStep("checkout", 1)
+	log := a.wfLogger(ctx, orderID)
 	if orderID == 0 {
+		log.Info("checkout: sold out")
 		if err := dbos.SetEvent(ctx, eventPaymentID, ""); err != nil {
 			return orderResult{}, err
 		}
@@ -107,12 +109,14 @@ func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult,
 		return orderResult{}, err
 	}
 	a.afterStep("checkout", 2)
+	log.Debug("checkout: order created, awaiting payment")
 
 	status, err := a.awaitPayment(ctx, key)
 	if err != nil {
 		return orderResult{}, err
 	}
 	a.afterStep("checkout", 3)
+	log.Info("checkout: payment status", "payment", status)
 
 	result := orderResult{OrderID: orderID}
 	order := orderTx{a: a, orderID: orderID}
@@ -131,6 +135,7 @@ func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult,
 		a.afterStep("checkout", 5)
 		result.Status = statusPaid
 	} else {
+		order.paymentStatus = status
 		if _, err := dbos.RunAsTransaction(ctx, a.ds, order.cancel); err != nil {
 			return orderResult{}, err
 		}
@@ -154,6 +159,7 @@ func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult,
 // but a SetEvent in this process wakes a local GetEvent at once, so on SQLite
 // the webhook records the status as an event of a one-step payment workflow.
 func (a *app) awaitPayment(ctx dbos.Context, key string) (string, error) {
+	defer a.metrics.step("checkout", "await_payment", time.Now()) // a replay after recovery records ~0
 	var status string
 	var err error
 	if a.dialect.postgres {
@@ -206,6 +212,7 @@ func (a *app) dispatchWorkflow(ctx dbos.Context, in dispatchInput) (int64, error
 		a.afterStep("dispatch", dispatchSteps-remaining)
 		due = next
 	}
+	a.wfLogger(ctx, in.OrderID).Info("dispatch: order dispatched")
 	return in.OrderID, nil
 }
 
