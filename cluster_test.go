@@ -118,6 +118,13 @@ func (s *shoppers) post(start int, path string) (code int, body string, node int
 	return 0, "", node, 0, fmt.Errorf("POST %s: no node answered within 90s", path)
 }
 
+// count is how many purchases are complete.
+func (s *shoppers) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.done)
+}
+
 // shop makes one purchase with the given intent.
 func (s *shoppers) shop(intent string) {
 	n := int(s.next.Add(1))
@@ -613,8 +620,8 @@ func TestTakeoverClaimedOnce(t *testing.T) {
 	var na, nb int
 	var ea, eb error
 	var wg sync.WaitGroup
-	wg.Go(func() { na, ea = a.takeOver(ctx, "ghost") })
-	wg.Go(func() { nb, eb = b.takeOver(ctx, "ghost") })
+	wg.Go(func() { na, ea = a.takeOver(ctx, a.pgPool, "ghost") })
+	wg.Go(func() { nb, eb = b.takeOver(ctx, b.pgPool, "ghost") })
 	wg.Wait()
 	if ea != nil || eb != nil {
 		t.Fatalf("takeOver: %v, %v", ea, eb)
@@ -647,7 +654,7 @@ func TestTakeoverClaimedOnce(t *testing.T) {
 		t.Fatalf("order %d after takeover: %+v, %v; want PAID", orderID, o, err)
 	}
 	// The ghost is alive again: nobody may claim it.
-	if n, err := a.takeOver(ctx, "ghost"); n != 0 || err != nil {
+	if n, err := a.takeOver(ctx, a.pgPool, "ghost"); n != 0 || err != nil {
 		t.Errorf("takeover of a live instance: %d, %v; want nothing", n, err)
 	}
 	if err := a.pgPool.QueryRow(ctx, `SELECT taken_over_by FROM instances WHERE executor_id = 'ghost'`).Scan(&by); err != nil || by != nil {
@@ -837,7 +844,16 @@ func TestClusterSurvivesPostgresRestart(t *testing.T) {
 	pg.start()
 	t.Logf("Postgres down for %v", time.Since(down).Round(time.Millisecond))
 
-	time.Sleep(2 * time.Second) // shoppers go on after the restart
+	// Shoppers go on until a dozen more purchases are complete.
+	back := time.Now()
+	doneAtRestart := sh.count()
+	for sh.count() < doneAtRestart+12 {
+		if time.Since(back) > 60*time.Second {
+			t.Fatalf("only %d purchases completed in the minute after Postgres came back", sh.count()-doneAtRestart)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("MEASURED a dozen purchases completed %v after Postgres came back", time.Since(back).Round(time.Millisecond))
 	close(stop)
 	waitShoppers()
 	if len(sh.errs) > 0 {

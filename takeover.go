@@ -8,7 +8,15 @@ import (
 
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
+
+// pgDB is what the heartbeat and the claim need: a *pgx.Conn or the pool.
+type pgDB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
 
 // Dead-instance takeover (Postgres only).
 //
@@ -42,6 +50,10 @@ import (
 //
 // Times are the database's clock (Unix ms), so instances on machines whose
 // clocks disagree still agree on who is silent.
+//
+// The loop has a database connection of its own, outside the pool that
+// workflows and requests share: an instance whose pool is saturated by load
+// is busy, not dead, and its heartbeat must not queue behind that load.
 
 const (
 	defaultTakeoverAfter = 10 * time.Second
@@ -71,7 +83,7 @@ func (a *app) heartbeatInterval() time.Duration {
 // no longer PENDING under our ID by the time we count (or launch).
 func (a *app) joinCluster(ctx context.Context) error {
 	if a.dialect.postgres {
-		if err := a.heartbeat(ctx, true); err != nil {
+		if err := a.heartbeat(ctx, a.pgPool, true); err != nil {
 			return fmt.Errorf("first heartbeat: %w", err)
 		}
 	}
@@ -93,9 +105,9 @@ func (a *app) joinCluster(ctx context.Context) error {
 // heartbeat records that this instance is alive. The common case is one
 // UPDATE; when it matches nothing (first start, or we were taken over), a
 // transaction reads the takeover mark, logs it, and clears it.
-func (a *app) heartbeat(ctx context.Context, starting bool) error {
+func (a *app) heartbeat(ctx context.Context, db pgDB, starting bool) error {
 	if !starting {
-		tag, err := a.pgPool.Exec(ctx, `UPDATE instances SET heartbeat_at = `+dbNowMs+`
+		tag, err := db.Exec(ctx, `UPDATE instances SET heartbeat_at = `+dbNowMs+`
 			WHERE executor_id = $1 AND taken_over_by IS NULL`, a.cfg.ExecutorID)
 		if err != nil {
 			return err
@@ -104,7 +116,7 @@ func (a *app) heartbeat(ctx context.Context, starting bool) error {
 			return nil
 		}
 	}
-	tx, err := a.pgPool.Begin(ctx)
+	tx, err := db.Begin(ctx)
 	if err != nil {
 		return err
 	}
@@ -165,6 +177,12 @@ func (a *app) instanceLoop(ctx context.Context) {
 	interval := a.heartbeatInterval()
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	var conn *pgx.Conn // the loop's own connection, (re)opened when needed
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background()) // an error closing a connection we drop anyway is moot
+		}
+	}()
 	healthySince := time.Now() // joinCluster's heartbeat just succeeded
 	for {
 		select {
@@ -173,8 +191,19 @@ func (a *app) instanceLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 		beatCtx, cancel := context.WithTimeout(ctx, max(interval, time.Second))
-		err := a.heartbeat(beatCtx, false)
+		var err error
+		if conn == nil {
+			conn, err = pgx.ConnectConfig(beatCtx, a.pgPool.Config().ConnConfig.Copy())
+		}
+		if err == nil {
+			err = a.heartbeat(beatCtx, conn, false)
+		}
 		cancel()
+		if err != nil && conn != nil {
+			// A timed-out or failed statement leaves the connection in doubt: start afresh.
+			conn.Close(context.Background()) // best effort, see above
+			conn = nil
+		}
 		if err != nil {
 			a.metrics.heartbeats.WithLabelValues("error").Inc()
 			if ctx.Err() != nil {
@@ -194,7 +223,7 @@ func (a *app) instanceLoop(ctx context.Context) {
 		if a.cfg.TakeoverAfter == 0 || time.Since(healthySince) < a.cfg.TakeoverAfter {
 			continue
 		}
-		if err := a.takeOverSilentPeers(ctx); err != nil && ctx.Err() == nil {
+		if err := a.takeOverSilentPeers(ctx, conn); err != nil && ctx.Err() == nil {
 			a.logger.Warn("takeover of silent peers failed; retrying at the next heartbeat", "err", err)
 		}
 	}
@@ -202,8 +231,8 @@ func (a *app) instanceLoop(ctx context.Context) {
 
 // takeOverSilentPeers claims and resumes every peer silent for longer than
 // TAKEOVER_AFTER that nobody has claimed yet.
-func (a *app) takeOverSilentPeers(ctx context.Context) error {
-	rows, err := a.pgPool.Query(ctx, `SELECT executor_id FROM instances
+func (a *app) takeOverSilentPeers(ctx context.Context, db pgDB) error {
+	rows, err := db.Query(ctx, `SELECT executor_id FROM instances
 		WHERE executor_id <> $1 AND taken_over_by IS NULL AND heartbeat_at < `+dbNowMs+` - $2`,
 		a.cfg.ExecutorID, a.cfg.TakeoverAfter.Milliseconds())
 	if err != nil {
@@ -215,7 +244,7 @@ func (a *app) takeOverSilentPeers(ctx context.Context) error {
 	}
 	var errs []error
 	for _, peer := range peers {
-		if _, err := a.takeOver(ctx, peer); err != nil {
+		if _, err := a.takeOver(ctx, db, peer); err != nil {
 			errs = append(errs, fmt.Errorf("take over %s: %w", peer, err))
 		}
 	}
@@ -225,9 +254,9 @@ func (a *app) takeOverSilentPeers(ctx context.Context) error {
 // takeOver claims peer, if it is still silent and unclaimed, and resumes its
 // PENDING workflows of this application version. It returns how many it
 // resumed; 0 and no error when another instance won the claim or the peer
-// came back.
-func (a *app) takeOver(ctx context.Context, peer string) (int, error) {
-	tx, err := a.pgPool.Begin(ctx)
+// came back. The claim runs on db; DBOS's calls use the pool.
+func (a *app) takeOver(ctx context.Context, db pgDB, peer string) (int, error) {
+	tx, err := db.Begin(ctx)
 	if err != nil {
 		return 0, err
 	}
