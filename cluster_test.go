@@ -589,6 +589,7 @@ func later(a, b time.Time) time.Time {
 // exactly one wins, its checkout completes once, and the dead one coming back
 // recovers nothing. In-process, so it can call takeOver directly.
 func TestTakeoverClaimedOnce(t *testing.T) {
+	t.Parallel()
 	dbURL := newPostgresDB(t)
 	ctx := context.Background()
 	// TAKEOVER_AFTER is long: the instances' own loops stay out of the race.
@@ -659,6 +660,92 @@ func TestTakeoverClaimedOnce(t *testing.T) {
 	}
 	if err := a.pgPool.QueryRow(ctx, `SELECT taken_over_by FROM instances WHERE executor_id = 'ghost'`).Scan(&by); err != nil || by != nil {
 		t.Errorf("live ghost claimed: %v, %v", by, err)
+	}
+}
+
+// TestClusterStalledInstance: an instance frozen (SIGSTOP) for longer than
+// TAKEOVER_AFTER is taken over while its workflows are mid-flight, then thaws
+// and carries on with them: DBOS's ownership fence must stop its stale
+// executions from committing, so every order still ends exactly once.
+func TestClusterStalledInstance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two store processes")
+	}
+	dbURL := newPostgresDB(t)
+	procs := []*storeProc{startNode(t, dbURL, "st-0", "0")}
+	procs = append(procs, startNode(t, dbURL, "st-1", "0"))
+	pool := openPool(t, dbURL)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `UPDATE products SET inventory = $1`, clusterStock); err != nil {
+		t.Fatal(err)
+	}
+	watch := progressWatch(t, pool)
+	// Shoppers only talk to st-0: the frozen instance would hold their
+	// requests, not refuse them.
+	sh := newShoppers(func() []string { return []string{procs[0].base} })
+	// st-1 gets work of its own to hold: paid orders mid-dispatch.
+	var all []purchase
+	for range 4 {
+		key := "frozen-" + randomHex(6)
+		pid := mustCall(t, "POST", procs[1].base+"/checkout/"+key, http.StatusOK)
+		orderID := mustCall(t, "POST", procs[0].base+"/payment_webhook/"+pid+"/paid", http.StatusOK)
+		all = append(all, purchase{key: key, intent: intentPay, payCode: 200, orderID: orderID})
+	}
+	stop := make(chan struct{})
+	waitShoppers := sh.run(4, stop)
+	if err := procs[1].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	// Wait until st-0 has taken st-1 over, and a little more.
+	deadline := time.Now().Add(clusterTakeoverAfter + 10*time.Second)
+	for {
+		var by *string
+		if err := pool.QueryRow(ctx, `SELECT taken_over_by FROM instances WHERE executor_id = 'st-1'`).Scan(&by); err != nil {
+			t.Fatal(err)
+		}
+		if by != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the frozen instance was not taken over")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // the survivor runs the resumed workflows a while
+	if err := procs[1].cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("st-1 frozen for %v", time.Since(frozen).Round(time.Millisecond))
+	// st-1 thaws, finds itself taken over, and clears the mark.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		var by *string
+		if err := pool.QueryRow(ctx, `SELECT taken_over_by FROM instances WHERE executor_id = 'st-1'`).Scan(&by); err != nil {
+			t.Fatal(err)
+		}
+		if by == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the thawed instance did not clear its takeover mark")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	close(stop)
+	waitShoppers()
+	if len(sh.errs) > 0 {
+		t.Fatalf("%d shopper errors, first: %v", len(sh.errs), sh.errs[0])
+	}
+	checkInvariants(t, pool, append(all, sh.done...))
+	if problems := watch(); len(problems) > 0 {
+		t.Errorf("orders stepped back (a transition ran twice?): %s", strings.Join(problems[:min(5, len(problems))], "; "))
+	}
+	select {
+	case <-procs[1].done:
+		t.Error("the thawed instance exited")
+	default:
 	}
 }
 
@@ -800,6 +887,7 @@ func TestClusterSurvivesPostgresRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a Postgres server and two store processes")
 	}
+	t.Parallel()
 	pg := startPrivatePostgres(t)
 	ctx := context.Background()
 	admin, err := pgxpool.New(ctx, pg.url("postgres"))
