@@ -45,6 +45,10 @@ type app struct {
 	exit    func(code int)   // os.Exit; a test may replace it
 	ready   atomic.Bool      // /healthz answers 200 only while true
 	watches *checkoutWatches // in-process hand-offs between checkouts and requests
+	metrics *metrics         // served at /metrics
+
+	// stopInstanceLoop stops the heartbeat and takeover loop (takeover.go).
+	stopInstanceLoop func()
 
 	// crashWorkflow and crashStep are CRASH_AT parsed: exit right after that step.
 	crashWorkflow string
@@ -72,7 +76,7 @@ func (d dialect) autoID() string {
 }
 
 func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) {
-	a := &app{cfg: cfg, logger: logger, now: time.Now, exit: os.Exit, watches: newCheckoutWatches()}
+	a := &app{cfg: cfg, logger: logger, now: time.Now, exit: os.Exit, watches: newCheckoutWatches(), metrics: newMetrics()}
 	if cfg.CrashAt != "" {
 		a.crashWorkflow, a.crashStep, _ = parseCrashPoint(cfg.CrashAt) // validated by parseConfig
 	}
@@ -119,15 +123,20 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 		return nil, fmt.Errorf("dbos data source: %w", err)
 	}
 	a.registerWorkflows()
+	if err := a.joinCluster(ctx); err != nil {
+		return nil, fmt.Errorf("instances: %w", err)
+	}
 	if err := dbos.Launch(dctx); err != nil {
 		return nil, fmt.Errorf("dbos launch: %w", err)
 	}
+	a.startInstanceLoop()
 	ok = true
 	return a, nil
 }
 
 // shutdown stops DBOS, which also closes the database handle shared with it.
 func (a *app) shutdown(logger *slog.Logger) {
+	a.stopInstanceLoop() // before DBOS: a takeover in progress uses it
 	if err := dbos.Shutdown(a.dbos, 5*time.Second); err != nil {
 		logger.Warn("dbos shutdown", "err", err)
 	}

@@ -26,7 +26,7 @@ func (a *app) routes() http.Handler {
 	// Browser form posts from another site are refused (Sec-Fetch-Site /
 	// Origin checks); API clients that send neither header pass.
 	var h http.Handler = http.NewCrossOriginProtection().Handler(mux)
-	return a.limitBody(h, maxBodyBytes)
+	return a.observeHTTP(a.limitBody(h, maxBodyBytes))
 }
 
 func addRoutes(mux *http.ServeMux, a *app) {
@@ -52,6 +52,9 @@ func addRoutes(mux *http.ServeMux, a *app) {
 	mux.Handle("GET /partials/internals", a.handle(handleInternalsPartial(a)))
 	mux.Handle("GET /partials/track/{id}", a.handle(handleOrderPartial(a)))
 	mux.Handle("GET /static/", handleStatic())
+
+	// Operations: Prometheus metrics (metrics.go).
+	mux.Handle("GET /metrics", handleMetrics(a))
 	// Anything else gets the mux's own 404, or 405 with an Allow header
 	// for a known path with the wrong method.
 }

@@ -65,6 +65,10 @@ type config struct {
 	// pgTracer, when set (benchmarks only, never from the environment),
 	// sees every Postgres statement the store sends: bench_test.go counts them.
 	pgTracer pgx.QueryTracer
+
+	// TAKEOVER_AFTER: how long a peer instance may stay silent before a live
+	// one resumes its workflows (Postgres only; 0 turns takeover off).
+	TakeoverAfter time.Duration
 }
 
 // defaultPaymentTimeout is the durable window a shopper has to pay.
@@ -82,7 +86,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		hostname = "local"
 	}
 	var cfg config
-	var supervise, payTimeout, logLevel string
+	var supervise, payTimeout, logLevel, takeoverAfter string
 	fs := flag.NewFlagSet("widget-store", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Port, "port", env("PORT", "8080"), "TCP port to listen on (env PORT)")
@@ -93,6 +97,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	fs.StringVar(&payTimeout, "payment-timeout", env("PAYMENT_TIMEOUT", defaultPaymentTimeout.String()), "how long a checkout waits for payment (env PAYMENT_TIMEOUT)")
 	fs.StringVar(&cfg.CrashAt, "crash-at", env("CRASH_AT", ""), "testing: exit right after step N of workflow W commits, as W:N (env CRASH_AT)")
+	fs.StringVar(&takeoverAfter, "takeover-after", env("TAKEOVER_AFTER", defaultTakeoverAfter.String()), "resume the workflows of a peer instance silent this long; 0: never (env TAKEOVER_AFTER)")
 	cfg.WebhookKey = getenv("PAYMENT_WEBHOOK_SECRET")
 	cfg.AdminToken = getenv("ADMIN_TOKEN")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -113,6 +118,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if cfg.PayTimeout, err = time.ParseDuration(payTimeout); err != nil || cfg.PayTimeout <= 0 {
 		return cfg, fmt.Errorf("PAYMENT_TIMEOUT %q: want a positive duration such as 120s", payTimeout)
+	}
+	if cfg.TakeoverAfter, err = time.ParseDuration(takeoverAfter); err != nil || (cfg.TakeoverAfter != 0 && cfg.TakeoverAfter < minTakeoverAfter) {
+		return cfg, fmt.Errorf("TAKEOVER_AFTER %q: want 0 (off) or a duration of at least %v, such as 10s", takeoverAfter, minTakeoverAfter)
 	}
 	if err := cfg.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return cfg, fmt.Errorf("LOG_LEVEL %q: want debug, info, warn or error", logLevel)
@@ -180,7 +188,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	go func() { serveErr <- srv.Serve(ln) }()
 	a.ready.Store(true)
 	logger.Info("widget-store ready", "addr", "http://"+displayAddr(ln.Addr()), "database", a.dialect.name,
-		"executor_id", cfg.ExecutorID, "startup_ms", time.Since(started).Milliseconds())
+		"startup_ms", time.Since(started).Milliseconds())
 	fmt.Fprintf(stdout, "widget-store listening on http://%s\n", displayAddr(ln.Addr()))
 
 	select {
@@ -202,12 +210,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
+// newLogger makes the process's logger. Every line carries executor_id: with
+// several instances writing to one log store, it says which one spoke.
 func newLogger(cfg config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(slog.NewJSONHandler(w, opts)).With("executor_id", cfg.ExecutorID)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(slog.NewTextHandler(w, opts)).With("executor_id", cfg.ExecutorID)
 }
 
 // displayAddr turns a wildcard listen address into one a browser can open.

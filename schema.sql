@@ -45,3 +45,16 @@ CREATE TABLE IF NOT EXISTS late_payments (
     order_id    BIGINT NOT NULL,
     received_at BIGINT NOT NULL
 );
+
+-- One row per store instance (DBOS executor) that ever ran on this database,
+-- for dead-instance takeover (Postgres only; see takeover.go). heartbeat_at
+-- is the database's clock in Unix ms, refreshed every couple of seconds.
+-- taken_over_by is the live instance that resumed this one's workflows after
+-- it went silent; the instance clears it when it comes back.
+CREATE TABLE IF NOT EXISTS instances (
+    executor_id   TEXT   PRIMARY KEY,
+    heartbeat_at  BIGINT NOT NULL,
+    started_at    BIGINT NOT NULL,
+    taken_over_by TEXT,
+    taken_over_at BIGINT
+);

@@ -39,6 +39,7 @@ type reserved struct {
 // order, in one transaction. It returns the new order's id, or 0 when the
 // product is sold out (then nothing changed).
 func (c checkoutTx) reserveAndCreateOrder(ctx context.Context, tx dbos.Tx) (reserved, error) {
+	defer c.a.metrics.step("checkout", "reserve", time.Now())
 	res, err := tx.Exec(ctx, `UPDATE products SET inventory = inventory - 1 WHERE product_id = $1 AND inventory > 0`, productID)
 	if err != nil {
 		return reserved{}, fmt.Errorf("reserve: %w", err)
@@ -46,6 +47,7 @@ func (c checkoutTx) reserveAndCreateOrder(ctx context.Context, tx dbos.Tx) (rese
 	if n, err := res.RowsAffected(); err != nil {
 		return reserved{}, err
 	} else if n == 0 {
+		c.a.metrics.checkout(checkoutSoldOut)
 		return reserved{}, nil
 	}
 	now := c.a.now().UnixMilli()
@@ -58,6 +60,7 @@ func (c checkoutTx) reserveAndCreateOrder(ctx context.Context, tx dbos.Tx) (rese
 	if err != nil {
 		return reserved{}, fmt.Errorf("create order: %w", err)
 	}
+	c.a.metrics.checkout(checkoutStarted)
 	return reserved{OrderID: orderID, PayByMs: now + c.a.cfg.PayTimeout.Milliseconds()}, nil
 }
 
@@ -65,10 +68,13 @@ func (c checkoutTx) reserveAndCreateOrder(ctx context.Context, tx dbos.Tx) (rese
 type orderTx struct {
 	a       *app
 	orderID int64
+	// paymentStatus is why cancel cancels ("failed" or "timeout"), for metrics.
+	paymentStatus string
 }
 
 // markPaid moves the order from PENDING to PAID and returns when (Unix ms).
 func (o orderTx) markPaid(ctx context.Context, tx dbos.Tx) (int64, error) {
+	defer o.a.metrics.step("checkout", "mark_paid", time.Now())
 	now := o.a.now().UnixMilli()
 	res, err := tx.Exec(ctx, `UPDATE orders SET order_status = $1, last_update_time = $2 WHERE order_id = $3 AND order_status = $4`,
 		statusPaid, now, o.orderID, statusPending)
@@ -78,12 +84,14 @@ func (o orderTx) markPaid(ctx context.Context, tx dbos.Tx) (int64, error) {
 	if err := expectOneRow(res, o.orderID, "mark paid"); err != nil {
 		return 0, err
 	}
+	o.a.metrics.checkout(checkoutPaid)
 	return now, nil
 }
 
 // cancel moves the order from PENDING to CANCELLED and returns its unit of
 // stock, in one transaction.
 func (o orderTx) cancel(ctx context.Context, tx dbos.Tx) (int64, error) {
+	defer o.a.metrics.step("checkout", "cancel", time.Now())
 	now := o.a.now().UnixMilli()
 	res, err := tx.Exec(ctx, `UPDATE orders SET order_status = $1, last_update_time = $2 WHERE order_id = $3 AND order_status = $4`,
 		statusCancelled, now, o.orderID, statusPending)
@@ -100,6 +108,7 @@ func (o orderTx) cancel(ctx context.Context, tx dbos.Tx) (int64, error) {
 	if err := expectOneRow(res, o.orderID, "return stock"); err != nil {
 		return 0, err
 	}
+	o.a.metrics.checkout(cancelOutcome(o.paymentStatus))
 	return now, nil
 }
 
@@ -115,6 +124,7 @@ type progressTx struct {
 // 0, and returns when the next leg is due (Unix ms): the checkpoint of this
 // transaction is what makes the dispatch's waits durable.
 func (p progressTx) apply(ctx context.Context, tx dbos.Tx) (int64, error) {
+	defer p.a.metrics.step("dispatch", "progress", time.Now())
 	now := p.a.now()
 	status := statusPaid
 	if p.remaining == 0 {

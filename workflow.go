@@ -106,7 +106,9 @@ func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult,
 		return orderResult{}, err
 	}
 	a.afterStep("checkout", 1)
+	log := a.wfLogger(ctx, res.OrderID)
 	if res.OrderID == 0 {
+		log.Info("checkout: sold out")
 		// Sold out is rare and has no order row to read, so it is recorded as
 		// an event: the pay page and retried checkouts read it.
 		if err := dbos.SetEvent(ctx, eventPaymentID, ""); err != nil {
@@ -118,12 +120,14 @@ func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult,
 	}
 	w.publishStarted(res.OrderID)
 	a.afterStep("checkout", 2)
+	log.Debug("checkout: order created, awaiting payment")
 
 	status, err := a.awaitPayment(ctx, key, w, res.PayByMs)
 	if err != nil {
 		return orderResult{}, err
 	}
 	a.afterStep("checkout", 3)
+	log.Info("checkout: payment status", "payment", status)
 
 	result := orderResult{OrderID: res.OrderID}
 	order := orderTx{a: a, orderID: res.OrderID}
@@ -142,6 +146,7 @@ func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult,
 		a.afterStep("checkout", 5)
 		result.Status = statusPaid
 	} else {
+		order.paymentStatus = status
 		if _, err := dbos.RunAsTransaction(ctx, a.ds, order.cancel); err != nil {
 			return orderResult{}, err
 		}
@@ -174,6 +179,7 @@ func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult,
 // waiting, it looks for a message sent before it began (a webhook that came
 // before a restart, or a replay).
 func (a *app) awaitPayment(ctx dbos.Context, key string, w *checkoutWatch, payByMs int64) (string, error) {
+	defer a.metrics.step("checkout", "await_payment", time.Now()) // a replay after recovery records ~0
 	remaining := time.Until(time.UnixMilli(payByMs))
 	if !a.dialect.postgres {
 		sent, err := a.paymentMessageExists(ctx, key)
@@ -318,6 +324,7 @@ func (a *app) dispatchWorkflow(ctx dbos.Context, in dispatchInput) (int64, error
 		a.afterStep("dispatch", dispatchSteps-remaining)
 		due = next
 	}
+	a.wfLogger(ctx, in.OrderID).Info("dispatch: order dispatched")
 	return in.OrderID, nil
 }
 
