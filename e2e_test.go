@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"image/png"
 	"net/http"
 	"os"
 	"os/exec"
@@ -152,19 +154,34 @@ func (p *browserPage) describe() string {
 }
 
 // shot saves a full-page PNG screenshot as name.png.
-func (p *browserPage) shot(name string) {
+func (p *browserPage) shot(name string) { p.saveShot(name, chromedp.FullScreenshot(100)) }
+
+// shotViewport saves what the window shows (fixed banners included).
+func (p *browserPage) shotViewport(name string) { p.saveShot(name, chromedp.CaptureScreenshot()) }
+
+func (p *browserPage) saveShot(name string, action chromedp.Action[[]byte]) {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	raw, err := chromedp.Run(ctx, action)
 	if err != nil {
 		p.t.Fatalf("screenshot %s: %v", name, err)
 	}
-	file := filepath.Join(p.dir, name+".png")
-	if err := os.WriteFile(file, png, 0o644); err != nil {
+	// Chromium encodes for speed; re-encoding at best compression makes the
+	// files small enough to keep in the repository.
+	img, err := png.Decode(bytes.NewReader(raw))
+	if err != nil {
+		p.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	var buf bytes.Buffer
+	if err := (&png.Encoder{CompressionLevel: png.BestCompression}).Encode(&buf, img); err != nil {
 		p.t.Fatal(err)
 	}
-	p.t.Logf("screenshot %s (%d KB)", file, len(png)>>10)
+	file := filepath.Join(p.dir, name+".png")
+	if err := os.WriteFile(file, buf.Bytes(), 0o644); err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Logf("screenshot %s (%d KB)", file, buf.Len()>>10)
 }
 
 func (p *browserPage) path() string {
@@ -274,6 +291,9 @@ func TestBrowserPurchase(t *testing.T) {
 		// The store lists it under "Your orders" (the shopper cookie).
 		p.open("/")
 		p.waitFor("the order in Your orders", `[...document.querySelectorAll("[data-testid=my-orders] a")].some(a => a.textContent === "Order #`+orderID+`")`, 10*time.Second)
+		// The internals panel follows the newest order's workflows.
+		p.waitFor("the internals timeline", `!!document.querySelector("#internals-timeline [data-testid=wf-Dispatch][data-status=SUCCESS]")`, 10*time.Second)
+		p.shot(prefix + "store-with-orders")
 		if n := inventory(t, base); n != 99 {
 			t.Fatalf("inventory %d after one sale, want 99", n)
 		}
@@ -294,6 +314,10 @@ func TestBrowserDecline(t *testing.T) {
 		t.Fatal("a declined order shows dispatch steps")
 	}
 	p.shot("order-declined")
+	// The same page on a phone.
+	p.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)))
+	p.shot("order-declined-phone")
+	p.do("desktop viewport", chromedp.EmulateViewport(1280, 900))
 	if n := inventory(t, base); n != 100 {
 		t.Fatalf("inventory %d after a decline, want 100", n)
 	}
@@ -329,7 +353,7 @@ func TestBrowserSoldOutAndErrors(t *testing.T) {
 
 	// Errors a shopper can reach by URL have a message and a way back.
 	p.open("/track/424242")
-	p.waitFor("the not-found page", `(document.querySelector("[data-testid=error-message]")||{}).textContent === "there is no order 424242"`, 10*time.Second)
+	p.waitFor("the not-found page", `(document.querySelector("[data-testid=error-message]")||{}).textContent === "There is no order 424242"`, 10*time.Second)
 	p.shot("error-not-found")
 	p.click("back-to-store")
 	p.waitFor("the store", `location.pathname === "/"`, 10*time.Second)
@@ -402,7 +426,8 @@ func TestBrowserCrashMidDispatch(t *testing.T) {
 
 	p.click("crash")
 	p.waitFor("the reconnecting banner", `getComputedStyle(document.querySelector("[data-testid=reconnecting]")).display !== "none"`, 10*time.Second)
-	p.shot("crash-reconnecting")
+	eval[chromedp.Void](p, `window.scrollTo(0, document.querySelector("#timeline").offsetTop - 60); void 0`)
+	p.shotViewport("crash-reconnecting")
 	p.waitFor("back online", `!!document.body.dataset.online && !document.body.classList.contains("offline")`, 30*time.Second)
 
 	p.waitFor("DISPATCHED after the crash", `document.querySelector("[data-testid=order-live]").dataset.status === "DISPATCHED"`, 60*time.Second)
@@ -443,8 +468,8 @@ func TestBrowserCrashMidDispatch(t *testing.T) {
 	if a := eval[string](p, `document.querySelector("[data-testid=wf-Dispatch]").dataset.attempts`); a != "2" {
 		t.Fatalf("dispatch workflow attempts %s, want 2 (one recovery)", a)
 	}
-	p.do("scroll to the recovery", chromedp.ScrollIntoView(`[data-testid=recovery]`))
-	p.shot("crash-recovered")
+	eval[chromedp.Void](p, `window.scrollTo(0, document.querySelector("#timeline").offsetTop - 20); void 0`)
+	p.shotViewport("crash-recovered")
 	if n, _ := strconv.Atoi(eval[string](p, `document.body.dataset.reconnects || "0"`)); n < 1 {
 		t.Fatalf("the page never showed reconnecting (reconnects=%d)", n)
 	}
