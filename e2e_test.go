@@ -477,3 +477,57 @@ func TestBrowserCrashMidDispatch(t *testing.T) {
 		t.Fatalf("order %s after the crash: %+v, want DISPATCHED", orderID, o)
 	}
 }
+
+// TestBrowserNoDoubleSubmitAndStalePage: a double click on Buy makes one
+// order (the button is disabled while its request is in flight), and a
+// button on a stale page (the order was paid in another tab) answers with
+// the server's message inline and a way on, instead of a dead end.
+func TestBrowserNoDoubleSubmitAndStalePage(t *testing.T) {
+	base := startStore(t, "sqlite:"+filepath.Join(t.TempDir(), "store.db"), nil)
+	p := newBrowser(t, base)
+	p.open("/")
+	p.waitFor("the Buy button", `!!document.querySelector('[data-testid=buy]:not([disabled])')`, 10*time.Second)
+	busy := eval[bool](p, `(() => { const b = document.querySelector("[data-testid=buy]"); b.click(); const d = b.disabled && b.getAttribute("aria-busy") === "true"; b.click(); return d; })()`)
+	if !busy {
+		t.Fatal("Buy was not disabled and busy right after the click")
+	}
+	p.waitFor("the payment page", `location.pathname.startsWith("/pay/") && !!document.querySelector("[data-testid=pay]")`, 30*time.Second)
+	if orders := getJSON[[]apiOrder](t, base+"/orders"); len(orders) != 1 {
+		t.Fatalf("a double click on Buy made %d orders, want 1", len(orders))
+	}
+	key := strings.TrimPrefix(p.path(), "/pay/")
+	// Another tab pays; this page still offers Decline.
+	mustCall(t, "POST", base+"/payment_webhook/"+key+"/paid", http.StatusOK)
+	p.click("decline")
+	p.waitFor("the inline error", `[...document.querySelectorAll(".form-error")].some(e => !e.hidden && e.textContent.includes("already paid"))`, 30*time.Second)
+	p.shot("stale-decline-error")
+	// The way on: the page as it is now.
+	p.click("current-state")
+	p.waitFor("the settled payment page", `!!document.querySelector("[data-testid=to-order]")`, 10*time.Second)
+	p.click("to-order")
+	p.waitFor("the order page", `location.pathname.startsWith("/track/")`, 10*time.Second)
+}
+
+// TestBrowserPollingSurvivesOutage kills the store without a supervisor, so
+// the page's polls fail outright (connection refused) rather than wait in
+// the supervisor's accept queue: htmx must keep polling through the errors,
+// the page must say it is reconnecting, and it must pick up by itself when
+// the store is started again.
+func TestBrowserPollingSurvivesOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the binary")
+	}
+	dbURL := "sqlite:" + filepath.Join(t.TempDir(), "store.db")
+	proc := startProc(t, dbURL, "0")
+	p := newBrowser(t, proc.base)
+	p.buyAndPay("pay", "")
+	p.waitFor("dispatch under way", `document.querySelector("[data-testid=order-live]").dataset.remaining <= 8`, 30*time.Second)
+	proc.kill()
+	p.waitFor("the reconnecting banner after failed polls", `document.body.classList.contains("offline")`, 15*time.Second)
+	eval[chromedp.Void](p, `window.__fails = 0; document.addEventListener("htmx:sendError", () => window.__fails++); void 0`)
+	p.waitFor("polls failing and retried", `window.__fails >= 2`, 15*time.Second)
+	startProc(t, dbURL, proc.port())
+	p.waitFor("back online", `!!document.body.dataset.online && !document.body.classList.contains("offline")`, 30*time.Second)
+	p.waitFor("DISPATCHED after the outage", `document.querySelector("[data-testid=order-live]").dataset.status === "DISPATCHED"`, 60*time.Second)
+	p.checkDispatchTimeline()
+}

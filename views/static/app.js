@@ -98,10 +98,17 @@
       }
     });
   }
-  function showError(form, msg) {
+  function showError(form, msg, link) {
     var p = form.querySelector(".form-error");
     if (!p) { alert(msg); return; }
     p.textContent = msg;
+    if (link) {
+      var a = document.createElement("a");
+      a.href = link.href;
+      a.textContent = link.text;
+      a.setAttribute("data-testid", "current-state");
+      p.appendChild(a);
+    }
     p.hidden = false;
   }
   document.addEventListener("submit", function (e) {
@@ -126,10 +133,18 @@
           return resp.text().then(function (html) {
             var doc = new DOMParser().parseFromString(html, "text/html");
             var m = doc.querySelector("[data-testid=error-message]");
-            var msg = m ? m.textContent : "The store answered " + resp.status + ".";
-            msg += resp.status >= 500 ? " Trying again is safe: it is the same order." : " Reload the page to see the current state.";
-            showError(form, msg);
-            setBusy(form, false, "Try again");
+            var msg = m ? m.textContent.trim() : "The store answered " + resp.status;
+            if (!/[.!?]$/.test(msg)) msg += ".";
+            if (resp.status >= 500) {
+              // A failure on our side: the same request again is safe.
+              showError(form, msg + " Trying again is safe: it is the same order.");
+              setBusy(form, false, "Try again");
+              return;
+            }
+            // The page is out of date (say, paid in another tab): offer the
+            // page as it is now rather than the same request again.
+            showError(form, msg + " ", { href: location.href, text: "See the current state" });
+            setBusy(form, false);
           });
         }, function () {
           goOffline();
