@@ -161,9 +161,19 @@ func (p *browserPage) shotViewport(name string) { p.saveShot(name, chromedp.Capt
 
 func (p *browserPage) saveShot(name string, action chromedp.Action[[]byte]) {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
-	defer cancel()
-	raw, err := chromedp.Run(ctx, action)
+	var raw []byte
+	var err error
+	// A page that has just navigated may not be laid out yet ("Cannot take
+	// screenshot with 0 width"): wait for it, and try again if need be.
+	for attempt := 0; attempt < 5; attempt++ {
+		p.waitFor("the page laid out", `document.readyState === "complete" && document.documentElement.clientWidth > 0`, 10*time.Second)
+		ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+		raw, err = chromedp.Run(ctx, action)
+		cancel()
+		if err == nil {
+			break
+		}
+	}
 	if err != nil {
 		p.t.Fatalf("screenshot %s: %v", name, err)
 	}
