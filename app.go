@@ -54,6 +54,11 @@ type app struct {
 	crashWorkflow string
 	crashStep     int
 
+	// startedAt and runID identify this process run (see recordRun): the
+	// workflow timeline tells steps of earlier runs from this one's.
+	startedAt time.Time
+	runID     int64
+
 	closeDB func()
 	sqlDB   *sql.DB       // SQLite only
 	pgPool  *pgxpool.Pool // Postgres only
@@ -91,6 +96,11 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	}()
 	if err := a.migrate(ctx); err != nil {
 		return nil, fmt.Errorf("schema: %w", err)
+	}
+	// Before Launch, which recovers pending workflows: their recovered steps
+	// then fall inside this run's lifetime.
+	if err := a.recordRun(ctx); err != nil {
+		return nil, err
 	}
 
 	dbosCfg := dbos.Config{

@@ -51,6 +51,9 @@ func addRoutes(mux *http.ServeMux, a *app) {
 	mux.Handle("GET /partials/my-orders", a.handle(handleMyOrdersPartial(a)))
 	mux.Handle("GET /partials/internals", a.handle(handleInternalsPartial(a)))
 	mux.Handle("GET /partials/track/{id}", a.handle(handleOrderPartial(a)))
+	mux.Handle("GET /partials/timeline/{id}", a.handle(handleTimelinePartial(a)))
+	mux.Handle("GET /partials/internals/timeline", a.handle(handleInternalsTimelinePartial(a)))
+	mux.Handle("POST /demo/crash", a.handle(handleDemoCrash(a)))
 	mux.Handle("GET /static/", handleStatic())
 
 	// Operations: Prometheus metrics (metrics.go).
@@ -642,4 +645,90 @@ func handleStatic() http.Handler {
 		w.Header().Set("Cache-Control", "public, max-age=3600")
 		files.ServeHTTP(w, r)
 	})
+}
+
+// ----- workflow timeline (timeline.go) -----
+
+// handleTimelinePartial is the order page's live timeline of the workflows
+// behind the order. It polls itself until everything is final.
+func handleTimelinePartial(a *app) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id, err := parseOrderID(r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		o, err := a.orderByID(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		tl, err := a.orderTimeline(r.Context(), o)
+		if err != nil {
+			return err
+		}
+		tl.DOMID, tl.PollURL = "timeline", "/partials/timeline/"+strconv.FormatInt(id, 10)
+		return render(w, r, http.StatusOK, views.TimelinePanel(tl))
+	}
+}
+
+// handleInternalsTimelinePartial is the internals panel's timeline: of the
+// order chosen with ?order=N, else of the newest order. It keeps polling,
+// since the newest order changes.
+func handleInternalsTimelinePartial(a *app) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		tl := views.Timeline{DOMID: "internals-timeline", PollURL: "/partials/internals/timeline", Follow: true}
+		var id int64
+		if s := r.URL.Query().Get("order"); s != "" {
+			v, err := parseOrderID(s)
+			if err != nil {
+				return err
+			}
+			id = v
+			tl.PollURL += "?order=" + strconv.FormatInt(id, 10)
+		} else {
+			v, err := a.newestOrderID(r.Context())
+			if err != nil {
+				return err
+			}
+			id = v
+		}
+		if id != 0 {
+			o, err := a.orderByID(r.Context(), id)
+			if err != nil {
+				return err
+			}
+			got, err := a.orderTimeline(r.Context(), o)
+			if err != nil {
+				return err
+			}
+			got.DOMID, got.PollURL, got.Follow = tl.DOMID, tl.PollURL, tl.Follow
+			tl = got
+		}
+		return render(w, r, http.StatusOK, views.TimelinePanel(tl))
+	}
+}
+
+// handleDemoCrash is the pages' Crash button: POST /crash_application, except
+// that the page says which process run it means to crash (?run=N, from the
+// timeline it last polled) and a request meant for a run that is gone is
+// refused. Chromium resends a request whose reused keep-alive connection
+// closed without an answer, which is exactly what a crash does, so without
+// this one press crashed the store twice: the resent request crashed the
+// freshly restarted process too (the browser test caught it).
+func handleDemoCrash(a *app) handlerFunc {
+	crash := handleCrash(a)
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := a.requireAdmin(r); err != nil {
+			return err
+		}
+		if s := r.FormValue("run"); s != "" {
+			run, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || run <= 0 {
+				return errorf(http.StatusBadRequest, "run must be a process run id (got %.40q)", s)
+			}
+			if run != a.runID {
+				return errorf(http.StatusConflict, "the store has restarted since (run %d is gone, this is run %d): nothing was crashed", run, a.runID)
+			}
+		}
+		return crash(w, r)
+	}
 }

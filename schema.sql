@@ -58,3 +58,17 @@ CREATE TABLE IF NOT EXISTS instances (
     taken_over_by TEXT,
     taken_over_at BIGINT
 );
+
+-- One row per start of a store process (a "run"), written at startup outside
+-- any workflow. DBOS records when each step started and completed, and which
+-- executor owns a workflow, but not which process run executed a step: the
+-- workflow timeline labels each step with the run of the workflow's executor
+-- whose lifetime contains the step's completion time (see timeline.go).
+CREATE TABLE IF NOT EXISTS process_runs (
+    run_id      AUTO_ID,
+    executor_id TEXT    NOT NULL,
+    pid         INTEGER NOT NULL,
+    started_at  BIGINT  NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS process_runs_executor ON process_runs (executor_id, started_at);

@@ -1,34 +1,165 @@
 // widget-store: the little behaviour the pages need beyond htmx.
 (function () {
   "use strict";
-  // Show "reconnecting…" while the store is unreachable (for instance just
-  // after the Crash button), and hide it at the first answer after that.
-  // htmx keeps polling meanwhile, so the page recovers by itself.
-  function setOffline(off) {
-    document.body.classList.toggle("offline", off);
+  var body = document.body;
+
+  // ----- connection state -----
+  // "Reconnecting…" shows while the store does not answer: after the Crash
+  // button (whose request dies with the process), or when a poll fails. htmx
+  // keeps polling meanwhile (a failed poll does not stop "every 1s"), so the
+  // page recovers by itself at the first answer. The banner stays up at
+  // least MIN_SHOWN ms so that a restart of a few milliseconds is still
+  // seen, then "Back online" shows for a few seconds.
+  // body.dataset.reconnects counts the outages, for tests and curious users.
+  var MIN_SHOWN = 1500;
+  var offlineSince = 0, crashing = false, timer = null, outages = 0;
+
+  function goOffline() {
+    if (!body.classList.contains("offline")) {
+      offlineSince = Date.now();
+      outages++;
+      body.dataset.reconnects = String(outages);
+    }
+    clearTimeout(timer);
+    body.classList.remove("reconnected");
+    body.classList.add("offline");
   }
-  document.addEventListener("htmx:sendError", function () { setOffline(true); });
-  document.addEventListener("htmx:timeout", function () { setOffline(true); });
-  document.addEventListener("htmx:afterRequest", function (e) {
-    if (e.detail && e.detail.xhr && e.detail.xhr.status > 0) setOffline(false);
+  function goOnline() {
+    if (crashing || !body.classList.contains("offline")) return;
+    clearTimeout(timer);
+    timer = setTimeout(function () {
+      body.classList.remove("offline");
+      body.classList.add("reconnected");
+      body.dataset.online = String(Date.now());
+      timer = setTimeout(function () { body.classList.remove("reconnected"); }, 4000);
+    }, Math.max(0, offlineSince + MIN_SHOWN - Date.now()));
+  }
+  function isCrash(e) { return e.detail && e.detail.elt && e.detail.elt.hasAttribute("data-crash"); }
+
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    if (isCrash(e)) { crashing = true; goOffline(); }
   });
-  // No double submit: a plain form disables its buttons once sent.
+  // The Crash button names the process run it means to crash (the latest the
+  // timeline reported): the browser may resend the request after the
+  // connection dies, and the restarted store must not take that as a second
+  // press (see handleDemoCrash).
+  document.addEventListener("htmx:configRequest", function (e) {
+    if (!isCrash(e)) return;
+    var el = document.querySelector("[data-current-run]");
+    var run = el && el.getAttribute("data-current-run");
+    if (run && run !== "0") e.detail.parameters.run = run;
+  });
+  document.addEventListener("htmx:sendError", function (e) {
+    if (isCrash(e)) crashing = false; // the request died with the process, as it should
+    goOffline();
+  });
+  document.addEventListener("htmx:timeout", goOffline);
+  document.addEventListener("htmx:afterRequest", function (e) {
+    var xhr = e.detail && e.detail.xhr;
+    if (!xhr || xhr.status === 0) return;
+    if (isCrash(e)) {
+      // An answer instead of a dead connection: 409 is the browser's resend
+      // reaching the restarted store (the crash happened); anything else is
+      // a refusal, such as a missing admin token.
+      crashing = false;
+      if (xhr.status >= 400 && xhr.status !== 409) alert("The store refused to crash: " + (xhr.responseText || xhr.status));
+    }
+    goOnline();
+  });
+
+  // ----- live stock: the Buy button follows it -----
+  function syncBuy() {
+    var stock = document.querySelector("[data-testid=stock]");
+    var buy = document.querySelector("[data-testid=buy]");
+    if (!stock || !buy || buy.form.dataset.busy) return;
+    var soldOut = stock.getAttribute("data-inventory") === "0";
+    buy.disabled = soldOut;
+    buy.textContent = soldOut ? "Sold out" : buy.getAttribute("data-label");
+  }
+  document.addEventListener("htmx:afterSwap", syncBuy);
+
+  // ----- forms: no double submit, safe retry -----
+  // A form marked data-safe-retry posts with fetch. Its request is idempotent
+  // (the checkout key is in the form or the URL), so when the store is
+  // unreachable (restarting) it is retried until it answers; an error answer
+  // is shown next to the button with the server's message, and the button
+  // comes back as "Try again" (same key: never a second order). Without
+  // JavaScript the forms post natively.
+  function setBusy(form, busy, label) {
+    if (busy) form.dataset.busy = "1"; else delete form.dataset.busy;
+    form.querySelectorAll("button").forEach(function (b) {
+      b.disabled = busy;
+      if (busy) {
+        b.setAttribute("aria-busy", "true");
+        b.innerHTML = '<span class="spinner" aria-hidden="true"></span> Working…';
+      } else {
+        b.removeAttribute("aria-busy");
+        b.textContent = label || b.getAttribute("data-label") || b.textContent;
+      }
+    });
+  }
+  function showError(form, msg, link) {
+    var p = form.querySelector(".form-error");
+    if (!p) { alert(msg); return; }
+    p.textContent = msg;
+    if (link) {
+      var a = document.createElement("a");
+      a.href = link.href;
+      a.textContent = link.text;
+      a.setAttribute("data-testid", "current-state");
+      p.appendChild(a);
+    }
+    p.hidden = false;
+  }
   document.addEventListener("submit", function (e) {
     var form = e.target;
-    setTimeout(function () {
-      form.querySelectorAll("button").forEach(function (b) {
-        b.disabled = true;
-        b.setAttribute("aria-busy", "true");
-      });
-    }, 0);
+    if (!form.hasAttribute("data-safe-retry") || !window.fetch) {
+      // Native submit: disable the buttons once the browser has the form data.
+      setTimeout(function () { setBusy(form, true); }, 0);
+      return;
+    }
+    e.preventDefault();
+    if (form.dataset.busy) return;
+    var data = new URLSearchParams(new FormData(form));
+    var err = form.querySelector(".form-error");
+    if (err) err.hidden = true;
+    setBusy(form, true);
+    var tries = 0;
+    (function send() {
+      fetch(form.action, { method: "POST", body: data, headers: { Accept: "text/html" }, credentials: "same-origin" })
+        .then(function (resp) {
+          goOnline();
+          if (resp.ok) { location.assign(resp.url); return; }
+          return resp.text().then(function (html) {
+            var doc = new DOMParser().parseFromString(html, "text/html");
+            var m = doc.querySelector("[data-testid=error-message]");
+            var msg = m ? m.textContent.trim() : "The store answered " + resp.status;
+            if (!/[.!?]$/.test(msg)) msg += ".";
+            if (resp.status >= 500) {
+              // A failure on our side: the same request again is safe.
+              showError(form, msg + " Trying again is safe: it is the same order.");
+              setBusy(form, false, "Try again");
+              return;
+            }
+            // The page is out of date (say, paid in another tab): offer the
+            // page as it is now rather than the same request again.
+            showError(form, msg + " ", { href: location.href, text: "See the current state" });
+            setBusy(form, false);
+          });
+        }, function () {
+          goOffline();
+          tries++;
+          if (tries < 40) { setTimeout(send, Math.min(250 * tries, 2000)); return; }
+          showError(form, "We can't reach the store right now. Nothing was lost: try again in a moment. It is the same order, never a second one.");
+          setBusy(form, false, "Try again");
+        });
+    })();
   });
+
   // A page restored from the back/forward cache gets its buttons back.
   window.addEventListener("pageshow", function (e) {
-    if (e.persisted) {
-      document.querySelectorAll("button[aria-busy]").forEach(function (b) {
-        b.disabled = false;
-        b.removeAttribute("aria-busy");
-      });
-    }
+    if (!e.persisted) return;
+    document.querySelectorAll("form[data-busy]").forEach(function (f) { setBusy(f, false); });
+    syncBuy();
   });
 })();
