@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/a-h/templ"
-	"github.com/dbos-inc/dbos-transact-golang/dbos"
 
 	"widget-store/views"
 )
@@ -543,8 +542,11 @@ func handlePayPage(a *app) handlerFunc {
 			pay.Order = &o
 		case errors.As(err, &he) && he.status == http.StatusNotFound:
 			// No order: either the checkout sold out, or there is no such checkout.
-			pid, err := dbos.GetEvent[string](dbos.From(a.dbos, r.Context()), key, eventPaymentID, 0)
-			if err != nil || pid != "" {
+			state, err := a.checkoutState(r.Context(), key)
+			if err != nil {
+				return err
+			}
+			if state != stepOneSoldOut {
 				return errorf(http.StatusNotFound, "there is no checkout %s", key)
 			}
 			pay.SoldOut = true

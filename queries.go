@@ -123,3 +123,29 @@ func (a *app) latePayments(ctx context.Context) ([]latePaymentJSON, error) {
 	}
 	return out, rows.Err()
 }
+
+// What the first checkout step committed for a key.
+const (
+	stepOneNotYet  = iota // nothing yet: the checkout has not run its first step (or never existed)
+	stepOneOrder          // it reserved a unit and made an order
+	stepOneSoldOut        // it found no stock
+)
+
+// checkoutState reads, in one query, what the first step of checkout key
+// committed: its order, or its sold-out record.
+func (a *app) checkoutState(ctx context.Context, key string) (int, error) {
+	var hasOrder bool
+	err := a.db.QueryRow(ctx, `
+		SELECT TRUE FROM orders WHERE checkout_key = $1
+		UNION ALL
+		SELECT FALSE FROM sold_out_checkouts WHERE checkout_key = $1`, key).Scan(&hasOrder)
+	switch {
+	case isNoRows(err):
+		return stepOneNotYet, nil
+	case err != nil:
+		return stepOneNotYet, fmt.Errorf("read checkout %s: %w", key, err)
+	case hasOrder:
+		return stepOneOrder, nil
+	}
+	return stepOneSoldOut, nil
+}

@@ -36,6 +36,14 @@ CREATE TABLE IF NOT EXISTS orders (
 
 CREATE INDEX IF NOT EXISTS orders_shopper ON orders (shopper, order_id);
 
+-- A checkout that found the shelf empty: it made no order, and this row is
+-- what tells a retried checkout (and its payment page) "sold out". It is
+-- written in the transaction that found no stock, with that step's checkpoint.
+CREATE TABLE IF NOT EXISTS sold_out_checkouts (
+    checkout_key TEXT   PRIMARY KEY,
+    at           BIGINT NOT NULL
+);
+
 -- A payment that arrived for an order already cancelled (declined first, or
 -- after the payment window closed). The money was taken but no widget will
 -- ship: each row is a refund to make. payment_id is unique so a retried

@@ -37,20 +37,25 @@ type reserved struct {
 
 // reserveAndCreateOrder takes one unit of stock and creates the PENDING
 // order, in one transaction. It returns the new order's id, or 0 when the
-// product is sold out (then nothing changed).
+// product is sold out (then only the sold-out record is written).
 func (c checkoutTx) reserveAndCreateOrder(ctx context.Context, tx dbos.Tx) (reserved, error) {
 	defer c.a.metrics.step("checkout", "reserve", time.Now())
 	res, err := tx.Exec(ctx, `UPDATE products SET inventory = inventory - 1 WHERE product_id = $1 AND inventory > 0`, productID)
 	if err != nil {
 		return reserved{}, fmt.Errorf("reserve: %w", err)
 	}
-	if n, err := res.RowsAffected(); err != nil {
+	n, err := res.RowsAffected()
+	if err != nil {
 		return reserved{}, err
-	} else if n == 0 {
+	}
+	now := c.a.now().UnixMilli()
+	if n == 0 {
+		if _, err := tx.Exec(ctx, `INSERT INTO sold_out_checkouts (checkout_key, at) VALUES ($1, $2) ON CONFLICT (checkout_key) DO NOTHING`, c.key, now); err != nil {
+			return reserved{}, fmt.Errorf("record sold out: %w", err)
+		}
 		c.a.metrics.checkout(checkoutSoldOut)
 		return reserved{}, nil
 	}
-	now := c.a.now().UnixMilli()
 	var orderID int64
 	err = tx.QueryRow(ctx, `
 		INSERT INTO orders (checkout_key, shopper, product_id, price_cents, order_status, progress_remaining, created_at, last_update_time)

@@ -27,7 +27,6 @@ const (
 // Names under which workflows, events and messages are recorded. They are
 // part of the durable state: renaming one strands workflows already started.
 const (
-	eventPaymentID     = "payment_id"     // checkout → shopper: "" when sold out (else the order row says it)
 	topicPaymentStatus = "payment_status" // webhook → checkout: "paid" or "failed"
 )
 
@@ -81,8 +80,8 @@ func (a *app) registerWorkflows() {
 //  1. reserve a unit and create the PENDING order (one transaction; it also
 //     records the payment deadline)
 //  2. publish the payment id: in memory, to the request waiting in this
-//     process (the order row committed in step 1 is the durable record; a
-//     sold-out checkout records an event "" and stops)
+//     process (what step 1 committed, the order row or the sold-out record,
+//     is the durable record; a sold-out checkout stops here)
 //  3. receive the payment status, waiting at most until the deadline
 //  4. paid: mark the order PAID / otherwise: cancel it and return the unit
 //  5. paid: start the dispatch workflow
@@ -109,12 +108,8 @@ func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult,
 	log := a.wfLogger(ctx, res.OrderID)
 	if res.OrderID == 0 {
 		log.Info("checkout: sold out")
-		// Sold out is rare and has no order row to read, so it is recorded as
-		// an event: the pay page and retried checkouts read it.
-		if err := dbos.SetEvent(ctx, eventPaymentID, ""); err != nil {
-			return orderResult{}, err
-		}
-		w.publishStarted(0)
+		w.publishStarted(0) // step 1 committed the sold_out_checkouts row
+
 		a.afterStep("checkout", 2)
 		return orderResult{}, nil
 	}
@@ -372,17 +367,11 @@ func (a *app) startCheckout(ctx context.Context, key, shopper string) (string, e
 	}
 	pid := ""
 	err := w.await(ctx, w.started, time.Now().Add(30*time.Second), func() (bool, error) {
-		if _, err := a.orderByKey(ctx, key); err == nil {
+		state, err := a.checkoutState(ctx, key)
+		if state == stepOneOrder {
 			pid = key
-			return true, nil
-		} else if he := (*httpError)(nil); !errors.As(err, &he) || he.status != http.StatusNotFound {
-			return false, err
 		}
-		soldOut, err := dbos.GetEvent[string](dbos.From(a.dbos, ctx), key, eventPaymentID, 0)
-		if errors.Is(err, dbos.ErrTimeout) {
-			return false, nil
-		}
-		return err == nil && soldOut == "", err
+		return state != stepOneNotYet, err
 	})
 	if errors.Is(err, errWatchDeadline) {
 		return "", errorf(http.StatusServiceUnavailable, "checkout %s is still starting; retry with the same key", key)
