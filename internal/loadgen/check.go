@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	_ "modernc.org/sqlite" // the same pure-Go driver the store uses
@@ -372,4 +373,38 @@ func CheckInvariants(initialStock int, snap Snapshot, purchases []Purchase, obs 
 	cs = append(cs, o5.check("5 everything settled",
 		fmt.Sprintf("no order PENDING or PAID, all %d workflows SUCCESS, every call answered", wf)))
 	return cs
+}
+
+// unfinished counts the workflows not yet finished: PENDING, or ENQUEUED
+// (DBOS recovers a workflow by putting it on its internal queue, which a
+// poller drains, so a just-restarted store holds ENQUEUED ones for a moment).
+func (s Snapshot) unfinished() int {
+	n := 0
+	for k, c := range s.Workflows {
+		if strings.HasSuffix(k, " PENDING") || strings.HasSuffix(k, " ENQUEUED") {
+			n += c
+		}
+	}
+	return n
+}
+
+// StopAndSnapshot stops the store gracefully and reads its database. A
+// graceful stop leaves workflows still running PENDING, to resume at the
+// next start; when any are left it starts the store again, gives it a moment
+// to finish them, and looks again, up to rounds times. (SQLite must not be
+// read while the store runs: one handle to the file.)
+func StopAndSnapshot(ctx context.Context, st *Store, rounds int) (Snapshot, error) {
+	for round := 1; ; round++ {
+		if err := st.Stop(20 * time.Second); err != nil {
+			return Snapshot{}, err
+		}
+		snap, err := ReadSnapshot(ctx, st.DB)
+		if err != nil || snap.unfinished() == 0 || round >= rounds {
+			return snap, err
+		}
+		if _, err := st.Start(ctx); err != nil {
+			return snap, err
+		}
+		time.Sleep(2 * time.Second)
+	}
 }

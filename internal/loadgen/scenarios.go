@@ -161,10 +161,7 @@ func (t Tally) String() string {
 func finish(ctx context.Context, o *Options, st *Store, sampler *Sampler, ledger *Ledger) (Tally, time.Duration, Checks, error) {
 	fmt.Fprintf(o.Progress, "waiting for every order to settle (at most %v)…\n", o.settleTimeout())
 	settle, settleErr := sampler.WaitSettled(ctx, o.settleTimeout())
-	if err := st.Stop(20 * time.Second); err != nil {
-		return Tally{}, settle, nil, err
-	}
-	snap, err := ReadSnapshot(ctx, o.DB)
+	snap, err := StopAndSnapshot(ctx, st, 5)
 	if err != nil {
 		return Tally{}, settle, nil, fmt.Errorf("read the database: %w", err)
 	}

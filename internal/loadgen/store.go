@@ -101,11 +101,15 @@ func NewPostgresDB(ctx context.Context, adminURL string) (*Database, error) {
 	return &Database{Kind: "postgres", URL: u.String(), name: name, adminURL: adminURL}, nil
 }
 
-// PostgresDB wraps a database someone else created (and will drop).
-func PostgresDB(dbURL string) (*Database, error) {
+// DatabaseAt wraps a DATABASE_URL (sqlite:PATH or postgres://…) whose
+// database someone else created and will remove.
+func DatabaseAt(dbURL string) (*Database, error) {
+	if p, ok := strings.CutPrefix(dbURL, "sqlite:"); ok {
+		return &Database{Kind: "sqlite", URL: dbURL, Path: p}, nil
+	}
 	u, err := url.Parse(dbURL)
-	if err != nil {
-		return nil, err
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return nil, fmt.Errorf("database URL %q: want sqlite:PATH or postgres://…", dbURL)
 	}
 	return &Database{Kind: "postgres", URL: dbURL, name: strings.TrimPrefix(u.Path, "/")}, nil
 }
@@ -233,13 +237,26 @@ func (s *Store) start(ctx context.Context) (time.Duration, error) {
 	}
 }
 
+// handedOut holds every port freePort gave a Store in this process. A store
+// keeps its port across kills, and while it is down the kernel would happily
+// offer that port to another Store started concurrently (the crash-point
+// test runs many): the first store's restart would then fail, or its
+// clients would talk to the wrong store. This is the one piece of
+// package-level state, shared on purpose by every Store in the process.
+var handedOut sync.Map
+
 func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if _, taken := handedOut.LoadOrStore(port, true); !taken {
+			return port, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // PID is the process id of the running store (under supervision, the
