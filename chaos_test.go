@@ -57,6 +57,9 @@ func TestChaos(t *testing.T) {
 		r, err := loadgen.Chaos(context.Background(), loadgen.Options{
 			Bin: bin, DB: loadgenDB(t, dbURL), Concurrency: 4, Kills: kills, Seed: seed,
 			Decline: 0.2, Abandon: 0.05, Replay: 0.2, PaymentTimeout: 5 * time.Second,
+			// Little stock, so checkouts also sell out, and declined and
+			// abandoned units come back, while the store is being killed.
+			Stock:    150,
 			StoreLog: testLogWriter{t}, Progress: &progress,
 		})
 		if err != nil {
@@ -70,6 +73,9 @@ func TestChaos(t *testing.T) {
 		}
 		if r.Tally.Paid == 0 {
 			t.Errorf("no purchase was paid: the load did nothing")
+		}
+		if r.Tally.GaveUp != 0 {
+			t.Errorf("%d purchases never answered", r.Tally.GaveUp)
 		}
 		if !r.Checks.OK() {
 			t.Errorf("invariants violated (seed %d): see above", seed)

@@ -38,7 +38,7 @@ type Options struct {
 	PaymentTimeout time.Duration
 
 	Kills            int           // chaos: SIGKILLs (default 20)
-	KillGapMin       time.Duration // chaos: shortest time between a restart and the next kill (default 200ms)
+	KillGapMin       time.Duration // chaos: shortest time between a restart and the next kill (default 200ms; one kill in five comes within 50ms instead)
 	KillGapMax       time.Duration // chaos: longest (default 1.5s)
 	SettleExtra      time.Duration // time allowed for settling beyond payment window + dispatch (default 60s)
 	StoreLog         io.Writer     // the store's log; nil discards it
@@ -467,6 +467,11 @@ func Chaos(ctx context.Context, o Options) (*ChaosReport, error) {
 	var downtimes []time.Duration
 	for k := 1; k <= o.Kills; k++ {
 		gap := o.KillGapMin + time.Duration(rng.Int64N(int64(o.KillGapMax-o.KillGapMin)+1))
+		if rng.IntN(5) == 0 {
+			// One kill in five lands within 50 ms of the restart: while the
+			// store is still recovering what the previous kill interrupted.
+			gap = time.Duration(rng.Int64N(int64(50 * time.Millisecond)))
+		}
 		select {
 		case <-time.After(gap):
 		case <-ctx.Done():
