@@ -81,7 +81,12 @@ func TestCrashPoints(t *testing.T) {
 func runCrashCase(t *testing.T, bin string, db *loadgen.Database, point, status string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	st := &loadgen.Store{Bin: bin, DB: db, Env: []string{"CRASH_AT=" + point}, Log: prefixLog{t, point + " " + status + ": "}}
+	// PAYMENT_TIMEOUT=10s bounds a known stall (see TestPostgresWakeupRightAfterStart
+	// in internal/loadgen): on Postgres, a payment sent in the first moments after
+	// a start can miss DBOS's LISTEN and sleep until the payment window ends,
+	// then complete correctly. With the default 120 s this test would time out.
+	payWindow := "PAYMENT_TIMEOUT=10s"
+	st := &loadgen.Store{Bin: bin, DB: db, Env: []string{"CRASH_AT=" + point, payWindow}, Log: prefixLog{t, point + " " + status + ": "}}
 	defer st.Kill()
 	if _, err := st.Start(ctx); err != nil {
 		return err
@@ -107,14 +112,17 @@ func runCrashCase(t *testing.T, bin string, db *loadgen.Database, point, status 
 		bought <- err
 	}()
 
-	code, err := st.WaitExit(30 * time.Second)
+	code, err := st.WaitExit(45 * time.Second)
 	if err != nil {
-		return fmt.Errorf("the store did not exit at the crash point: %w", err)
+		st.Kill()
+		snap, serr := loadgen.ReadSnapshot(ctx, db)
+		return fmt.Errorf("the store did not exit at the crash point: %w; purchase so far %+v; database: orders %+v, workflows %v (%v)",
+			err, p, snap.Orders, snap.Workflows, serr)
 	}
 	if code != 1 {
 		return fmt.Errorf("the store exited with status %d at the crash point, want 1", code)
 	}
-	st.Env = nil
+	st.Env = []string{payWindow}
 	if _, err := st.Start(ctx); err != nil {
 		return fmt.Errorf("restart: %w", err)
 	}
