@@ -1,0 +1,163 @@
+// Command loadtest drives the real widget-store binary over HTTP.
+//
+//	go run ./cmd/loadtest -mode load -db sqlite -c 8 -duration 10s
+//	go run ./cmd/loadtest -mode chaos -db postgres -kills 20 -seed 42
+//	go run ./cmd/loadtest -mode restart -db sqlite
+//
+// load prints latency, throughput, memory, startup time and (Postgres)
+// commits per paid purchase; chaos SIGKILLs the store at seeded random
+// moments, restarts it at once, and prints each invariant with PASS/FAIL
+// (exit status 1 on any FAIL); restart presses the crash button under the
+// built-in supervisor and measures what clients saw. Every run uses a fresh
+// SQLite file or a fresh Postgres database, dropped afterwards.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"widget-store/internal/loadgen"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintf(os.Stderr, "loadtest: %s\n", err)
+		os.Exit(1)
+	}
+}
+
+// errFailed is a chaos or check failure already printed.
+var errFailed = errors.New("invariants violated (see above)")
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	mode := fs.String("mode", "load", "load, chaos or restart")
+	dbKind := fs.String("db", "sqlite", "sqlite or postgres")
+	pgAdmin := fs.String("pg-admin-url", getenv("TEST_DATABASE_URL"), "Postgres server URL where a fresh database is created and dropped (default $TEST_DATABASE_URL)")
+	c := fs.Int("c", 8, "concurrent shoppers")
+	duration := fs.Duration("duration", 10*time.Second, "load: how long shoppers start purchases")
+	kills := fs.Int("kills", 20, "chaos: SIGKILLs")
+	seed := fs.Int64("seed", time.Now().UnixNano()%1_000_000, "seed for shoppers and kills (printed; pass it again to replay)")
+	decline := fs.Float64("decline", -1, "fraction of payments declined (default 0 for load, 0.2 otherwise)")
+	abandon := fs.Float64("abandon", -1, "fraction of checkouts never paid (default 0 for load, 0.05 for chaos)")
+	payTimeout := fs.Duration("payment-timeout", 0, "the store's PAYMENT_TIMEOUT (default 120s for load and restart, 5s for chaos so abandoned checkouts settle fast)")
+	stock := fs.Int("stock", 0, "initial stock (default 1000000)")
+	bin := fs.String("bin", "", "prebuilt store binary (default: build it with CGO_ENABLED=0)")
+	storeLog := fs.String("store-log", "", "file for the store's log (default: a temp file, printed)")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *mode != "load" && *mode != "chaos" && *mode != "restart" {
+		return fmt.Errorf("-mode %q: want load, chaos or restart", *mode)
+	}
+	if *decline < 0 {
+		*decline = 0.2
+		if *mode == "load" {
+			*decline = 0
+		}
+	}
+	if *abandon < 0 {
+		*abandon = 0
+		if *mode == "chaos" {
+			*abandon = 0.05
+		}
+	}
+
+	tmp, err := os.MkdirTemp("", "loadtest-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if *bin == "" {
+		root, err := loadgen.FindModuleRoot()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "building the store (CGO_ENABLED=0)…")
+		if *bin, err = loadgen.Build(root, tmp); err != nil {
+			return err
+		}
+	}
+	logPath := *storeLog
+	if logPath == "" {
+		logPath = filepath.Join(os.TempDir(), fmt.Sprintf("loadtest-%s-%s-%d.log", *mode, *dbKind, *seed))
+	}
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+
+	var db *loadgen.Database
+	switch *dbKind {
+	case "sqlite":
+		db = loadgen.NewSQLiteDB(tmp)
+	case "postgres":
+		if *pgAdmin == "" {
+			return errors.New("-db postgres needs -pg-admin-url (or TEST_DATABASE_URL)")
+		}
+		if db, err = loadgen.NewPostgresDB(ctx, *pgAdmin); err != nil {
+			return err
+		}
+		defer func() {
+			if err := db.Drop(context.Background()); err != nil {
+				fmt.Fprintf(stderr, "drop the test database: %v\n", err)
+			}
+		}()
+	default:
+		return fmt.Errorf("-db %q: want sqlite or postgres", *dbKind)
+	}
+
+	opts := loadgen.Options{
+		Bin: *bin, DB: db, Concurrency: *c, Duration: *duration, Kills: *kills, Seed: *seed,
+		Decline: *decline, Abandon: *abandon, PaymentTimeout: *payTimeout, Stock: *stock,
+		StoreLog: logFile, Progress: stdout,
+	}
+	fmt.Fprintf(stdout, "mode %s, %s, C=%d, seed %d, decline %.2f, abandon %.2f; store log: %s\n",
+		*mode, *dbKind, *c, *seed, *decline, *abandon, logPath)
+	switch *mode {
+	case "load":
+		r, err := loadgen.Load(ctx, opts)
+		if err != nil {
+			return err
+		}
+		r.Print(stdout)
+		if !r.Checks.OK() {
+			return errFailed
+		}
+	case "chaos":
+		opts.Replay = 0.2
+		r, err := loadgen.Chaos(ctx, opts)
+		if err != nil {
+			return fmt.Errorf("%w (seed %d)", err, *seed)
+		}
+		r.Print(stdout)
+		if !r.Checks.OK() {
+			return errFailed
+		}
+	case "restart":
+		r, err := loadgen.Restart(ctx, opts)
+		if err != nil {
+			return err
+		}
+		r.Print(stdout)
+		if !r.Checks.OK() {
+			return errFailed
+		}
+	}
+	return nil
+}

@@ -1,0 +1,410 @@
+package loadgen
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	_ "modernc.org/sqlite" // the same pure-Go driver the store uses
+)
+
+// Order is one row of the store's orders table.
+type Order struct {
+	ID       int64
+	Key      string
+	Status   int
+	Progress int
+}
+
+// Snapshot is the store's state read straight from its database.
+type Snapshot struct {
+	Stock        int
+	Orders       []Order
+	LatePayments map[string]int64 // payment id → order id
+	// Workflows counts DBOS workflows by "name status", e.g. "checkout SUCCESS".
+	Workflows map[string]int
+}
+
+// ReadSnapshot reads the database. SQLite must be read only while the store
+// is stopped (the store's rule: one handle to the file); it is opened with
+// query_only so this reader cannot change anything.
+func ReadSnapshot(ctx context.Context, db *Database) (Snapshot, error) {
+	snap := Snapshot{LatePayments: map[string]int64{}, Workflows: map[string]int{}}
+	var q querier
+	workflowTable := "workflow_status"
+	if db.Kind == "postgres" {
+		conn, err := pgx.Connect(ctx, db.URL)
+		if err != nil {
+			return snap, err
+		}
+		defer conn.Close(ctx)
+		q = pgxQ{conn}
+		workflowTable = "dbos.workflow_status"
+	} else {
+		sdb, err := sql.Open("sqlite", "file:"+url.PathEscape(db.Path)+"?_pragma=query_only(1)&_pragma=busy_timeout(5000)")
+		if err != nil {
+			return snap, err
+		}
+		defer sdb.Close()
+		q = sqlQ{sdb}
+	}
+	if err := q.queryRow(ctx, `SELECT inventory FROM products WHERE product_id = 1`).Scan(&snap.Stock); err != nil {
+		return snap, fmt.Errorf("read stock: %w", err)
+	}
+	err := q.each(ctx, `SELECT order_id, checkout_key, order_status, progress_remaining FROM orders ORDER BY order_id`, func(r scanner) error {
+		var o Order
+		if err := r.Scan(&o.ID, &o.Key, &o.Status, &o.Progress); err != nil {
+			return err
+		}
+		snap.Orders = append(snap.Orders, o)
+		return nil
+	})
+	if err != nil {
+		return snap, fmt.Errorf("read orders: %w", err)
+	}
+	err = q.each(ctx, `SELECT payment_id, order_id FROM late_payments`, func(r scanner) error {
+		var pid string
+		var id int64
+		if err := r.Scan(&pid, &id); err != nil {
+			return err
+		}
+		snap.LatePayments[pid] = id
+		return nil
+	})
+	if err != nil {
+		return snap, fmt.Errorf("read late payments: %w", err)
+	}
+	err = q.each(ctx, `SELECT name, status, count(*) FROM `+workflowTable+` GROUP BY name, status`, func(r scanner) error {
+		var name, status string
+		var n int
+		if err := r.Scan(&name, &status, &n); err != nil {
+			return err
+		}
+		snap.Workflows[name+" "+status] += n
+		return nil
+	})
+	if err != nil {
+		return snap, fmt.Errorf("read workflows: %w", err)
+	}
+	return snap, nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+type querier interface {
+	queryRow(ctx context.Context, q string) scanner
+	each(ctx context.Context, q string, f func(scanner) error) error
+}
+
+type sqlQ struct{ db *sql.DB }
+
+func (s sqlQ) queryRow(ctx context.Context, q string) scanner { return s.db.QueryRowContext(ctx, q) }
+func (s sqlQ) each(ctx context.Context, q string, f func(scanner) error) error {
+	rows, err := s.db.QueryContext(ctx, q)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := f(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+type pgxQ struct{ c *pgx.Conn }
+
+func (p pgxQ) queryRow(ctx context.Context, q string) scanner { return p.c.QueryRow(ctx, q) }
+func (p pgxQ) each(ctx context.Context, q string, f func(scanner) error) error {
+	rows, err := p.c.Query(ctx, q)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := f(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// Check is one invariant's verdict.
+type Check struct {
+	Name   string
+	OK     bool
+	Detail string // counts when it passes, the first offences when it fails
+}
+
+// Checks is a list of verdicts.
+type Checks []Check
+
+// OK reports whether every check passed.
+func (cs Checks) OK() bool {
+	for _, c := range cs {
+		if !c.OK {
+			return false
+		}
+	}
+	return true
+}
+
+// Print writes one PASS/FAIL line per check.
+func (cs Checks) Print(w io.Writer) {
+	for _, c := range cs {
+		verdict := "PASS"
+		if !c.OK {
+			verdict = "FAIL"
+		}
+		fmt.Fprintf(w, "  %s  %s: %s\n", verdict, c.Name, c.Detail)
+	}
+}
+
+// offences collects the first few failures of one check.
+type offences struct {
+	list []string
+	n    int
+}
+
+func (o *offences) add(format string, args ...any) {
+	o.n++
+	if len(o.list) < 5 {
+		o.list = append(o.list, fmt.Sprintf(format, args...))
+	}
+}
+
+func (o *offences) check(name, okDetail string) Check {
+	if o.n == 0 {
+		return Check{Name: name, OK: true, Detail: okDetail}
+	}
+	d := strings.Join(o.list, "; ")
+	if o.n > len(o.list) {
+		d += fmt.Sprintf("; … %d in all", o.n)
+	}
+	return Check{Name: name, Detail: d}
+}
+
+// Observed is what the tool saw while the store ran: the sampler's result
+// and how settlement went.
+type Observed struct {
+	Samples    int
+	Violations []string // status/progress/stock violations the sampler saw
+	SettleErr  error    // the orders did not all become final in time
+}
+
+// CheckInvariants checks the store's five invariants against the database
+// snapshot taken after the run and the clients' acknowledgements.
+func CheckInvariants(initialStock int, snap Snapshot, purchases []Purchase, obs Observed) Checks {
+	byKey := map[string]Order{}
+	count := map[int]int{}
+	for _, o := range snap.Orders {
+		count[o.Status]++
+	}
+	var cs Checks
+
+	// 1. Stock conservation.
+	var o1 offences
+	holding := count[StatusPaid] + count[StatusDispatched] + count[StatusPending]
+	if initialStock-snap.Stock != holding {
+		o1.add("initial %d − final %d = %d, but PAID %d + DISPATCHED %d + PENDING %d = %d",
+			initialStock, snap.Stock, initialStock-snap.Stock, count[StatusPaid], count[StatusDispatched], count[StatusPending], holding)
+	}
+	if snap.Stock < 0 {
+		o1.add("final stock %d < 0", snap.Stock)
+	}
+	for _, v := range obs.Violations {
+		if strings.HasPrefix(v, "stock") {
+			o1.add("seen while running: %s", v)
+		}
+	}
+	cs = append(cs, o1.check("1 stock conserved, never negative",
+		fmt.Sprintf("initial %d − final %d = %d = PAID %d + DISPATCHED %d + PENDING %d",
+			initialStock, snap.Stock, initialStock-snap.Stock, count[StatusPaid], count[StatusDispatched], count[StatusPending])))
+
+	// 2. One key → at most one order; every order made by a key a client sent.
+	var o2 offences
+	tried := map[string]bool{}
+	for _, p := range purchases {
+		tried[p.Key] = true
+	}
+	for _, o := range snap.Orders {
+		if prev, dup := byKey[o.Key]; dup {
+			o2.add("key %s has orders %d and %d", o.Key, prev.ID, o.ID)
+		}
+		byKey[o.Key] = o
+		if !tried[o.Key] {
+			o2.add("order %d has key %q that no client sent", o.ID, o.Key)
+		}
+	}
+	acked, soldOut := 0, 0
+	for _, p := range purchases {
+		switch p.Checkout.Status {
+		case http.StatusOK:
+			acked++
+			if p.Checkout.Body != p.Key {
+				o2.add("checkout %s answered payment id %q, want the key", p.Key, p.Checkout.Body)
+			}
+			if _, ok := byKey[p.Key]; !ok {
+				o2.add("checkout %s answered a payment id but made no order", p.Key)
+			}
+		case http.StatusConflict:
+			soldOut++
+			if o, ok := byKey[p.Key]; ok {
+				o2.add("checkout %s answered sold out but made order %d", p.Key, o.ID)
+			}
+		case 0: // never answered: at most one order, which settles like an abandoned one
+		default:
+			o2.add("checkout %s answered %v", p.Key, p.Checkout)
+		}
+	}
+	cs = append(cs, o2.check("2 one key → at most one order, no order without a key",
+		fmt.Sprintf("%d orders from %d keys (%d payment ids, %d sold out)", len(snap.Orders), len(purchases), acked, soldOut)))
+
+	// 3. Payment acknowledgements match the orders' fates.
+	var o3 offences
+	paidAcks, failedAcks, lateAcks, unpaid := 0, 0, 0, 0
+	for _, p := range purchases {
+		o, has := byKey[p.Key]
+		if !has {
+			if p.Payment.Status != 0 {
+				o3.add("payment %s answered %v but there is no order", p.Key, p.Payment)
+			}
+			continue
+		}
+		wantID := strconv.FormatInt(o.ID, 10)
+		switch {
+		case p.Sent == "paid" && p.Payment.Status == http.StatusOK:
+			paidAcks++
+			if o.Status != StatusPaid && o.Status != StatusDispatched {
+				o3.add("paid acknowledged for order %d but it is %s", o.ID, StatusName(o.Status))
+			}
+			if p.Payment.Body != wantID {
+				o3.add("paid for %s answered order %q, want %s", p.Key, p.Payment.Body, wantID)
+			}
+		case p.Sent == "failed" && p.Payment.Status == http.StatusOK:
+			failedAcks++
+			if o.Status != StatusCancelled {
+				o3.add("decline acknowledged for order %d but it is %s", o.ID, StatusName(o.Status))
+			}
+			if p.Payment.Body != wantID {
+				o3.add("failed for %s answered order %q, want %s", p.Key, p.Payment.Body, wantID)
+			}
+		case p.Sent == "paid" && p.Payment.Status == http.StatusConflict:
+			// The payment window closed first: the order is cancelled and the
+			// payment recorded for refund.
+			lateAcks++
+			if o.Status != StatusCancelled {
+				o3.add("paid for order %d answered 409 but it is %s", o.ID, StatusName(o.Status))
+			}
+			if _, ok := snap.LatePayments[p.Key]; !ok {
+				o3.add("paid for cancelled order %d answered 409 but is not recorded for refund", o.ID)
+			}
+		case p.Payment.Status != 0:
+			o3.add("%s for order %d answered %v", p.Sent, o.ID, p.Payment)
+		default: // never paid (abandoned, or the client gave up): the window closes
+			unpaid++
+			if o.Status != StatusCancelled && o.Status != StatusPending {
+				o3.add("order %d was never paid but is %s", o.ID, StatusName(o.Status))
+			}
+		}
+		for _, r := range p.Replays {
+			if r.Got != r.Want {
+				o3.add("%s repeated answered %v, first %v", r.Call, r.Got, r.Want)
+			}
+		}
+	}
+	if got := count[StatusPaid] + count[StatusDispatched]; got != paidAcks {
+		o3.add("%d orders PAID/DISPATCHED but %d paid acknowledgements", got, paidAcks)
+	}
+	if got, want := count[StatusCancelled]+count[StatusPending], failedAcks+lateAcks+unpaid; got != want {
+		o3.add("%d orders CANCELLED/PENDING but %d declines + %d late payments + %d unpaid", got, failedAcks, lateAcks, unpaid)
+	}
+	cs = append(cs, o3.check("3 every acknowledgement matches the order",
+		fmt.Sprintf("%d paid = %d PAID/DISPATCHED; %d declined + %d paid too late + %d unpaid = %d CANCELLED",
+			paidAcks, count[StatusPaid]+count[StatusDispatched], failedAcks, lateAcks, unpaid, count[StatusCancelled])))
+
+	// 4. Forward only; DISPATCHED ⇔ progress 0; progress never rises.
+	var o4 offences
+	for _, v := range obs.Violations {
+		if !strings.HasPrefix(v, "stock") {
+			o4.add("seen while running: %s", v)
+		}
+	}
+	for _, o := range snap.Orders {
+		if (o.Status == StatusDispatched) != (o.Progress == 0) {
+			o4.add("order %d is %s with progress %d", o.ID, StatusName(o.Status), o.Progress)
+		}
+	}
+	cs = append(cs, o4.check("4 status only forward, DISPATCHED ⇔ progress 0, progress never rises",
+		fmt.Sprintf("%d samples while running, %d orders at the end", obs.Samples, len(snap.Orders))))
+
+	// 5. Everything settled.
+	var o5 offences
+	if obs.SettleErr != nil {
+		o5.add("%v", obs.SettleErr)
+	}
+	for _, o := range snap.Orders {
+		if o.Status == StatusPending || o.Status == StatusPaid {
+			o5.add("order %d still %s", o.ID, StatusName(o.Status))
+		}
+	}
+	for k, n := range snap.Workflows {
+		if !strings.HasSuffix(k, " SUCCESS") {
+			o5.add("%d workflows %s", n, k)
+		}
+	}
+	for _, p := range purchases {
+		if p.GaveUp != "" {
+			o5.add("client gave up on %s: %s", p.Key, p.GaveUp)
+		}
+	}
+	wf := 0
+	for _, n := range snap.Workflows {
+		wf += n
+	}
+	cs = append(cs, o5.check("5 everything settled",
+		fmt.Sprintf("no order PENDING or PAID, all %d workflows SUCCESS, every call answered", wf)))
+	return cs
+}
+
+// unfinished counts the workflows not yet finished: PENDING, or ENQUEUED
+// (DBOS recovers a workflow by putting it on its internal queue, which a
+// poller drains, so a just-restarted store holds ENQUEUED ones for a moment).
+func (s Snapshot) unfinished() int {
+	n := 0
+	for k, c := range s.Workflows {
+		if strings.HasSuffix(k, " PENDING") || strings.HasSuffix(k, " ENQUEUED") {
+			n += c
+		}
+	}
+	return n
+}
+
+// StopAndSnapshot stops the store gracefully and reads its database. A
+// graceful stop leaves workflows still running PENDING, to resume at the
+// next start; when any are left it starts the store again, gives it a moment
+// to finish them, and looks again, up to rounds times. (SQLite must not be
+// read while the store runs: one handle to the file.)
+func StopAndSnapshot(ctx context.Context, st *Store, rounds int) (Snapshot, error) {
+	for round := 1; ; round++ {
+		if err := st.Stop(20 * time.Second); err != nil {
+			return Snapshot{}, err
+		}
+		snap, err := ReadSnapshot(ctx, st.DB)
+		if err != nil || snap.unfinished() == 0 || round >= rounds {
+			return snap, err
+		}
+		if _, err := st.Start(ctx); err != nil {
+			return snap, err
+		}
+		time.Sleep(2 * time.Second)
+	}
+}

@@ -1,0 +1,79 @@
+package loadgen
+
+import (
+	"strings"
+	"testing"
+)
+
+// The checker must fail on each kind of corruption it exists to catch: a
+// checker that always passes proves nothing.
+func TestCheckInvariantsCatchesEachViolation(t *testing.T) {
+	good := func() (Snapshot, []Purchase) {
+		snap := Snapshot{
+			Stock: 98,
+			Orders: []Order{
+				{ID: 1, Key: "a", Status: StatusDispatched, Progress: 0},
+				{ID: 2, Key: "b", Status: StatusCancelled, Progress: 10},
+				{ID: 3, Key: "c", Status: StatusDispatched, Progress: 0},
+				{ID: 4, Key: "d", Status: StatusCancelled, Progress: 10},
+			},
+			LatePayments: map[string]int64{"d": 4},
+			Workflows:    map[string]int{"checkout SUCCESS": 5, "dispatch SUCCESS": 2},
+		}
+		ps := []Purchase{
+			{Key: "a", Checkout: Answer{200, "a"}, Sent: "paid", Payment: Answer{200, "1"}},
+			{Key: "b", Checkout: Answer{200, "b"}, Sent: "failed", Payment: Answer{200, "2"}},
+			{Key: "c", Checkout: Answer{200, "c"}, Sent: "paid", Payment: Answer{200, "3"},
+				Replays: []Replay{{Call: "payment c", Got: Answer{200, "3"}, Want: Answer{200, "3"}}}},
+			{Key: "d", Checkout: Answer{200, "d"}, Sent: "paid", Payment: Answer{409, "cancelled; recorded for refund"}},
+			{Key: "e", Checkout: Answer{409, "sold out"}},
+		}
+		return snap, ps
+	}
+	snap, ps := good()
+	if cs := CheckInvariants(100, snap, ps, Observed{}); !cs.OK() {
+		var b strings.Builder
+		cs.Print(&b)
+		t.Fatalf("a consistent run failed:\n%s", b.String())
+	}
+	for _, tc := range []struct {
+		name    string
+		corrupt func(*Snapshot, []Purchase, *Observed)
+		fails   string // the number of the check that must fail
+	}{
+		{"a unit lost", func(s *Snapshot, _ []Purchase, _ *Observed) { s.Stock = 97 }, "1"},
+		{"negative stock seen", func(_ *Snapshot, _ []Purchase, o *Observed) { o.Violations = []string{"stock -1 < 0"} }, "1"},
+		{"an order no key made", func(s *Snapshot, _ []Purchase, _ *Observed) {
+			s.Orders = append(s.Orders, Order{ID: 5, Key: "zz", Status: StatusCancelled, Progress: 10})
+		}, "2"},
+		{"sold out but an order", func(s *Snapshot, _ []Purchase, _ *Observed) {
+			s.Orders = append(s.Orders, Order{ID: 5, Key: "e", Status: StatusCancelled, Progress: 10})
+		}, "2"},
+		{"paid ack, order cancelled", func(s *Snapshot, _ []Purchase, _ *Observed) {
+			s.Orders[0].Status, s.Orders[0].Progress, s.Stock = StatusCancelled, 10, 99
+		}, "3"},
+		{"answered the wrong order", func(_ *Snapshot, ps []Purchase, _ *Observed) { ps[0].Payment.Body = "3" }, "3"},
+		{"a replay answered differently", func(_ *Snapshot, ps []Purchase, _ *Observed) { ps[2].Replays[0].Got = Answer{409, "x"} }, "3"},
+		{"late payment not recorded", func(s *Snapshot, _ []Purchase, _ *Observed) { delete(s.LatePayments, "d") }, "3"},
+		{"status went back", func(_ *Snapshot, _ []Purchase, o *Observed) {
+			o.Violations = []string{"order 1 went from PAID back to PENDING"}
+		}, "4"},
+		{"dispatched with progress left", func(s *Snapshot, _ []Purchase, _ *Observed) { s.Orders[0].Progress = 3 }, "4"},
+		{"a workflow stuck", func(s *Snapshot, _ []Purchase, _ *Observed) { s.Workflows["dispatch PENDING"] = 1 }, "5"},
+		{"a client gave up", func(_ *Snapshot, ps []Purchase, _ *Observed) { ps[4].GaveUp = "timeout" }, "5"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			snap, ps := good()
+			var obs Observed
+			tc.corrupt(&snap, ps, &obs)
+			cs := CheckInvariants(100, snap, ps, obs)
+			for _, c := range cs {
+				if strings.HasPrefix(c.Name, tc.fails+" ") && c.OK {
+					var b strings.Builder
+					cs.Print(&b)
+					t.Errorf("check %s passed:\n%s", tc.fails, b.String())
+				}
+			}
+		})
+	}
+}

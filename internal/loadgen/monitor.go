@@ -1,0 +1,269 @@
+package loadgen
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Order statuses as the store reports them.
+const (
+	StatusCancelled  = -1
+	StatusPending    = 0
+	StatusDispatched = 1
+	StatusPaid       = 2
+)
+
+// StatusName names an order status.
+func StatusName(s int) string {
+	switch s {
+	case StatusCancelled:
+		return "CANCELLED"
+	case StatusPending:
+		return "PENDING"
+	case StatusDispatched:
+		return "DISPATCHED"
+	case StatusPaid:
+		return "PAID"
+	}
+	return fmt.Sprintf("status(%d)", s)
+}
+
+// rank orders statuses along their only allowed path: PENDING, then PAID
+// then DISPATCHED, or PENDING then CANCELLED.
+func forward(from, to int) bool {
+	switch {
+	case from == to:
+		return true
+	case from == StatusPending:
+		return to == StatusPaid || to == StatusDispatched || to == StatusCancelled
+	case from == StatusPaid:
+		return to == StatusDispatched
+	}
+	return false
+}
+
+type apiOrder struct {
+	OrderID           int64 `json:"order_id"`
+	OrderStatus       int   `json:"order_status"`
+	ProgressRemaining int   `json:"progress_remaining"`
+}
+
+type seenOrder struct {
+	status, progress int
+}
+
+// Sampler watches the store through its API while it runs: every order's
+// status and progress over time (GET /orders, the newest 1000) and the stock
+// (GET /product). It records any step backwards, a progress that rises, a
+// DISPATCHED order with progress left (or the reverse) and negative stock.
+type Sampler struct {
+	Base   string
+	HTTP   *http.Client
+	Every  time.Duration
+	Reads  *atomic.Int64 // counts the requests it makes (each is a read transaction in the store)
+	mu     sync.Mutex
+	orders map[int64]seenOrder
+	bad    []string
+	minInv int
+	n      int
+}
+
+// NewSampler returns a sampler of the store at base; Run starts it.
+func NewSampler(base string, every time.Duration, reads *atomic.Int64) *Sampler {
+	return &Sampler{
+		Base: base, Every: every, Reads: reads, orders: map[int64]seenOrder{}, minInv: 1 << 62,
+		HTTP: &http.Client{Timeout: 5 * time.Second},
+	}
+}
+
+// Run samples until ctx ends. Errors (the store is down) skip a sample.
+func (s *Sampler) Run(ctx context.Context) {
+	t := time.NewTicker(s.Every)
+	defer t.Stop()
+	for {
+		s.Sample(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Sample takes one sample; it reports whether every order seen was final.
+func (s *Sampler) Sample(ctx context.Context) (allFinal bool, err error) {
+	var orders []apiOrder
+	if err := s.getJSON(ctx, "/orders", &orders); err != nil {
+		return false, err
+	}
+	var product struct {
+		Inventory int `json:"inventory"`
+	}
+	perr := s.getJSON(ctx, "/product", &product)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n++
+	if perr == nil {
+		s.minInv = min(s.minInv, product.Inventory)
+		if product.Inventory < 0 {
+			s.violation("stock %d < 0", product.Inventory)
+		}
+	}
+	allFinal = true
+	for _, o := range orders {
+		if o.OrderStatus == StatusPending || o.OrderStatus == StatusPaid {
+			allFinal = false
+		}
+		if (o.OrderStatus == StatusDispatched) != (o.ProgressRemaining == 0) {
+			s.violation("order %d is %s with progress %d", o.OrderID, StatusName(o.OrderStatus), o.ProgressRemaining)
+		}
+		prev, ok := s.orders[o.OrderID]
+		if ok && !forward(prev.status, o.OrderStatus) {
+			s.violation("order %d went from %s back to %s", o.OrderID, StatusName(prev.status), StatusName(o.OrderStatus))
+		}
+		if ok && o.ProgressRemaining > prev.progress {
+			s.violation("order %d progress rose from %d to %d", o.OrderID, prev.progress, o.ProgressRemaining)
+		}
+		s.orders[o.OrderID] = seenOrder{o.OrderStatus, o.ProgressRemaining}
+	}
+	return allFinal, nil
+}
+
+func (s *Sampler) violation(format string, args ...any) {
+	if len(s.bad) < 20 {
+		s.bad = append(s.bad, fmt.Sprintf(format, args...))
+	} else if len(s.bad) == 20 {
+		s.bad = append(s.bad, "… (more)")
+	}
+}
+
+func (s *Sampler) getJSON(ctx context.Context, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Base+path, nil)
+	if err != nil {
+		return err
+	}
+	s.Reads.Add(1)
+	resp, err := s.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return errNotFound
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// Result is what the sampler saw: samples taken, orders seen, the lowest
+// stock, and the violations.
+func (s *Sampler) Result() (samples, orders, minStock int, violations []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n, len(s.orders), s.minInv, append([]string(nil), s.bad...)
+}
+
+// WaitSettled polls until every order the store lists is final (DISPATCHED
+// or CANCELLED) or timeout passes, and returns how long it took.
+func (s *Sampler) WaitSettled(ctx context.Context, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	deadline := start.Add(timeout)
+	for {
+		ok, err := s.Sample(ctx)
+		if err == nil && ok {
+			ok, err = s.olderFinal(ctx)
+		}
+		if err == nil && ok {
+			return time.Since(start), nil
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				return time.Since(start), fmt.Errorf("not settled within %v: %w", timeout, err)
+			}
+			return time.Since(start), fmt.Errorf("orders still PENDING or PAID %v after the load", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return time.Since(start), ctx.Err()
+		case <-time.After(s.Every):
+		}
+	}
+}
+
+// olderFinal checks, one by one, the orders below /orders' window of the
+// newest 1000 that were last seen (or never seen) not final.
+func (s *Sampler) olderFinal(ctx context.Context) (bool, error) {
+	s.mu.Lock()
+	var maxID int64
+	for id := range s.orders {
+		maxID = max(maxID, id)
+	}
+	var check []int64
+	for id := int64(1); id <= maxID-1000; id++ {
+		if o, ok := s.orders[id]; !ok || o.status == StatusPending || o.status == StatusPaid {
+			check = append(check, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range check {
+		var o apiOrder
+		err := s.getJSON(ctx, "/order/"+strconv.FormatInt(id, 10), &o)
+		if errors.Is(err, errNotFound) {
+			continue // an id the database skipped (a rolled-back insert)
+		}
+		if err != nil {
+			return false, err
+		}
+		s.mu.Lock()
+		prev, seen := s.orders[id]
+		if seen && !forward(prev.status, o.OrderStatus) {
+			s.violation("order %d went from %s back to %s", id, StatusName(prev.status), StatusName(o.OrderStatus))
+		}
+		s.orders[id] = seenOrder{o.OrderStatus, o.ProgressRemaining}
+		s.mu.Unlock()
+		if o.OrderStatus == StatusPending || o.OrderStatus == StatusPaid {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+var errNotFound = errors.New("not found")
+
+// RSSSampler records the highest RSS of a store while it runs.
+type RSSSampler struct {
+	mu  sync.Mutex
+	max int64
+}
+
+func (r *RSSSampler) Run(ctx context.Context, s *Store, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if v, err := s.RSS(); err == nil {
+			r.mu.Lock()
+			r.max = max(r.max, v)
+			r.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *RSSSampler) Max() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.max
+}

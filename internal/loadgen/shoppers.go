@@ -1,0 +1,178 @@
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Purchase is everything one shopper was told about one key: the
+// acknowledgements the invariants are checked against.
+type Purchase struct {
+	Key      string
+	Started  time.Time
+	Finished time.Time // zero while in flight
+
+	Checkout Answer // 200 + payment id, 409 sold out, or an unexpected 4xx
+	Sent     string // payment status sent: "paid", "failed", or "" (not paid: sold out, abandoned, gave up)
+	Payment  Answer // 200 + order id, or 409
+	// Replays are the answers to the same calls made again after the
+	// purchase completed; a careful client may repeat a call whose answer it
+	// lost, so they must equal the first answers.
+	Replays []Replay
+	GaveUp  string // why the client stopped retrying without an answer
+}
+
+// Replay is one repeated call and its answer.
+type Replay struct {
+	Call string
+	Got  Answer
+	Want Answer
+}
+
+// PaymentID is the payment id the checkout answered, or "".
+func (p *Purchase) PaymentID() string {
+	if p.Checkout.Status == http.StatusOK {
+		return p.Checkout.Body
+	}
+	return ""
+}
+
+// Ledger is every purchase made in a run, in the order they started.
+type Ledger struct {
+	mu        sync.Mutex
+	purchases []*Purchase
+}
+
+func (l *Ledger) add(p *Purchase) {
+	l.mu.Lock()
+	l.purchases = append(l.purchases, p)
+	l.mu.Unlock()
+}
+
+func (l *Ledger) gaveUp(p *Purchase, why string) {
+	l.mu.Lock()
+	p.GaveUp = why
+	l.mu.Unlock()
+}
+
+// Purchases returns a copy of the records. Call it after the shoppers stop.
+func (l *Ledger) Purchases() []Purchase {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]Purchase, len(l.purchases))
+	for i, p := range l.purchases {
+		out[i] = *p
+	}
+	return out
+}
+
+// ShopperConfig is the shoppers' behaviour.
+type ShopperConfig struct {
+	Concurrency  int
+	MaxPurchases int     // stop starting purchases after this many in all (0: no limit)
+	Decline      float64 // fraction of payments sent as "failed"
+	Abandon      float64 // fraction of checkouts never paid (they time out)
+	Replay       float64 // fraction of purchases whose calls are repeated afterwards
+	Seed         int64
+	KeyPrefix    string
+	// RetryFor bounds how long a call is retried after the load stops
+	// (default 2 minutes): a careful client retries, but not forever.
+	RetryFor time.Duration
+}
+
+// Shoppers runs Concurrency shoppers until ctx ends (no new purchase starts)
+// and every purchase in flight has its answers, or RetryFor passes.
+func Shoppers(ctx context.Context, c *Client, cfg ShopperConfig, ledger *Ledger) {
+	retryFor := cfg.RetryFor
+	if retryFor == 0 {
+		retryFor = 2 * time.Minute
+	}
+	// Calls outlive the load's context: a purchase in flight is finished.
+	callCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		select {
+		case <-time.After(retryFor):
+			cancel()
+		case <-callCtx.Done():
+		}
+	}()
+	var started atomic.Int64
+	var wg sync.WaitGroup
+	for i := range cfg.Concurrency {
+		rng := rand.New(rand.NewPCG(uint64(cfg.Seed), uint64(i)))
+		wg.Go(func() {
+			for n := 0; ctx.Err() == nil; n++ {
+				if cfg.MaxPurchases > 0 && started.Add(1) > int64(cfg.MaxPurchases) {
+					return
+				}
+				p := &Purchase{Key: cfg.KeyPrefix + strconv.Itoa(i) + "-" + strconv.Itoa(n), Started: time.Now()}
+				ledger.add(p)
+				decline, abandon, replay := rng.Float64() < cfg.Decline, rng.Float64() < cfg.Abandon, rng.Float64() < cfg.Replay
+				buy(callCtx, c, p, decline, abandon, replay, ledger)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// buy makes one purchase as a careful client: the same key until checkout
+// answers, then the same payment call until it answers.
+func buy(ctx context.Context, c *Client, p *Purchase, decline, abandon, replay bool, ledger *Ledger) {
+	defer func() {
+		ledger.mu.Lock()
+		p.Finished = time.Now()
+		ledger.mu.Unlock()
+	}()
+	a, _, err := c.Checkout(ctx, p.Key)
+	if err != nil {
+		ledger.gaveUp(p, err.Error())
+		return
+	}
+	ledger.mu.Lock()
+	p.Checkout = a
+	ledger.mu.Unlock()
+	if a.Status != http.StatusOK || abandon {
+		return
+	}
+	status := "paid"
+	if decline {
+		status = "failed"
+	}
+	ledger.mu.Lock()
+	p.Sent = status
+	ledger.mu.Unlock()
+	pa, _, err := c.Pay(ctx, a.Body, status)
+	if err != nil {
+		ledger.gaveUp(p, err.Error())
+		return
+	}
+	ledger.mu.Lock()
+	p.Payment = pa
+	ledger.mu.Unlock()
+	if !replay {
+		return
+	}
+	ca, _, err := c.Checkout(ctx, p.Key)
+	if err != nil {
+		ledger.gaveUp(p, "replay: "+err.Error())
+		return
+	}
+	pa2, _, err := c.Pay(ctx, a.Body, status)
+	if err != nil {
+		ledger.gaveUp(p, "replay: "+err.Error())
+		return
+	}
+	ledger.mu.Lock()
+	p.Replays = append(p.Replays,
+		Replay{Call: "checkout " + p.Key, Got: ca, Want: a},
+		Replay{Call: fmt.Sprintf("payment %s/%s", a.Body, status), Got: pa2, Want: pa})
+	ledger.mu.Unlock()
+}
