@@ -49,6 +49,8 @@ type app struct {
 
 	// stopInstanceLoop stops the heartbeat and takeover loop (takeover.go).
 	stopInstanceLoop func()
+	// stopPaymentListener stops the payment channel listener (wakeup.go).
+	stopPaymentListener func()
 
 	// crashWorkflow and crashStep are CRASH_AT parsed: exit right after that step.
 	crashWorkflow string
@@ -71,6 +73,15 @@ type dialect struct {
 	postgres bool
 }
 
+// dbosTable names one of DBOS's own tables: unqualified in SQLite, in
+// schema "dbos" in Postgres.
+func (d dialect) dbosTable(name string) string {
+	if d.postgres {
+		return "dbos." + name
+	}
+	return name
+}
+
 // autoID is the type of an auto-numbered primary key: SQLite's rowid alias
 // or a Postgres identity column.
 func (d dialect) autoID() string {
@@ -81,7 +92,8 @@ func (d dialect) autoID() string {
 }
 
 func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) {
-	a := &app{cfg: cfg, logger: logger, now: time.Now, exit: os.Exit, watches: newCheckoutWatches(), metrics: newMetrics()}
+	a := &app{cfg: cfg, logger: logger, now: time.Now, exit: os.Exit, watches: newCheckoutWatches(), metrics: newMetrics(),
+		stopPaymentListener: func() {}}
 	if cfg.CrashAt != "" {
 		a.crashWorkflow, a.crashStep, _ = parseCrashPoint(cfg.CrashAt) // validated by parseConfig
 	}
@@ -91,6 +103,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	ok := false
 	defer func() {
 		if !ok {
+			a.stopPaymentListener()
 			a.closeDB()
 		}
 	}()
@@ -136,6 +149,13 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 	if err := a.joinCluster(ctx); err != nil {
 		return nil, fmt.Errorf("instances: %w", err)
 	}
+	if a.dialect.postgres {
+		// Listening before Launch: the checkouts Launch recovers miss no
+		// payment announced from then on (see wakeup.go).
+		if a.stopPaymentListener, err = a.listenForPayments(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if err := dbos.Launch(dctx); err != nil {
 		return nil, fmt.Errorf("dbos launch: %w", err)
 	}
@@ -147,6 +167,7 @@ func newApp(ctx context.Context, cfg config, logger *slog.Logger) (*app, error) 
 // shutdown stops DBOS, which also closes the database handle shared with it.
 func (a *app) shutdown(logger *slog.Logger) {
 	a.stopInstanceLoop() // before DBOS: a takeover in progress uses it
+	a.stopPaymentListener()
 	if err := dbos.Shutdown(a.dbos, 5*time.Second); err != nil {
 		logger.Warn("dbos shutdown", "err", err)
 	}

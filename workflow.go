@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
@@ -161,41 +160,44 @@ func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult,
 // the checkout takes it with dbos.Recv, which consumes the message and
 // checkpoints it in one transaction: exactly once on both databases.
 //
-// Postgres: Recv waits itself; a trigger and LISTEN/NOTIFY wake it within
-// milliseconds, in whichever process the webhook ran. Recv checkpoints its
-// deadline as a step of its own first (one more commit), which buys that
-// cross-process wake-up.
-//
-// SQLite: DBOS wakes a Recv there only from a one-second poller (≈500 ms
-// median), so the checkout first waits in memory for the webhook in this
-// process (a SQLite store is one process) to say it has sent, and calls Recv
-// only then, or at the deadline. A Recv that finds its message already there
-// records no deadline step: one transaction for the whole receive. Before
-// waiting, it looks for a message sent before it began (a webhook that came
-// before a restart, or a replay).
+// The checkout calls Recv only once its message is there (or at the
+// deadline), so Recv never records a deadline step of its own and never
+// sleeps in DBOS's wait. Until then the checkout waits for a kick: from a
+// webhook in this process right after its Send commits, or, on Postgres,
+// from a webhook in any process through the store's own payment channel
+// (wakeup.go). Two reasons not to leave the wait to Recv:
+//   - SQLite has no NOTIFY: DBOS wakes a Recv there from a one-second poller
+//     (≈500 ms median wake-up);
+//   - on Postgres, DBOS starts LISTENing in the background after Launch and
+//     does not look again for messages that arrived before it listened, so a
+//     payment sent in the first moments after a (re)start could leave a
+//     recovered checkout asleep until its payment window closed. The store's
+//     channel is listening before Launch recovers anything, and every kick
+//     (and a check every paymentRecheck, as a safety net) reads the database.
 func (a *app) awaitPayment(ctx dbos.Context, key string, w *checkoutWatch, payByMs int64) (string, error) {
 	defer a.metrics.step("checkout", "await_payment", time.Now()) // a replay after recovery records ~0
-	remaining := time.Until(time.UnixMilli(payByMs))
-	if !a.dialect.postgres {
+	for {
 		sent, err := a.paymentMessageExists(ctx, key)
 		if err != nil {
 			return "", err
 		}
-		if !sent && remaining > 0 {
-			t := time.NewTimer(remaining)
-			select {
-			case <-w.paymentSent:
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return "", ctx.Err()
-			}
-			t.Stop()
+		remaining := time.Until(time.UnixMilli(payByMs))
+		if sent || remaining <= 0 {
+			break
 		}
-		remaining = time.Until(time.UnixMilli(payByMs))
+		t := time.NewTimer(min(remaining, paymentRecheck))
+		select {
+		case <-w.paymentKick:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return "", ctx.Err()
+		}
+		t.Stop()
 	}
 	// A deadline already past still gets one Recv: it records the timeout
 	// (or takes a message that came just in time) as the checkpoint.
+	remaining := time.Until(time.UnixMilli(payByMs))
 	status, err := dbos.Recv[string](ctx, topicPaymentStatus, max(remaining, time.Millisecond))
 	if errors.Is(err, dbos.ErrTimeout) {
 		return paymentTimedOut, nil
@@ -203,14 +205,20 @@ func (a *app) awaitPayment(ctx dbos.Context, key string, w *checkoutWatch, payBy
 	return status, err
 }
 
-// paymentMessageExists (SQLite) reports whether a payment status was ever
-// sent to checkout key, consumed or not. It reads DBOS's own notifications
-// table, the same query DBOS's Recv makes (SDK v1.8.0 schema), read-only.
+// paymentRecheck is how often a waiting checkout looks for its payment
+// message without having been kicked: a safety net only, every kick path
+// is meant to be enough.
+const paymentRecheck = 10 * time.Second
+
+// paymentMessageExists reports whether a payment status was ever sent to
+// checkout key, consumed or not. It reads DBOS's own notifications table
+// (SDK v1.8.0 schema: "notifications" in SQLite, "dbos.notifications" in
+// Postgres), read-only, with the lookup DBOS's Recv itself makes.
 // Consumed messages count so that a replayed checkout whose Recv is already
 // checkpointed goes straight to Recv, which returns the checkpoint.
 func (a *app) paymentMessageExists(ctx context.Context, key string) (bool, error) {
 	var found bool
-	err := a.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM notifications WHERE destination_uuid = $1 AND topic = $2)`,
+	err := a.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+a.dialect.dbosTable("notifications")+` WHERE destination_uuid = $1 AND topic = $2)`,
 		key, topicPaymentStatus).Scan(&found)
 	if err != nil {
 		return false, fmt.Errorf("look for a payment message: %w", err)
@@ -234,7 +242,7 @@ func (a *app) deliverPayment(ctx context.Context, pid, status string) (views.Ord
 	if err != nil || o.Status != statusPending {
 		return o, err
 	}
-	w.publishPaymentSent()
+	w.kickPayment()
 	deadline := time.Now().Add(60 * time.Second)
 	err = w.await(ctx, w.outcome, deadline, func() (bool, error) {
 		cur, err := a.orderByKey(ctx, pid)
@@ -271,7 +279,12 @@ func (a *app) sendPaymentIfPending(ctx context.Context, pid, status string) (vie
 			if o, err = scanOrder(tx.QueryRow(ctx, q, pid)); err != nil || o.Status != statusPending {
 				return err
 			}
-			return send(tx)
+			if err := send(tx); err != nil {
+				return err
+			}
+			// Wakes the checkout in whichever instance runs it, at commit.
+			_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, paymentChannel, pid)
+			return err
 		})
 	} else {
 		err = func() error {
@@ -383,160 +396,4 @@ func (a *app) startCheckout(ctx context.Context, key, shopper string) (string, e
 		pid = key
 	}
 	return pid, nil
-}
-
-// checkoutWatch is how a checkout running in this process tells the requests
-// waiting on it (checkout, webhook) what it did, without a database round
-// trip; and how the webhook tells a SQLite checkout that it has sent the
-// payment status. It is never the source of truth: each fact it carries was
-// committed first, and a waiter that hears nothing reads the database.
-type checkoutWatch struct {
-	running int // checkouts executing in this process under this key; guarded by checkoutWatches.mu
-	refs    int // guarded by checkoutWatches.mu
-
-	mu          sync.Mutex
-	orderID     int64 // valid once started is closed; 0 when sold out
-	outcomeVal  orderResult
-	started     chan struct{} // closed after step 1 committed
-	outcome     chan struct{} // closed after step 4 committed
-	paymentSent chan struct{} // closed after the webhook's Send committed
-	owner       *checkoutWatches
-}
-
-// checkoutWatches holds one checkoutWatch per checkout key that someone in
-// this process is running or waiting on.
-type checkoutWatches struct {
-	mu sync.Mutex
-	m  map[string]*checkoutWatch
-}
-
-func newCheckoutWatches() *checkoutWatches {
-	return &checkoutWatches{m: map[string]*checkoutWatch{}}
-}
-
-// acquire returns the watch for key, creating it; running says the caller is
-// the checkout workflow itself. Pair each acquire with a release.
-func (ws *checkoutWatches) acquire(key string, running bool) *checkoutWatch {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	w := ws.m[key]
-	if w == nil {
-		w = &checkoutWatch{started: make(chan struct{}), outcome: make(chan struct{}), paymentSent: make(chan struct{}), owner: ws}
-		ws.m[key] = w
-	}
-	w.refs++
-	if running {
-		w.running++
-	}
-	return w
-}
-
-func (ws *checkoutWatches) release(key string, w *checkoutWatch, running bool) {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	w.refs--
-	if running {
-		w.running--
-	}
-	if w.refs == 0 {
-		delete(ws.m, key)
-	}
-}
-
-func (w *checkoutWatch) isRunning() bool {
-	w.owner.mu.Lock()
-	defer w.owner.mu.Unlock()
-	return w.running > 0
-}
-
-func closeOnce(c chan struct{}) {
-	select {
-	case <-c:
-	default:
-		close(c)
-	}
-}
-
-func (w *checkoutWatch) publishStarted(orderID int64) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.orderID = orderID
-	closeOnce(w.started)
-}
-
-func (w *checkoutWatch) startedOrder() (int64, bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	select {
-	case <-w.started:
-		return w.orderID, true
-	default:
-		return 0, false
-	}
-}
-
-func (w *checkoutWatch) publishOutcome(r orderResult) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.outcomeVal = r
-	closeOnce(w.outcome)
-}
-
-func (w *checkoutWatch) result() (orderResult, bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	select {
-	case <-w.outcome:
-		return w.outcomeVal, true
-	default:
-		return orderResult{}, false
-	}
-}
-
-func (w *checkoutWatch) publishPaymentSent() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	closeOnce(w.paymentSent)
-}
-
-// errWatchDeadline is await's "neither signal nor database said so in time".
-var errWatchDeadline = errors.New("deadline passed")
-
-// await waits until signal closes or check (a database read) reports done.
-// While the checkout runs in this process it trusts the signal and reads
-// nothing (but for a check a second as a safety net); otherwise it reads
-// after 5 ms, then with doubling pauses up to 500 ms.
-func (w *checkoutWatch) await(ctx context.Context, signal <-chan struct{}, deadline time.Time, check func() (bool, error)) error {
-	pause := 5 * time.Millisecond
-	for {
-		wait := pause
-		if w.isRunning() {
-			wait = time.Second
-		}
-		t := time.NewTimer(min(wait, time.Until(deadline)))
-		select {
-		case <-signal:
-			t.Stop()
-			return nil
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		select {
-		case <-signal:
-			return nil
-		default:
-		}
-		if wait == pause || !w.isRunning() {
-			done, err := check()
-			if err != nil || done {
-				return err
-			}
-			pause = min(pause*2, 500*time.Millisecond)
-		}
-		if !time.Now().Before(deadline) {
-			return errWatchDeadline
-		}
-	}
 }
