@@ -177,15 +177,19 @@ func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult,
 func (a *app) awaitPayment(ctx dbos.Context, key string, w *checkoutWatch, payByMs int64) (string, error) {
 	defer a.metrics.step("checkout", "await_payment", time.Now()) // a replay after recovery records ~0
 	for {
+		recheck := paymentRecheck
 		sent, err := a.paymentMessageExists(ctx, key)
 		if err != nil {
-			return "", err
+			// The read is only a hint: a failure (the database restarting,
+			// say) must not fail the checkout. Look again shortly.
+			a.logger.Warn("checkout: looking for the payment message failed; retrying", "workflow_id", key, "err", err)
+			sent, recheck = false, time.Second
 		}
 		remaining := time.Until(time.UnixMilli(payByMs))
 		if sent || remaining <= 0 {
 			break
 		}
-		t := time.NewTimer(min(remaining, paymentRecheck))
+		t := time.NewTimer(min(remaining, recheck))
 		select {
 		case <-w.paymentKick:
 		case <-t.C:
