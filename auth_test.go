@@ -135,6 +135,11 @@ func TestAdminToken(t *testing.T) {
 	forEachDB(t, func(t *testing.T, dbURL string) {
 		const token = "admin-test-token"
 		base := startStore(t, dbURL, map[string]string{"ADMIN_TOKEN": token})
+		// The page has no token to send: it shows no buttons that could only fail.
+		page := mustCall(t, "GET", base+"/", http.StatusOK)
+		if strings.Contains(page, `data-testid="crash"`) || !strings.Contains(page, `data-testid="admin-locked"`) {
+			t.Errorf("with ADMIN_TOKEN set the store page should lock its operator buttons")
+		}
 		c := noRedirectClient(hostileDeadline)
 		formHdr := map[string]string{"Content-Type": "application/x-www-form-urlencoded"}
 		refused := []struct {
