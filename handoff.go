@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,6 +27,7 @@ type checkoutWatch struct {
 	started     chan struct{} // closed after step 1 committed
 	outcome     chan struct{} // closed after step 4 committed
 	paymentKick chan struct{} // a payment status may have been sent: look (buffered 1, never closed)
+	paymentSent atomic.Bool   // a payment status was sent and committed: Recv will find it
 	owner       *checkoutWatches
 }
 
@@ -120,21 +122,28 @@ func (w *checkoutWatch) result() (orderResult, bool) {
 }
 
 // kickPayment tells the checkout to look for its payment message. Kicks
-// coalesce: one pending kick is as good as many.
-func (w *checkoutWatch) kickPayment() {
+// coalesce: one pending kick is as good as many. sent says the kicker knows
+// a status was sent and committed (a webhook's Send, or its announcement on
+// the payment channel, which Postgres delivers only at that commit); a kick
+// without it (after the channel reconnected) only says "look".
+func (w *checkoutWatch) kickPayment(sent bool) {
+	if sent {
+		w.paymentSent.Store(true)
+	}
 	select {
 	case w.paymentKick <- struct{}{}:
 	default:
 	}
 }
 
-// kick kicks the watch of key, if anyone in this process has one.
+// kick kicks the watch of key, if anyone in this process has one, for a
+// payment status sent to it.
 func (ws *checkoutWatches) kick(key string) {
 	ws.mu.Lock()
 	w := ws.m[key]
 	ws.mu.Unlock()
 	if w != nil {
-		w.kickPayment()
+		w.kickPayment(true)
 	}
 }
 
@@ -144,7 +153,7 @@ func (ws *checkoutWatches) kickAll() {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	for _, w := range ws.m {
-		w.kickPayment()
+		w.kickPayment(false)
 	}
 }
 

@@ -25,6 +25,7 @@ type checkoutTx struct {
 	a       *app
 	key     string
 	shopper string
+	ran     *bool // set when the step runs, rather than replays its checkpoint
 }
 
 // reserved is the first checkout step's checkpointed output.
@@ -39,6 +40,7 @@ type reserved struct {
 // order, in one transaction. It returns the new order's id, or 0 when the
 // product is sold out (then only the sold-out record is written).
 func (c checkoutTx) reserveAndCreateOrder(ctx context.Context, tx dbos.Tx) (reserved, error) {
+	*c.ran = true
 	defer c.a.metrics.step("checkout", "reserve", time.Now())
 	res, err := tx.Exec(ctx, `UPDATE products SET inventory = inventory - 1 WHERE product_id = $1 AND inventory > 0`, productID)
 	if err != nil {

@@ -99,7 +99,8 @@ func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult,
 	}
 	w := a.watches.acquire(key, true)
 	defer a.watches.release(key, w, true)
-	res, err := dbos.RunAsTransaction(ctx, a.ds, checkoutTx{a: a, key: key, shopper: in.Shopper}.reserveAndCreateOrder)
+	var reservedNow bool // step 1 ran in this execution (not replayed from its checkpoint)
+	res, err := dbos.RunAsTransaction(ctx, a.ds, checkoutTx{a: a, key: key, shopper: in.Shopper, ran: &reservedNow}.reserveAndCreateOrder)
 	if err != nil {
 		return orderResult{}, err
 	}
@@ -116,7 +117,7 @@ func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult,
 	a.afterStep("checkout", 2)
 	log.Debug("checkout: order created, awaiting payment")
 
-	status, err := a.awaitPayment(ctx, key, w, res.PayByMs)
+	status, err := a.awaitPayment(ctx, key, w, res.PayByMs, reservedNow)
 	if err != nil {
 		return orderResult{}, err
 	}
@@ -174,21 +175,34 @@ func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult,
 //     recovered checkout asleep until its payment window closed. The store's
 //     channel is listening before Launch recovers anything, and every kick
 //     (and a check every paymentRecheck, as a safety net) reads the database.
-func (a *app) awaitPayment(ctx dbos.Context, key string, w *checkoutWatch, payByMs int64) (string, error) {
+//
+// A checkout whose order was created in this very execution skips the first
+// look: no payment can be sent before the order exists, and this watch was
+// held from before that, so any payment sent since is a kick waiting in it.
+// A kick that knows its status was sent skips the look too: on the happy
+// path the wait reads nothing.
+func (a *app) awaitPayment(ctx dbos.Context, key string, w *checkoutWatch, payByMs int64, orderIsNew bool) (string, error) {
 	defer a.metrics.step("checkout", "await_payment", time.Now()) // a replay after recovery records ~0
-	for {
+	look := !orderIsNew
+	for !w.paymentSent.Load() {
 		recheck := paymentRecheck
-		sent, err := a.paymentMessageExists(ctx, key)
-		if err != nil {
-			// The read is only a hint: a failure (the database restarting,
-			// say) must not fail the checkout. Look again shortly.
-			a.logger.Warn("checkout: looking for the payment message failed; retrying", "workflow_id", key, "err", err)
-			sent, recheck = false, time.Second
+		if look {
+			sent, err := a.paymentMessageExists(ctx, key)
+			if err != nil {
+				// The read is only a hint: a failure (the database restarting,
+				// say) must not fail the checkout. Look again shortly.
+				a.logger.Warn("checkout: looking for the payment message failed; retrying", "workflow_id", key, "err", err)
+				sent, recheck = false, time.Second
+			}
+			if sent {
+				break
+			}
 		}
 		remaining := time.Until(time.UnixMilli(payByMs))
-		if sent || remaining <= 0 {
+		if remaining <= 0 {
 			break
 		}
+		look = true
 		t := time.NewTimer(min(remaining, recheck))
 		select {
 		case <-w.paymentKick:
@@ -246,7 +260,7 @@ func (a *app) deliverPayment(ctx context.Context, pid, status string) (views.Ord
 	if err != nil || o.Status != statusPending {
 		return o, err
 	}
-	w.kickPayment()
+	w.kickPayment(true)
 	deadline := time.Now().Add(60 * time.Second)
 	err = w.await(ctx, w.outcome, deadline, func() (bool, error) {
 		cur, err := a.orderByKey(ctx, pid)
