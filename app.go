@@ -187,6 +187,14 @@ func (a *app) openDatabase(ctx context.Context) error {
 		if a.cfg.pgTracer != nil {
 			pcfg.ConnConfig.Tracer = a.cfg.pgTracer
 		}
+		// Every transaction of the store lasts milliseconds. One left open by
+		// an instance that froze mid-transaction (a long GC pause, SIGSTOP, a
+		// hung VM) would hold its row locks, on the product row or on workflow
+		// rows, and stall every other instance and the takeover; Postgres ends
+		// such a session after this long instead. A URL that sets it wins.
+		if _, set := pcfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
+			pcfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "5s"
+		}
 		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 		if err != nil {
 			return fmt.Errorf("postgres: %w", err)

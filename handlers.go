@@ -216,6 +216,16 @@ func validateKey(what, key string) error {
 	return nil
 }
 
+// orderFromPath reads the order named by the request's {id}: 400 for an id
+// that is not a positive integer, 404 for one that does not exist.
+func (a *app) orderFromPath(r *http.Request) (views.Order, error) {
+	id, err := parseOrderID(r.PathValue("id"))
+	if err != nil {
+		return views.Order{}, err
+	}
+	return a.orderByID(r.Context(), id)
+}
+
 func parseOrderID(s string) (int64, error) {
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || id <= 0 {
@@ -300,11 +310,7 @@ func handleListOrders(a *app) handlerFunc {
 
 func handleGetOrder(a *app) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		id, err := parseOrderID(r.PathValue("id"))
-		if err != nil {
-			return err
-		}
-		o, err := a.orderByID(r.Context(), id)
+		o, err := a.orderFromPath(r)
 		if err != nil {
 			return err
 		}
@@ -577,11 +583,7 @@ func handlePay(a *app) handlerFunc {
 
 func handleOrderPage(a *app) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		id, err := parseOrderID(r.PathValue("id"))
-		if err != nil {
-			return err
-		}
-		o, err := a.orderByID(r.Context(), id)
+		o, err := a.orderFromPath(r)
 		if err != nil {
 			return err
 		}
@@ -591,11 +593,7 @@ func handleOrderPage(a *app) handlerFunc {
 
 func handleOrderPartial(a *app) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		id, err := parseOrderID(r.PathValue("id"))
-		if err != nil {
-			return err
-		}
-		o, err := a.orderByID(r.Context(), id)
+		o, err := a.orderFromPath(r)
 		if err != nil {
 			return err
 		}
@@ -655,11 +653,7 @@ func handleStatic() http.Handler {
 // behind the order. It polls itself until everything is final.
 func handleTimelinePartial(a *app) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		id, err := parseOrderID(r.PathValue("id"))
-		if err != nil {
-			return err
-		}
-		o, err := a.orderByID(r.Context(), id)
+		o, err := a.orderFromPath(r)
 		if err != nil {
 			return err
 		}
@@ -667,7 +661,7 @@ func handleTimelinePartial(a *app) handlerFunc {
 		if err != nil {
 			return err
 		}
-		tl.DOMID, tl.PollURL = "timeline", "/partials/timeline/"+strconv.FormatInt(id, 10)
+		tl.DOMID, tl.PollURL = "timeline", "/partials/timeline/"+strconv.FormatInt(o.ID, 10)
 		return render(w, r, http.StatusOK, views.TimelinePanel(tl))
 	}
 }
