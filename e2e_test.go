@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -390,34 +389,6 @@ func TestBrowserHiddenTabPausesPolling(t *testing.T) {
 	p.waitFor("polling again", `window.__requests > window.__before`, 10*time.Second)
 }
 
-// supervisedStore runs the real binary under its supervisor (SUPERVISE=1),
-// as `go run .` does, so that a crash is followed by a restart.
-func supervisedStore(t *testing.T, dbURL string) string {
-	t.Helper()
-	cmd := exec.Command(storeBinary(t))
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "PORT=0", "SUPERVISE=1", "LOG_LEVEL=warn", "EXECUTOR_ID=e2e-"+randomHex(3))
-	out := newLineWaiter()
-	cmd.Stdout = out
-	cmd.Stderr = testLogWriter{t}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM) // graceful: the supervisor stops its child; an error means it is gone already
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			t.Error("supervisor did not stop on SIGTERM")
-			cmd.Process.Kill() // best effort
-		}
-	})
-	base := out.waitAddr(t, 30*time.Second)
-	waitHealthy(t, base, 10*time.Second)
-	return base
-}
-
 // TestBrowserCrashMidDispatch presses Crash on the order page while the
 // order is being dispatched: the page says it is reconnecting, the store
 // comes back by itself, the same order finishes, and its timeline shows the
@@ -426,7 +397,7 @@ func TestBrowserCrashMidDispatch(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	base := supervisedStore(t, "sqlite:"+filepath.Join(t.TempDir(), "store.db"))
+	base, _ := supervisedStore(t, "sqlite:"+filepath.Join(t.TempDir(), "store.db"))
 	p := newBrowser(t, base)
 	orderID, _ := p.buyAndPay("pay", "")
 	p.installProgressMonitor()

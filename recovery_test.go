@@ -207,28 +207,7 @@ func TestCrashButtonUnderSupervisor(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	dbURL := "sqlite:" + filepath.Join(t.TempDir(), "store.db")
-	cmd := exec.Command(storeBinary(t))
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "PORT=0", "SUPERVISE=1", "LOG_LEVEL=warn")
-	out := newLineWaiter()
-	cmd.Stdout = out
-	cmd.Stderr = testLogWriter{t}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM) // graceful: the supervisor stops its child
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			t.Error("supervisor did not stop on SIGTERM")
-			cmd.Process.Kill()
-		}
-	})
-	base := out.waitAddr(t, 30*time.Second)
-	waitHealthy(t, base, 10*time.Second)
+	base, exited := supervisedStore(t, "sqlite:"+filepath.Join(t.TempDir(), "store.db"))
 
 	pid := mustCall(t, "POST", base+"/checkout/"+newTestKey(), http.StatusOK)
 	orderID := mustCall(t, "POST", base+"/payment_webhook/"+pid+"/paid", http.StatusOK)
@@ -259,4 +238,33 @@ func TestCrashButtonUnderSupervisor(t *testing.T) {
 		t.Fatalf("supervisor exited after the crash: %v", err)
 	default:
 	}
+}
+
+// supervisedStore runs the real binary under its supervisor (SUPERVISE=1),
+// as `go run .` does, so that a crash is followed by a restart. It returns
+// the base URL and a channel that yields when the supervisor exits.
+func supervisedStore(t *testing.T, dbURL string) (string, <-chan error) {
+	t.Helper()
+	cmd := exec.Command(storeBinary(t))
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "PORT=0", "SUPERVISE=1", "LOG_LEVEL=warn", "EXECUTOR_ID=sup-"+randomHex(3))
+	out := newLineWaiter()
+	cmd.Stdout = out
+	cmd.Stderr = testLogWriter{t}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM) // graceful: the supervisor stops its child; an error means it is gone already
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			t.Error("supervisor did not stop on SIGTERM")
+			cmd.Process.Kill() // best effort
+		}
+	})
+	base := out.waitAddr(t, 30*time.Second)
+	waitHealthy(t, base, 10*time.Second)
+	return base, exited
 }
