@@ -544,11 +544,16 @@ func TestClusterTakeover(t *testing.T) {
 	}
 	t.Logf("MEASURED takeover (TAKEOVER_AFTER %v): kill → last held workflow running on a survivor %v; → last held paid/declined checkout final %v; → last held dispatch DISPATCHED %v",
 		clusterTakeoverAfter, lastStart.Sub(killedAt).Round(time.Millisecond), lastEnd.Sub(killedAt).Round(time.Millisecond), lastDispatchEnd.Sub(killedAt).Round(time.Millisecond))
-	// Exactly one survivor claimed node-1, and resumed exactly what it held.
+	// Exactly one survivor claimed node-1, and resumed what it held. The
+	// snapshot of what it held was taken right after the kill, and a COMMIT
+	// node-1 sent just before dying (a workflow start) can reach Postgres
+	// after that snapshot: the resumed count may exceed it by such a straggler.
 	peers := metricValue(t, procs[0].base, "widget_peers_taken_over_total", "") + metricValue(t, procs[2].base, "widget_peers_taken_over_total", "")
 	taken := metricValue(t, procs[0].base, "widget_workflows_taken_over_total", "") + metricValue(t, procs[2].base, "widget_workflows_taken_over_total", "")
-	if peers != 1 || int(taken) != len(heldWFs) {
-		t.Errorf("survivors claimed %v peers and resumed %v workflows; want 1 and %d", peers, taken, len(heldWFs))
+	if peers != 1 || int(taken) < len(heldWFs) || int(taken) > len(heldWFs)+2 {
+		t.Errorf("survivors claimed %v peers and resumed %v workflows; want 1 and %d (+ at most 2 commits in flight at the kill)", peers, taken, len(heldWFs))
+	} else if int(taken) != len(heldWFs) {
+		t.Logf("resumed %v workflows, %d in the snapshot: %v committed by node-1 as it died", taken, len(heldWFs), int(taken)-len(heldWFs))
 	}
 
 	all = append(all, sh.done...)
