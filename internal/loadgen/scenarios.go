@@ -203,6 +203,31 @@ func (r *LoadReport) PurchasesPerSec() float64 {
 	return float64(r.Tally.Paid) / r.Elapsed.Seconds()
 }
 
+// rig is what every scenario drives the store with: a client that counts
+// its answers, a sampler of /orders and /product, and the ledger of what
+// the shoppers were told.
+type rig struct {
+	stats   *Stats
+	client  *Client
+	sampler *Sampler
+	ledger  *Ledger
+}
+
+func newRig(st *Store, o Options, sampleEvery time.Duration, reads *atomic.Int64) rig {
+	stats := NewStats()
+	client := NewClient(st.Base(), o.Concurrency, o.RequestTimeout)
+	client.Stats = stats
+	return rig{stats: stats, client: client, sampler: NewSampler(st.Base(), sampleEvery, reads), ledger: &Ledger{}}
+}
+
+// startStocked starts the store and sets its stock for the run.
+func startStocked(ctx context.Context, st *Store, o Options, reads *atomic.Int64) error {
+	if _, err := st.Start(ctx); err != nil {
+		return err
+	}
+	return restock(ctx, st.Base(), o.Stock, reads)
+}
+
 // Load runs C shoppers for Duration against a fresh store and measures it.
 func Load(ctx context.Context, o Options) (*LoadReport, error) {
 	o.defaults()
@@ -241,12 +266,9 @@ func Load(ctx context.Context, o Options) (*LoadReport, error) {
 	}
 
 	fmt.Fprintf(o.Progress, "load: %s, C=%d for %v…\n", o.DB.Kind, o.Concurrency, o.Duration)
-	stats := NewStats()
-	client := NewClient(st.Base(), o.Concurrency, o.RequestTimeout)
-	client.Stats = stats
-	sampler := NewSampler(st.Base(), 500*time.Millisecond, &reads)
+	rg := newRig(st, o, 500*time.Millisecond, &reads)
+	stats, client, sampler, ledger := rg.stats, rg.client, rg.sampler, rg.ledger
 	var rss RSSSampler
-	ledger := &Ledger{}
 	bg, stopBG := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { rss.Run(bg, st, 100*time.Millisecond) })
@@ -438,17 +460,11 @@ func Chaos(ctx context.Context, o Options) (*ChaosReport, error) {
 	var reads atomic.Int64
 	st := o.store(false)
 	defer st.Kill()
-	if _, err := st.Start(ctx); err != nil {
+	if err := startStocked(ctx, st, o, &reads); err != nil {
 		return nil, err
 	}
-	if err := restock(ctx, st.Base(), o.Stock, &reads); err != nil {
-		return nil, err
-	}
-	stats := NewStats()
-	client := NewClient(st.Base(), o.Concurrency, o.RequestTimeout)
-	client.Stats = stats
-	sampler := NewSampler(st.Base(), o.SampleEvery, &reads)
-	ledger := &Ledger{}
+	rg := newRig(st, o, o.SampleEvery, &reads)
+	stats, client, sampler, ledger := rg.stats, rg.client, rg.sampler, rg.ledger
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	var wg sync.WaitGroup
@@ -555,18 +571,12 @@ func Restart(ctx context.Context, o Options) (*RestartReport, error) {
 	var reads atomic.Int64
 	st := o.store(true)
 	defer st.Kill()
-	if _, err := st.Start(ctx); err != nil {
+	if err := startStocked(ctx, st, o, &reads); err != nil {
 		return nil, err
 	}
-	if err := restock(ctx, st.Base(), o.Stock, &reads); err != nil {
-		return nil, err
-	}
-	stats := NewStats()
-	client := NewClient(st.Base(), o.Concurrency, o.RequestTimeout)
-	client.Stats = stats
+	rg := newRig(st, o, o.SampleEvery, &reads)
+	stats, client, sampler, ledger := rg.stats, rg.client, rg.sampler, rg.ledger
 	client.MaxBackoff = 20 * time.Millisecond
-	sampler := NewSampler(st.Base(), o.SampleEvery, &reads)
-	ledger := &Ledger{}
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	var wg sync.WaitGroup
