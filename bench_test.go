@@ -2,13 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -20,6 +22,9 @@ import (
 
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 	"github.com/jackc/pgx/v5"
+
+	"widget-store/internal/shop"
+	"widget-store/internal/storetest"
 )
 
 // Benchmarks of the purchase path, in-process, over real HTTP on 127.0.0.1,
@@ -36,11 +41,11 @@ import (
 // The machine these were written on has 2 cores shared with other work: read
 // the latencies as medians of one noisy run, the counts as exact.
 
-// benchStore is a store under benchmark: the app itself, so a benchmark can
-// count its Postgres statements, start workflows directly and stop it, served
-// by the store's own routes over real HTTP.
+// benchStore is a store under benchmark: the store's own services, so a
+// benchmark can count its Postgres statements, start workflows directly and
+// stop it, served by the store's own handler over real HTTP.
 type benchStore struct {
-	a      *app
+	s      *services
 	base   string
 	client *http.Client
 	stmts  *stmtCounter // Postgres statements the store sent
@@ -50,7 +55,7 @@ type benchStore struct {
 func startBenchStore(b testing.TB, dbURL string) *benchStore {
 	b.Helper()
 	vars := map[string]string{
-		"DATABASE_URL": dbURL, "EXECUTOR_ID": "bench-" + randomHex(4),
+		"DATABASE_URL": dbURL, "EXECUTOR_ID": "bench-" + benchKey(),
 		"LOG_LEVEL": "warn", "SUPERVISE": "0", "PORT": "0",
 	}
 	cfg, err := parseConfig([]string{"widget-store"}, func(k string) string { return vars[k] }, io.Discard)
@@ -59,23 +64,30 @@ func startBenchStore(b testing.TB, dbURL string) *benchStore {
 	}
 	counter := newStmtCounter()
 	cfg.pgTracer = counter
-	logger := newLogger(cfg, testLogWriter{b})
-	a, err := newApp(context.Background(), cfg, logger)
+	logger := newLogger(cfg, storetest.LogWriter(b, ""))
+	svc, err := startServices(context.Background(), cfg, logger)
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := httptest.NewServer(a.routes())
-	a.ready.Store(true)
+	srv := httptest.NewServer(svc.handler(cfg, logger))
+	svc.ready.Store(true)
 	s := &benchStore{
-		a: a, base: srv.URL, stmts: counter,
+		s: svc, base: srv.URL, stmts: counter,
 		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128}},
 		stop: sync.OnceFunc(func() {
 			srv.Close()
-			a.shutdown(logger)
+			svc.shutdown(logger)
 		}),
 	}
 	b.Cleanup(s.stop)
 	return s
+}
+
+// benchKey is a fresh random key.
+func benchKey() string {
+	buf := make([]byte, 8)
+	rand.Read(buf) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(buf)
 }
 
 func (s *benchStore) post(path string) (int, string, error) {
@@ -91,7 +103,7 @@ func (s *benchStore) post(path string) (int, string, error) {
 // purchase is one shopper: checkout, then a "paid" webhook. It returns the
 // latency of each call and the order id.
 func (s *benchStore) purchase() (checkout, webhook time.Duration, orderID int64, err error) {
-	key := "b-" + randomHex(8)
+	key := "b-" + benchKey()
 	t0 := time.Now()
 	code, pid, err := s.post("/checkout/" + key)
 	checkout = time.Since(t0)
@@ -109,7 +121,7 @@ func (s *benchStore) purchase() (checkout, webhook time.Duration, orderID int64,
 }
 
 func (s *benchStore) restock(b testing.TB) {
-	if err := s.a.restock(context.Background(), 1_000_000); err != nil {
+	if err := s.s.db.Restock(context.Background(), 1_000_000); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -146,8 +158,8 @@ type benchDB struct {
 
 func benchDatabases() []benchDB {
 	return []benchDB{
-		{"sqlite", func(b testing.TB) string { return "sqlite:" + filepath.Join(b.TempDir(), "store.db") }},
-		{"postgres", newPostgresDB},
+		{"sqlite", func(b testing.TB) string { return storetest.NewSQLiteDB(b).URL }},
+		{"postgres", func(b testing.TB) string { return storetest.NewPostgresDB(b).URL }},
 	}
 }
 
@@ -239,14 +251,18 @@ func BenchmarkPurchaseC8(b *testing.B) {
 // each reading. Its start and stop cost is measured by a start/stop with no
 // purchases and subtracted; so are the benchmark's own polls for DISPATCHED.
 func BenchmarkCommitsPerPurchase(b *testing.B) {
-	dbURL := newPostgresDB(b)
+	dbURL := storetest.NewPostgresDB(b).URL
 	ctx := context.Background()
 	admin, err := pgx.Connect(ctx, os.Getenv("TEST_DATABASE_URL"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer admin.Close(ctx)
-	dbName := dbURL[strings.LastIndexByte(dbURL, '/')+1:]
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dbName := strings.TrimPrefix(u.Path, "/") // a query string (?sslmode=…) is not part of the name
 	commits := func() int64 {
 		// Settled when two readings 300 ms apart agree.
 		var last int64 = -1
@@ -290,7 +306,7 @@ func BenchmarkCommitsPerPurchase(b *testing.B) {
 	for {
 		var left int
 		polls++
-		if err := poller.QueryRow(ctx, "SELECT count(*) FROM orders WHERE order_status <> $1", statusDispatched).Scan(&left); err != nil {
+		if err := poller.QueryRow(ctx, "SELECT count(*) FROM orders WHERE order_status <> $1", shop.StatusDispatched).Scan(&left); err != nil {
 			b.Fatal(err)
 		}
 		if left == 0 {
@@ -343,10 +359,10 @@ func BenchmarkCheckoutDuringDispatches(b *testing.B) {
 			now := time.Now().UnixMilli()
 			ids := make([]int64, dispatches)
 			for i := range ids {
-				err := s.a.db.QueryRow(ctx, `
+				err := s.s.db.Q().QueryRow(ctx, `
 					INSERT INTO orders (checkout_key, product_id, price_cents, order_status, progress_remaining, created_at, last_update_time)
 					VALUES ($1, 1, 9999, $2, 10, $3, $3) RETURNING order_id`,
-					"d-"+randomHex(8), statusPaid, now).Scan(&ids[i])
+					"d-"+benchKey(), shop.StatusPaid, now).Scan(&ids[i])
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -355,7 +371,7 @@ func BenchmarkCheckoutDuringDispatches(b *testing.B) {
 			start := time.Now()
 			for _, id := range ids {
 				in := dispatchInput{OrderID: id, FirstDueMs: time.Now().UnixMilli() + time.Second.Milliseconds()}
-				if _, err := dbos.RunWorkflow(s.a.dbos, s.a.dispatchWorkflow, in, dbos.WithWorkflowID(dispatchWorkflowID(id))); err != nil {
+				if _, err := dbos.RunWorkflow(s.s.dctx, s.s.workflows.dispatch, in, dbos.WithWorkflowID(shop.DispatchWorkflowID(id))); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -367,7 +383,7 @@ func BenchmarkCheckoutDuringDispatches(b *testing.B) {
 			}
 			var left int
 			for {
-				if err := s.a.db.QueryRow(ctx, `SELECT count(*) FROM orders WHERE order_status <> $1 AND checkout_key LIKE 'd-%'`, statusDispatched).Scan(&left); err != nil {
+				if err := s.s.db.Q().QueryRow(ctx, `SELECT count(*) FROM orders WHERE order_status <> $1 AND checkout_key LIKE 'd-%'`, shop.StatusDispatched).Scan(&left); err != nil {
 					b.Fatal(err)
 				}
 				if left == 0 || time.Since(start) > 90*time.Second {
@@ -390,7 +406,7 @@ func BenchmarkCheckoutDuringDispatches(b *testing.B) {
 	}
 }
 
-// BenchmarkStartupExistingDB is newApp (migrations, DBOS launch and
+// BenchmarkStartupExistingDB is startServices (migrations, DBOS launch and
 // recovery) on a database that already has its schema and some history.
 func BenchmarkStartupExistingDB(b *testing.B) {
 	for _, db := range benchDatabases() {

@@ -1,12 +1,15 @@
 // Command widget-store is an online store whose checkout survives any crash.
 //
-// Every purchase runs as a durable DBOS workflow: kill the process at any
-// instant and, on restart, each checkout and dispatch in flight resumes from
-// its last completed step. See README.md.
+// Every purchase runs as a durable DBOS workflow (workflow.go, steps.go): kill
+// the process at any instant and, on restart, each checkout and dispatch in
+// flight resumes from its last completed step. This file reads the
+// configuration and wires the parts together; the parts live in internal/.
+// See README.md.
 package main
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,58 +20,57 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/dbos-inc/dbos-transact-golang/dbos"
 	"github.com/jackc/pgx/v5"
+
+	"widget-store/internal/cluster"
+	"widget-store/internal/metrics"
+	"widget-store/internal/paywait"
+	"widget-store/internal/store"
+	"widget-store/internal/supervisor"
+	"widget-store/internal/timeline"
+	"widget-store/internal/web"
 )
 
 func main() {
-	ctx := context.Background()
-	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+	if err := run(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "widget-store: %s\n", err)
-		var ee exitError
+		var ee supervisor.ExitError
 		if errors.As(err, &ee) {
 			os.Exit(int(ee))
 		}
-		os.Exit(exitConfig)
+		os.Exit(supervisor.ExitConfig)
 	}
 }
 
-// Exit statuses. The supervisor restarts a child that exits with anything but
-// exitConfig: a configuration error would only fail again.
-const (
-	exitCrash  = 1 // the crash button, a panic, a lost database: restart
-	exitConfig = 2 // bad flags or environment, or a failed start: do not restart
-)
+// appName is the DBOS application name; instances sharing a database share it.
+const appName = "widget-store"
 
-// exitError carries an exit status out of run, for the supervisor to pass on.
-type exitError int
-
-func (e exitError) Error() string { return "exit status " + strconv.Itoa(int(e)) }
+//go:embed schema.sql
+var schemaSQL string
 
 // config is everything the store reads from flags and the environment.
 // Flags mirror the environment variables and win over them.
 type config struct {
-	Port        string        // PORT: TCP port to listen on (0 picks a free one)
-	DatabaseURL string        // DATABASE_URL: sqlite:PATH or postgres://…
-	ExecutorID  string        // EXECUTOR_ID: this process's identity for DBOS recovery
-	Supervise   bool          // SUPERVISE: run the store as a restarted child process
-	LogFormat   string        // LOG_FORMAT: text or json
-	LogLevel    slog.Level    // LOG_LEVEL: debug, info, warn, error
-	PayTimeout  time.Duration // PAYMENT_TIMEOUT: how long checkout waits for the payment webhook
-	CrashAt     string        // CRASH_AT: "workflow:step", exit right after that step commits (tests)
-	WebhookKey  string        // PAYMENT_WEBHOOK_SECRET: require signed webhooks when set
-	AdminToken  string        // ADMIN_TOKEN: require it for crash/restock when set
+	Port          string        // PORT: TCP port to listen on (0 picks a free one)
+	DatabaseURL   string        // DATABASE_URL: sqlite:PATH or postgres://…
+	ExecutorID    string        // EXECUTOR_ID: this process's identity for DBOS recovery
+	Supervise     bool          // SUPERVISE: run the store as a restarted child process
+	LogFormat     string        // LOG_FORMAT: text or json
+	LogLevel      slog.Level    // LOG_LEVEL: debug, info, warn, error
+	PayTimeout    time.Duration // PAYMENT_TIMEOUT: how long checkout waits for the payment webhook
+	CrashAt       crashPoint    // CRASH_AT: "workflow:step", exit right after that step commits (tests)
+	WebhookKey    string        // PAYMENT_WEBHOOK_SECRET: require signed webhooks when set
+	AdminToken    string        // ADMIN_TOKEN: require it for crash/restock when set
+	TakeoverAfter time.Duration // TAKEOVER_AFTER: resume the workflows of a peer silent this long (Postgres; 0 off)
 
 	// pgTracer, when set (benchmarks only, never from the environment),
 	// sees every Postgres statement the store sends: bench_test.go counts them.
 	pgTracer pgx.QueryTracer
-
-	// TAKEOVER_AFTER: how long a peer instance may stay silent before a live
-	// one resumes its workflows (Postgres only; 0 turns takeover off).
-	TakeoverAfter time.Duration
 }
 
 // defaultPaymentTimeout is the durable window a shopper has to pay.
@@ -86,7 +88,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		hostname = "local"
 	}
 	var cfg config
-	var supervise, payTimeout, logLevel, takeoverAfter string
+	var supervise, payTimeout, logLevel, takeoverAfter, crashAt string
 	fs := flag.NewFlagSet("widget-store", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Port, "port", env("PORT", "8080"), "TCP port to listen on (env PORT)")
@@ -96,8 +98,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&cfg.LogFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (env LOG_FORMAT)")
 	fs.StringVar(&logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	fs.StringVar(&payTimeout, "payment-timeout", env("PAYMENT_TIMEOUT", defaultPaymentTimeout.String()), "how long a checkout waits for payment (env PAYMENT_TIMEOUT)")
-	fs.StringVar(&cfg.CrashAt, "crash-at", env("CRASH_AT", ""), "testing: exit right after step N of workflow W commits, as W:N (env CRASH_AT)")
-	fs.StringVar(&takeoverAfter, "takeover-after", env("TAKEOVER_AFTER", defaultTakeoverAfter.String()), "resume the workflows of a peer instance silent this long; 0: never (env TAKEOVER_AFTER)")
+	fs.StringVar(&crashAt, "crash-at", env("CRASH_AT", ""), "testing: exit right after step N of workflow W commits, as W:N (env CRASH_AT)")
+	fs.StringVar(&takeoverAfter, "takeover-after", env("TAKEOVER_AFTER", cluster.DefaultTakeoverAfter.String()), "resume the workflows of a peer instance silent this long; 0: never (env TAKEOVER_AFTER)")
 	cfg.WebhookKey = getenv("PAYMENT_WEBHOOK_SECRET")
 	cfg.AdminToken = getenv("ADMIN_TOKEN")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -119,8 +121,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if cfg.PayTimeout, err = time.ParseDuration(payTimeout); err != nil || cfg.PayTimeout <= 0 {
 		return cfg, fmt.Errorf("PAYMENT_TIMEOUT %q: want a positive duration such as 120s", payTimeout)
 	}
-	if cfg.TakeoverAfter, err = time.ParseDuration(takeoverAfter); err != nil || (cfg.TakeoverAfter != 0 && cfg.TakeoverAfter < minTakeoverAfter) {
-		return cfg, fmt.Errorf("TAKEOVER_AFTER %q: want 0 (off) or a duration of at least %v, such as 10s", takeoverAfter, minTakeoverAfter)
+	if cfg.TakeoverAfter, err = time.ParseDuration(takeoverAfter); err != nil || (cfg.TakeoverAfter != 0 && cfg.TakeoverAfter < cluster.MinTakeoverAfter) {
+		return cfg, fmt.Errorf("TAKEOVER_AFTER %q: want 0 (off) or a duration of at least %v, such as 10s", takeoverAfter, cluster.MinTakeoverAfter)
 	}
 	if err := cfg.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return cfg, fmt.Errorf("LOG_LEVEL %q: want debug, info, warn or error", logLevel)
@@ -131,8 +133,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if cfg.ExecutorID == "" || len(cfg.ExecutorID) > 128 {
 		return cfg, fmt.Errorf("EXECUTOR_ID must be 1 to 128 characters")
 	}
-	if cfg.CrashAt != "" {
-		if _, _, err := parseCrashPoint(cfg.CrashAt); err != nil {
+	if crashAt != "" {
+		if cfg.CrashAt, err = parseCrashPoint(crashAt); err != nil {
 			return cfg, err
 		}
 	}
@@ -155,13 +157,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// Supervision: the parent owns the socket and restarts the store; the
 	// child it starts finds the socket handed to it as an inherited file.
-	inherited, isChild := inheritedListener(getenv)
+	inherited, isChild := supervisor.InheritedListener(getenv)
 	if cfg.Supervise && !isChild {
-		return supervise(ctx, cfg, logger, stdout)
+		return supervisor.Run(ctx, cfg.Port, logger, stdout, stderr)
 	}
-
 	if isChild {
-		go watchSupervisor(ctx, getenv, stop)
+		go supervisor.WatchParent(ctx, getenv, stop)
 	}
 	ln := inherited
 	if ln == nil {
@@ -171,13 +172,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer ln.Close() // closed by Shutdown already on the normal path; this covers the early returns
 
-	started := time.Now()
-	a, err := newApp(ctx, cfg, logger)
+	began := time.Now()
+	s, err := startServices(ctx, cfg, logger)
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           a.routes(),
+		Handler:           s.handler(cfg, logger),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      3 * time.Minute, // the webhook may wait on a checkout that is recovering
@@ -186,28 +187,132 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	a.ready.Store(true)
-	logger.Info("widget-store ready", "addr", "http://"+displayAddr(ln.Addr()), "database", a.dialect.name,
-		"startup_ms", time.Since(started).Milliseconds())
-	fmt.Fprintf(stdout, "widget-store listening on http://%s\n", displayAddr(ln.Addr()))
+	s.ready.Store(true)
+	addr := supervisor.DisplayAddr(ln.Addr())
+	logger.Info("widget-store ready", "addr", "http://"+addr, "database", s.db.Dialect.Name,
+		"startup_ms", time.Since(began).Milliseconds())
+	fmt.Fprintf(stdout, "widget-store listening on http://%s\n", addr)
 
 	select {
 	case err := <-serveErr:
-		a.shutdown(logger)
+		s.shutdown(logger)
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	// Stop HTTP first so no new workflow starts, then DBOS: a graceful stop
 	// leaves in-flight workflows PENDING, and the next start recovers them.
 	logger.Info("shutting down")
-	a.ready.Store(false)
+	s.ready.Store(false)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		logger.Warn("http shutdown", "err", err)
 	}
-	a.shutdown(logger)
+	s.shutdown(logger)
 	return nil
+}
+
+// services are the parts of a running store, started in order by startServices and
+// stopped in reverse by shutdown.
+type services struct {
+	db        *store.DB
+	run       store.ProcessRun
+	dctx      dbos.Context
+	metrics   *metrics.Metrics
+	handoffs  *paywait.Hub
+	workflows *workflows
+	cluster   *cluster.Cluster
+	ready     atomic.Bool // /healthz answers 200 only while true
+}
+
+// handler is the store's HTTP handler, with every dependency passed in.
+func (s *services) handler(cfg config, logger *slog.Logger) http.Handler {
+	return web.NewServer(logger,
+		web.Config{AdminToken: cfg.AdminToken, WebhookSecret: cfg.WebhookKey, ExecutorID: cfg.ExecutorID},
+		s.db, s.workflows, timeline.NewReader(s.db, s.dctx, s.run.ID, time.Now), s.metrics,
+		web.Process{RunID: s.run.ID, Ready: s.ready.Load, Crash: func() { os.Exit(supervisor.ExitCrash) }})
+}
+
+// startServices opens the database, applies the schema, records this process run,
+// carries the previous build's unfinished workflows over, registers the
+// workflows and launches DBOS, which recovers this instance's pending ones.
+func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *services, err error) {
+	db, err := store.Open(ctx, cfg.DatabaseURL, store.Options{PgTracer: cfg.pgTracer})
+	if err != nil {
+		return nil, err
+	}
+	s := &services{db: db, metrics: metrics.New()}
+	defer func() {
+		if err != nil {
+			if s.handoffs != nil {
+				s.handoffs.Stop()
+			}
+			db.Close()
+		}
+	}()
+	if err := db.Migrate(ctx, schemaSQL); err != nil {
+		return nil, fmt.Errorf("schema: %w", err)
+	}
+	// Before Launch, which recovers pending workflows: their recovered steps
+	// then fall inside this run's lifetime on the timeline.
+	if s.run, err = db.RecordRun(ctx, cfg.ExecutorID, time.Now()); err != nil {
+		return nil, err
+	}
+
+	dbosCfg := dbos.Config{
+		AppName:            appName,
+		ApplicationVersion: appVersion,
+		ExecutorID:         cfg.ExecutorID,
+		Logger:             logger.With("component", "dbos"),
+	}
+	db.ConfigureDBOS(&dbosCfg)
+	// DBOS gets a context that SIGINT/SIGTERM does not cancel: a workflow
+	// whose context is cancelled is durably CANCELLED, never to resume.
+	// dbos.Shutdown stops the workflows instead, leaving them PENDING.
+	if s.dctx, err = dbos.NewContext(context.WithoutCancel(ctx), dbosCfg); err != nil {
+		return nil, fmt.Errorf("dbos: %w", err)
+	}
+	if n, err := db.UpgradeWorkflows(ctx, previousAppVersion, appVersion, upgradeRenames()); err != nil {
+		return nil, err
+	} else if n > 0 {
+		logger.Info("carried workflows of the previous build over to this one", "from", previousAppVersion, "to", appVersion, "workflows", n)
+	}
+	ds, err := db.DataSource(s.dctx)
+	if err != nil {
+		return nil, fmt.Errorf("dbos data source: %w", err)
+	}
+	s.handoffs = paywait.New(db, s.dctx, logger, s.metrics)
+	s.workflows = &workflows{
+		dctx: s.dctx, ds: ds, db: db, handoffs: s.handoffs, logger: logger, crash: cfg.CrashAt,
+		steps: steps{metrics: s.metrics, now: time.Now, payTimeout: cfg.PayTimeout},
+	}
+	s.workflows.register()
+	s.cluster = cluster.New(cluster.Config{ExecutorID: cfg.ExecutorID, AppVersion: appVersion, TakeoverAfter: cfg.TakeoverAfter},
+		db, s.dctx, logger, s.metrics)
+	if err := s.cluster.Join(ctx); err != nil {
+		return nil, fmt.Errorf("instances: %w", err)
+	}
+	// Listening before Launch: the checkouts Launch recovers miss no payment
+	// announced from then on.
+	if err := s.handoffs.Start(ctx); err != nil {
+		return nil, err
+	}
+	if err := dbos.Launch(s.dctx); err != nil {
+		return nil, fmt.Errorf("dbos launch: %w", err)
+	}
+	s.cluster.Start()
+	return s, nil
+}
+
+// shutdown stops DBOS, which also closes the database handle shared with it.
+func (s *services) shutdown(logger *slog.Logger) {
+	s.cluster.Stop() // before DBOS: a takeover in progress uses it
+	s.handoffs.Stop()
+	if err := dbos.Shutdown(s.dctx, 5*time.Second); err != nil {
+		logger.Warn("dbos shutdown", "err", err)
+	}
+	s.db.Close()
+	logger.Info("stopped")
 }
 
 // newLogger makes the process's logger. Every line carries executor_id: with
@@ -218,26 +323,4 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts)).With("executor_id", cfg.ExecutorID)
 	}
 	return slog.New(slog.NewTextHandler(w, opts)).With("executor_id", cfg.ExecutorID)
-}
-
-// displayAddr turns a wildcard listen address into one a browser can open.
-func displayAddr(addr net.Addr) string {
-	s := addr.String()
-	if tcp, ok := addr.(*net.TCPAddr); ok && (tcp.IP == nil || tcp.IP.IsUnspecified()) {
-		return "localhost:" + strconv.Itoa(tcp.Port)
-	}
-	return s
-}
-
-// parseCrashPoint reads CRASH_AT, "workflow:step", where step counts the
-// workflow's own durable steps from 1 (see app.afterStep).
-func parseCrashPoint(s string) (workflow string, step int, err error) {
-	name, num, ok := strings.Cut(s, ":")
-	if ok {
-		step, err = strconv.Atoi(num)
-	}
-	if !ok || err != nil || step < 1 || (name != "checkout" && name != "dispatch") {
-		return "", 0, fmt.Errorf("CRASH_AT %q: want checkout:N or dispatch:N with N ≥ 1", s)
-	}
-	return name, step, nil
 }

@@ -2,99 +2,24 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"io"
 	"net/http"
-	"net/url"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"widget-store/internal/loadgen"
+	"widget-store/internal/storetest"
 )
 
-// The tests run the real store (run, on port 0) against a real SQLite file
-// and, when TEST_DATABASE_URL names a Postgres server, a real Postgres
-// database created for the test. CI sets TEST_DATABASE_URL; without it the
-// Postgres cases skip locally and fail in CI.
-
-// testDB is one database flavour a test runs against.
-type testDB struct {
-	name string
-	// newURL returns the DATABASE_URL of a fresh, empty database.
-	newURL func(t *testing.T) string
-}
-
-func testDatabases(t *testing.T) []testDB {
-	return []testDB{
-		{name: "sqlite", newURL: func(t *testing.T) string {
-			return "sqlite:" + filepath.Join(t.TempDir(), "store.db")
-		}},
-		{name: "postgres", newURL: func(t *testing.T) string { return newPostgresDB(t) }},
-	}
-}
-
-// forEachDB runs f once per database as parallel subtests.
-func forEachDB(t *testing.T, f func(t *testing.T, dbURL string)) {
-	for _, db := range testDatabases(t) {
-		t.Run(db.name, func(t *testing.T) {
-			t.Parallel()
-			f(t, db.newURL(t))
-		})
-	}
-}
-
-// newPostgresDB creates an empty database on the TEST_DATABASE_URL server and
-// drops it when the test ends.
-func newPostgresDB(t testing.TB) string {
-	t.Helper()
-	admin := os.Getenv("TEST_DATABASE_URL")
-	if admin == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("TEST_DATABASE_URL is not set: CI must test Postgres")
-		}
-		t.Skip("TEST_DATABASE_URL not set; skipping Postgres")
-	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		t.Fatalf("connect to TEST_DATABASE_URL: %v", err)
-	}
-	defer conn.Close(ctx)
-	name := "ws_test_" + randomHex(6)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Logf("drop database %s: %v", name, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Logf("drop database %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b) // never fails
-	return hex.EncodeToString(b)
-}
+// The root tests run the store in-process: run itself, on port 0, against a
+// real SQLite file and a real Postgres database (storetest.ForEachDB; CI
+// sets TEST_DATABASE_URL, without it the Postgres cases skip locally and
+// fail in CI). This file tests run; workflow_test.go the workflows through
+// it. The tests that need the real binary (crashes, signals, the supervisor,
+// a browser) live with the shared rig in internal/storetest.
 
 // lineWaiter is an io.Writer that lets a test wait for a line matching a
 // pattern: the store prints its address once it serves.
@@ -128,7 +53,9 @@ func (l *lineWaiter) Write(p []byte) (int, error) {
 
 var listeningRE = regexp.MustCompile(`listening on (http://\S+)`)
 
-func (l *lineWaiter) waitAddr(t testing.TB, timeout time.Duration) string {
+// waitAddr waits for the "listening on" line and returns the address in it,
+// or fails the test when r ends first or timeout passes.
+func (l *lineWaiter) waitAddr(t testing.TB, r *inProcess, timeout time.Duration) string {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
@@ -137,145 +64,177 @@ func (l *lineWaiter) waitAddr(t testing.TB, timeout time.Duration) string {
 			if m := listeningRE.FindStringSubmatch(line); m != nil {
 				return strings.Replace(m[1], "localhost", "127.0.0.1", 1)
 			}
+		case <-r.finished:
+			t.Fatalf("run returned before the store served: %v", r.err)
 		case <-deadline:
 			t.Fatalf("store did not report its address within %v", timeout)
 		}
 	}
 }
 
+// inProcess is run running in a goroutine of the test.
+type inProcess struct {
+	base     string
+	finished chan struct{} // closed when run has returned
+	err      error         // what run returned, once finished is closed
+	// stop cancels run's context and waits up to 20 s for run to return:
+	// stopped is false if it did not. Calls after the first return the same.
+	stop func() (err error, stopped bool)
+}
+
+// runStore runs the store in-process with exactly the environment vars and
+// returns once /healthz answers. It is stopped at the end of the test at
+// the latest.
+func runStore(t testing.TB, vars map[string]string, stderr io.Writer) *inProcess {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &inProcess{finished: make(chan struct{})}
+	r.stop = sync.OnceValues(func() (error, bool) {
+		cancel()
+		select {
+		case <-r.finished:
+			return r.err, true
+		case <-time.After(20 * time.Second):
+			return nil, false
+		}
+	})
+	t.Cleanup(func() { r.stop() })
+	out := newLineWaiter()
+	go func() {
+		defer close(r.finished)
+		r.err = run(ctx, []string{"widget-store"}, func(k string) string { return vars[k] }, out, stderr)
+	}()
+	r.base = out.waitAddr(t, r, 30*time.Second)
+	storetest.WaitHealthy(t, r.base, 10*time.Second)
+	return r
+}
+
 // startStore runs the real store in-process on port 0 against dbURL, with
-// extra environment, and returns its base URL. It stops at the end of the test.
+// extra environment, and returns its base URL. It stops at the end of the
+// test, and run must then return nil within 20 s.
 func startStore(t testing.TB, dbURL string, env map[string]string) string {
 	t.Helper()
 	vars := map[string]string{
 		"PORT": "0", "SUPERVISE": "0", "DATABASE_URL": dbURL,
-		"EXECUTOR_ID": "test-" + randomHex(4), "LOG_LEVEL": "warn",
+		"EXECUTOR_ID": "test-" + storetest.RandomHex(4), "LOG_LEVEL": "warn",
 	}
 	for k, v := range env {
 		vars[k] = v
 	}
-	getenv := func(k string) string { return vars[k] }
-	ctx, cancel := context.WithCancel(context.Background())
-	out := newLineWaiter()
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"widget-store"}, getenv, out, testLogWriter{t}) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
+	r := runStore(t, vars, storetest.LogWriter(t, ""))
+	t.Cleanup(func() { // before runStore's own (last registered, first run)
+		switch err, stopped := r.stop(); {
+		case !stopped:
 			t.Errorf("store did not stop within 20s")
+		case err != nil:
+			t.Errorf("run: %v", err)
 		}
 	})
-	base := out.waitAddr(t, 30*time.Second)
-	waitHealthy(t, base, 10*time.Second)
-	return base
+	return r.base
 }
 
-type testLogWriter struct{ t testing.TB }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
+// TestRunRejectsBadConfig: a bad flag or environment variable makes run
+// return at once with an error that names the setting and the bad value
+// (never a password), without serving.
+func TestRunRejectsBadConfig(t *testing.T) {
+	db := "sqlite:" + t.TempDir() + "/store.db"
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // substring of the error
+	}{
+		{"port not a number", nil, map[string]string{"PORT": "http"}, `PORT "http": want a number from 0 to 65535`},
+		{"port too large", nil, map[string]string{"PORT": "65536"}, `PORT "65536"`},
+		{"port flag wins over PORT", []string{"-port", "-1"}, map[string]string{"PORT": "0"}, `PORT "-1"`},
+		{"supervise", nil, map[string]string{"SUPERVISE": "maybe"}, `SUPERVISE "maybe": want 1 or 0`},
+		{"payment timeout not a duration", nil, map[string]string{"PAYMENT_TIMEOUT": "120"}, `PAYMENT_TIMEOUT "120": want a positive duration`},
+		{"payment timeout negative", nil, map[string]string{"PAYMENT_TIMEOUT": "-5s"}, `PAYMENT_TIMEOUT "-5s"`},
+		{"takeover too short", nil, map[string]string{"TAKEOVER_AFTER": "1ms"}, `TAKEOVER_AFTER "1ms": want 0 (off) or a duration of at least`},
+		{"log level", nil, map[string]string{"LOG_LEVEL": "loud"}, `LOG_LEVEL "loud": want debug, info, warn or error`},
+		{"log format", nil, map[string]string{"LOG_FORMAT": "xml"}, `LOG_FORMAT "xml": want text or json`},
+		{"executor id too long", nil, map[string]string{"EXECUTOR_ID": strings.Repeat("x", 129)}, "EXECUTOR_ID must be 1 to 128 characters"},
+		{"crash point workflow", nil, map[string]string{"CRASH_AT": "payment:1"}, `CRASH_AT "payment:1": want checkout:N or dispatch:N`},
+		{"crash point step", nil, map[string]string{"CRASH_AT": "checkout:0"}, `CRASH_AT "checkout:0"`},
+		{"database URL scheme", nil, map[string]string{"DATABASE_URL": "mysql://shop:s3cret@db/widgets"}, `DATABASE_URL "mysql://shop:xxxxx@db/widgets": want sqlite:PATH or postgres://`},
+		{"in-memory SQLite", nil, map[string]string{"DATABASE_URL": "sqlite::memory:"}, "DATABASE_URL: SQLite needs a file"},
+		{"unknown flag", []string{"-prot", "8080"}, nil, "flag provided but not defined: -prot"},
+		{"stray argument", []string{"serve"}, nil, `unexpected arguments: ["serve"]`},
+	}
+	for _, tc := range cases {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			vars := map[string]string{"PORT": "0", "SUPERVISE": "0", "DATABASE_URL": db, "LOG_LEVEL": "warn"}
+			for k, v := range tc.env {
+				vars[k] = v
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			out, stderr := newLineWaiter(), &strings.Builder{}
+			done := make(chan error, 1)
+			go func() {
+				done <- run(ctx, append([]string{"widget-store"}, tc.args...), func(k string) string { return vars[k] }, out, stderr)
+			}()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("run: %v, want an error containing %q", err, tc.want)
+				}
+				if strings.Contains(err.Error()+stderr.String(), "s3cret") {
+					t.Fatalf("run: %v (log %q): the database password is shown", err, stderr.String())
+				}
+			case line := <-out.lines:
+				cancel()
+				<-done
+				t.Fatalf("run started (%q) despite the bad setting; want an error containing %q", line, tc.want)
+			case <-time.After(10 * time.Second):
+				cancel()
+				<-done
+				t.Fatalf("run did not return within 10s; want an error containing %q", tc.want)
+			}
+		})
+	}
 }
 
-func waitHealthy(t testing.TB, base string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
+// TestRunHelp: -h prints the flags, each naming its environment variable,
+// and is not an error.
+func TestRunHelp(t *testing.T) {
+	var stdout, stderr strings.Builder
+	if err := run(context.Background(), []string{"widget-store", "-h"}, func(string) string { return "" }, &stdout, &stderr); err != nil {
+		t.Fatalf("run -h: %v, want nil", err)
+	}
+	for _, want := range []string{"-port", "env PORT", "-database-url", "env DATABASE_URL", "-supervise", "env SUPERVISE"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("run -h printed %q, which lacks %q", stderr.String(), want)
+		}
+	}
+}
+
+// TestRunServesOnPort0AndStopsOnCancel: with PORT=0 the store listens on a
+// free port, says which, and serves /healthz; cancelling run's context stops
+// it gracefully: run returns nil and the port is closed.
+func TestRunServesOnPort0AndStopsOnCancel(t *testing.T) {
+	storetest.ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
+		vars := map[string]string{"PORT": "0", "SUPERVISE": "0", "DATABASE_URL": db.URL,
+			"EXECUTOR_ID": "run-" + storetest.RandomHex(3), "LOG_LEVEL": "warn"}
+		r := runStore(t, vars, storetest.LogWriter(t, ""))
+		base := r.base
+		if strings.HasSuffix(base, ":0") || !strings.HasPrefix(base, "http://127.0.0.1:") {
+			t.Fatalf("store reported %s, want http://localhost:<a free port>", base)
+		}
+		if body := storetest.MustCall(t, "GET", base+"/healthz", http.StatusOK); body == "" {
+			t.Errorf("/healthz answered an empty body")
+		}
+
+		switch err, stopped := r.stop(); {
+		case !stopped:
+			t.Fatal("run did not return within 20s of its context being cancelled")
+		case err != nil:
+			t.Fatalf("run after cancel: %v, want nil", err)
+		}
+		c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		if resp, err := c.Get(base + "/healthz"); err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+			t.Fatalf("after run returned, %s/healthz still answers %d", base, resp.StatusCode)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s/healthz not ready within %v", base, timeout)
+	})
 }
-
-// call makes one request and returns status and body.
-func call(t testing.TB, method, u string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, u, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, u, err)
-	}
-	return resp.StatusCode, string(b)
-}
-
-func mustCall(t testing.TB, method, u string, want int) string {
-	t.Helper()
-	status, body := call(t, method, u)
-	if status != want {
-		t.Fatalf("%s %s: status %d, want %d; body %q", method, u, status, want, body)
-	}
-	return body
-}
-
-type apiOrder struct {
-	OrderID           int64  `json:"order_id"`
-	OrderStatus       int    `json:"order_status"`
-	Status            string `json:"status"`
-	ProgressRemaining int    `json:"progress_remaining"`
-}
-
-type apiProduct struct {
-	Inventory int     `json:"inventory"`
-	Price     float64 `json:"price"`
-	Product   string  `json:"product"`
-}
-
-func getJSON[T any](t *testing.T, u string) T {
-	t.Helper()
-	var v T
-	body := mustCall(t, "GET", u, http.StatusOK)
-	if err := json.Unmarshal([]byte(body), &v); err != nil {
-		t.Fatalf("GET %s: %v in %q", u, err, body)
-	}
-	return v
-}
-
-func inventory(t *testing.T, base string) int {
-	return getJSON[apiProduct](t, base+"/product").Inventory
-}
-
-// waitOrder polls the order until cond holds or timeout passes.
-func waitOrder(t *testing.T, base string, id string, timeout time.Duration, cond func(apiOrder) bool) apiOrder {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var o apiOrder
-	for time.Now().Before(deadline) {
-		status, body := call(t, "GET", base+"/order/"+id)
-		if status == http.StatusOK {
-			if err := json.Unmarshal([]byte(body), &o); err != nil {
-				t.Fatal(err)
-			}
-			if cond(o) {
-				return o
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("order %s: condition not met within %v; last seen %+v", id, timeout, o)
-	return o
-}
-
-func isFinal(o apiOrder) bool {
-	return o.OrderStatus == statusDispatched || o.OrderStatus == statusCancelled
-}
-
-func newTestKey() string { return "k-" + randomHex(8) }

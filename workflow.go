@@ -2,56 +2,143 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
+	"log/slog"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
-	"github.com/jackc/pgx/v5"
 
-	"widget-store/views"
+	"widget-store/internal/paywait"
+	"widget-store/internal/shop"
+	"widget-store/internal/store"
+	"widget-store/internal/supervisor"
 )
 
-// Order statuses, as stored and as the JSON API reports them. The numbers
-// are the reference widget store's, so existing clients keep working.
-const (
-	statusCancelled  = -1
-	statusPending    = 0
-	statusDispatched = 1
-	statusPaid       = 2
-)
+// The store's two durable workflows, checkout and dispatch. Every database
+// write they make is a step in steps.go, executed by dbos.RunAsTransaction on the
+// handle DBOS itself uses, so the write and the step's checkpoint commit
+// together: after a crash a step either happened (and is replayed from its
+// checkpoint) or did not (and runs again), never twice.
 
-// Names under which workflows, events and messages are recorded. They are
-// part of the durable state: renaming one strands workflows already started.
-const (
-	topicPaymentStatus = "payment_status" // webhook → checkout: "paid" or "failed"
-)
+// appVersion is the DBOS application version. DBOS recovers only workflows of
+// its own version (its default, a hash of the binary, would strand every
+// order in flight at each rebuild). Bump it when a change to the workflows
+// would make old checkpoints replay wrongly, and carry the unfinished
+// workflows of the previous version over at startup (see upgradeRenames).
+const appVersion = "widget-store-3"
 
-// dispatchSteps is how many one-second legs the dispatch of an order takes.
-const dispatchSteps = 10
+// previousAppVersion is the build before explicit step names: DBOS named its
+// steps after their Go functions. upgradeRenames maps those names to today's;
+// the steps, their order, inputs and outputs are otherwise the same, so an
+// order in flight under the previous build finishes under this one.
+const previousAppVersion = "widget-store-2"
 
-// Payment statuses the webhook accepts. Anything else is rejected before it
-// reaches a workflow: a typo must not cancel a customer's order.
-const (
-	paymentPaid   = "paid"
-	paymentFailed = "failed"
-)
+func upgradeRenames() map[string]string {
+	return map[string]string{
+		"main.checkoutTx.reserveAndCreateOrder-fm": shop.StepReserve,
+		"main.orderTx.markPaid-fm":                 shop.StepMarkPaid,
+		"main.orderTx.cancel-fm":                   shop.StepCancel,
+		"main.progressTx.apply-fm":                 shop.StepDispatchLeg,
+	}
+}
 
-// paymentTimedOut is what checkout records when no payment came in time.
-const paymentTimedOut = "timeout"
+// workflows holds what the workflows and their steps need.
+type workflows struct {
+	dctx     dbos.Context
+	ds       *dbos.DataSource // the shared handle, as DBOS's data source
+	db       *store.DB
+	handoffs *paywait.Hub
+	steps    steps // the transactional steps (steps.go)
+	logger   *slog.Logger
+	crash    crashPoint // CRASH_AT, for tests
+}
+
+// register registers the workflows under their durable names.
+func (w *workflows) register() {
+	dbos.RegisterWorkflow(w.dctx, w.checkout, dbos.WithWorkflowName(shop.CheckoutWorkflow))
+	dbos.RegisterWorkflow(w.dctx, w.dispatch, dbos.WithWorkflowName(shop.DispatchWorkflow))
+}
 
 // checkoutInput is the checkout workflow's recorded input.
 type checkoutInput struct {
 	Shopper string `json:"shopper,omitempty"` // the browser that bought, for "your orders"
 }
 
-// orderResult is the checkout's outcome, published for the webhook and
-// returned as the workflow's result. OrderID is 0 when the product sold out.
+// orderResult is the checkout's recorded result. OrderID is 0 when the
+// product sold out.
 type orderResult struct {
-	OrderID int64 `json:"order_id"`
-	Status  int   `json:"order_status"`
+	OrderID int64       `json:"order_id"`
+	Status  shop.Status `json:"order_status"`
+}
+
+// checkout sells one widget. Its workflow ID is the client's idempotency key,
+// which is also the payment id, so a key runs it at most once. The numbers
+// are the crash points of CRASH_AT=checkout:N.
+func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, error) {
+	key, err := dbos.GetWorkflowID(ctx)
+	if err != nil {
+		return orderResult{}, err
+	}
+	handoff := w.handoffs.Checkout(key) // tells the requests waiting in this process, at once
+	defer handoff.Close()
+
+	// 1. Reserve a unit and create the PENDING order, with its payment
+	// deadline; sold out, record that instead.
+	order, err := dbos.RunAsTransaction(ctx, w.ds, w.steps.reserve(key, in.Shopper), dbos.WithStepName(shop.StepReserve))
+	if err != nil {
+		return orderResult{}, err
+	}
+	w.crashAfter(shop.CheckoutWorkflow, 1)
+
+	// 2. Hand out the payment id (or "sold out", and stop).
+	handoff.PaymentID(order.OrderID, time.UnixMilli(order.CreatedAtMs))
+	w.crashAfter(shop.CheckoutWorkflow, 2)
+	log := w.log(ctx, order.OrderID)
+	if order.OrderID == 0 {
+		log.Info("checkout: sold out")
+		return orderResult{}, nil
+	}
+
+	// 3. Wait for the payment webhook, at most until the deadline.
+	payment, err := handoff.AwaitPayment(ctx, time.UnixMilli(order.PayByMs))
+	if err != nil {
+		return orderResult{}, err
+	}
+	w.crashAfter(shop.CheckoutWorkflow, 3)
+	log.Info("checkout: payment status", "payment", payment)
+
+	result := orderResult{OrderID: order.OrderID, Status: shop.StatusPaid}
+	if payment == shop.PaymentPaid {
+		// 4. Mark the order paid.
+		paidAtMs, err := dbos.RunAsTransaction(ctx, w.ds, w.steps.markPaid(order.OrderID), dbos.WithStepName(shop.StepMarkPaid))
+		if err != nil {
+			return orderResult{}, err
+		}
+		w.crashAfter(shop.CheckoutWorkflow, 4)
+		// 5. Start the dispatch: a child workflow, started once (the start
+		// is checkpointed), which runs on by itself.
+		dispatch := dispatchInput{OrderID: order.OrderID, FirstDueMs: paidAtMs + time.Second.Milliseconds()}
+		if _, err := dbos.RunWorkflow(ctx, w.dispatch, dispatch, dbos.WithWorkflowID(shop.DispatchWorkflowID(order.OrderID))); err != nil {
+			return orderResult{}, err
+		}
+		w.crashAfter(shop.CheckoutWorkflow, 5)
+	} else {
+		// 4. Not paid (declined, or no payment in time): cancel the order
+		// and return its unit.
+		if _, err := dbos.RunAsTransaction(ctx, w.ds, w.steps.cancel(order.OrderID, payment), dbos.WithStepName(shop.StepCancel)); err != nil {
+			return orderResult{}, err
+		}
+		w.crashAfter(shop.CheckoutWorkflow, 4)
+		result.Status = shop.StatusCancelled
+	}
+
+	// 6. Hand out the outcome to the waiting webhook, with the order id.
+	handoff.Outcome(result.Status)
+	w.crashAfter(shop.CheckoutWorkflow, 6)
+	return result, nil
 }
 
 // dispatchInput is the dispatch workflow's recorded input.
@@ -62,302 +149,36 @@ type dispatchInput struct {
 	FirstDueMs int64 `json:"first_due_ms"`
 }
 
-// The workflow IDs of the helpers of a checkout. Checkout keys cannot contain
-// "/", so these never collide with a checkout's own ID.
-func dispatchWorkflowID(orderID int64) string { return "dispatch/" + strconv.FormatInt(orderID, 10) }
-
-// registerWorkflows registers every workflow under a stable name, which is
-// what DBOS records and looks up at recovery.
-func (a *app) registerWorkflows() {
-	dbos.RegisterWorkflow(a.dbos, a.checkoutWorkflow, dbos.WithWorkflowName("checkout"))
-	dbos.RegisterWorkflow(a.dbos, a.dispatchWorkflow, dbos.WithWorkflowName("dispatch"))
-}
-
-// checkoutWorkflow sells one widget. Its ID is the client's idempotency key,
-// so a key runs it at most once. Steps (numbered for CRASH_AT):
+// dispatch ships a paid order in shop.DispatchLegs legs of one second,
+// counting its progress down to 0, when the order is DISPATCHED. Leg N is
+// the crash point CRASH_AT=dispatch:N.
 //
-//  1. reserve a unit and create the PENDING order (one transaction; it also
-//     records the payment deadline)
-//  2. publish the payment id: in memory, to the request waiting in this
-//     process (what step 1 committed, the order row or the sold-out record,
-//     is the durable record; a sold-out checkout stops here)
-//  3. receive the payment status, waiting at most until the deadline
-//  4. paid: mark the order PAID / otherwise: cancel it and return the unit
-//  5. paid: start the dispatch workflow
-//  6. publish the outcome: in memory, to the webhook waiting in this process
-//     (the order's status committed in step 4 is the durable record)
-//
-// Every write is a RunAsTransaction, so it commits with its checkpoint and a
-// crash can never apply it twice. Steps 2 and 6 write nothing: they save two
-// SetEvent transactions and the GetEvent reads that waited on them, and a
-// request that hears nothing from them reads the database instead (see
-// checkoutWatch).
-func (a *app) checkoutWorkflow(ctx dbos.Context, in checkoutInput) (orderResult, error) {
-	key, err := dbos.GetWorkflowID(ctx)
-	if err != nil {
-		return orderResult{}, err
-	}
-	w := a.watches.acquire(key, true)
-	defer a.watches.release(key, w, true)
-	var reservedNow bool // step 1 ran in this execution (not replayed from its checkpoint)
-	res, err := dbos.RunAsTransaction(ctx, a.ds, checkoutTx{a: a, key: key, shopper: in.Shopper, ran: &reservedNow}.reserveAndCreateOrder)
-	if err != nil {
-		return orderResult{}, err
-	}
-	a.afterStep("checkout", 1)
-	log := a.wfLogger(ctx, res.OrderID)
-	if res.OrderID == 0 {
-		log.Info("checkout: sold out")
-		w.publishStarted(0) // step 1 committed the sold_out_checkouts row
-
-		a.afterStep("checkout", 2)
-		return orderResult{}, nil
-	}
-	w.publishStarted(res.OrderID)
-	a.afterStep("checkout", 2)
-	log.Debug("checkout: order created, awaiting payment")
-
-	status, err := a.awaitPayment(ctx, key, w, res.PayByMs, reservedNow)
-	if err != nil {
-		return orderResult{}, err
-	}
-	a.afterStep("checkout", 3)
-	log.Info("checkout: payment status", "payment", status)
-
-	result := orderResult{OrderID: res.OrderID}
-	order := orderTx{a: a, orderID: res.OrderID}
-	if status == paymentPaid {
-		paidAtMs, err := dbos.RunAsTransaction(ctx, a.ds, order.markPaid)
-		if err != nil {
-			return orderResult{}, err
-		}
-		a.afterStep("checkout", 4)
-		// A child workflow: started once (the start is checkpointed), and it
-		// runs on by itself after checkout completes.
-		in := dispatchInput{OrderID: res.OrderID, FirstDueMs: paidAtMs + time.Second.Milliseconds()}
-		if _, err := dbos.RunWorkflow(ctx, a.dispatchWorkflow, in, dbos.WithWorkflowID(dispatchWorkflowID(res.OrderID))); err != nil {
-			return orderResult{}, err
-		}
-		a.afterStep("checkout", 5)
-		result.Status = statusPaid
-	} else {
-		order.paymentStatus = status
-		if _, err := dbos.RunAsTransaction(ctx, a.ds, order.cancel); err != nil {
-			return orderResult{}, err
-		}
-		a.afterStep("checkout", 4)
-		result.Status = statusCancelled
-	}
-	w.publishOutcome(result)
-	a.afterStep("checkout", 6)
-	return result, nil
-}
-
-// awaitPayment receives the payment status, waiting at most until payByMs
-// (recorded by step 1, so a wait cut by a crash still ends PAYMENT_TIMEOUT
-// after the order was made). It returns "paid", "failed" or "timeout".
-//
-// The webhook delivers the status with dbos.Send (see deliverPayment) and
-// the checkout takes it with dbos.Recv, which consumes the message and
-// checkpoints it in one transaction: exactly once on both databases.
-//
-// The checkout calls Recv only once its message is there (or at the
-// deadline), so Recv never records a deadline step of its own and never
-// sleeps in DBOS's wait. Until then the checkout waits for a kick: from a
-// webhook in this process right after its Send commits, or, on Postgres,
-// from a webhook in any process through the store's own payment channel
-// (wakeup.go). Two reasons not to leave the wait to Recv:
-//   - SQLite has no NOTIFY: DBOS wakes a Recv there from a one-second poller
-//     (≈500 ms median wake-up);
-//   - on Postgres, DBOS starts LISTENing in the background after Launch and
-//     does not look again for messages that arrived before it listened, so a
-//     payment sent in the first moments after a (re)start could leave a
-//     recovered checkout asleep until its payment window closed. The store's
-//     channel is listening before Launch recovers anything, and every kick
-//     (and a check every paymentRecheck, as a safety net) reads the database.
-//
-// A checkout whose order was created in this very execution skips the first
-// look: no payment can be sent before the order exists, and this watch was
-// held from before that, so any payment sent since is a kick waiting in it.
-// A kick that knows its status was sent skips the look too: on the happy
-// path the wait reads nothing.
-func (a *app) awaitPayment(ctx dbos.Context, key string, w *checkoutWatch, payByMs int64, orderIsNew bool) (string, error) {
-	defer a.metrics.step("checkout", "await_payment", time.Now()) // a replay after recovery records ~0
-	look := !orderIsNew
-	for !w.paymentSent.Load() {
-		recheck := paymentRecheck
-		if look {
-			sent, err := a.paymentMessageExists(ctx, key)
-			if err != nil {
-				// The read is only a hint: a failure (the database restarting,
-				// say) must not fail the checkout. Look again shortly.
-				a.logger.Warn("checkout: looking for the payment message failed; retrying", "workflow_id", key, "err", err)
-				sent, recheck = false, time.Second
-			}
-			if sent {
-				break
-			}
-		}
-		remaining := time.Until(time.UnixMilli(payByMs))
-		if remaining <= 0 {
-			break
-		}
-		look = true
-		t := time.NewTimer(min(remaining, recheck))
-		select {
-		case <-w.paymentKick:
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return "", ctx.Err()
-		}
-		t.Stop()
-	}
-	// A deadline already past still gets one Recv: it records the timeout
-	// (or takes a message that came just in time) as the checkpoint.
-	remaining := time.Until(time.UnixMilli(payByMs))
-	status, err := dbos.Recv[string](ctx, topicPaymentStatus, max(remaining, time.Millisecond))
-	if errors.Is(err, dbos.ErrTimeout) {
-		return paymentTimedOut, nil
-	}
-	return status, err
-}
-
-// paymentRecheck is how often a waiting checkout looks for its payment
-// message without having been kicked: a safety net only, every kick path
-// is meant to be enough.
-const paymentRecheck = 10 * time.Second
-
-// paymentMessageExists reports whether a payment status was ever sent to
-// checkout key, consumed or not. It reads DBOS's own notifications table
-// (SDK v1.8.0 schema: "notifications" in SQLite, "dbos.notifications" in
-// Postgres), read-only, with the lookup DBOS's Recv itself makes.
-// Consumed messages count so that a replayed checkout whose Recv is already
-// checkpointed goes straight to Recv, which returns the checkpoint.
-func (a *app) paymentMessageExists(ctx context.Context, key string) (bool, error) {
-	var found bool
-	err := a.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+a.dialect.dbosTable("notifications")+` WHERE destination_uuid = $1 AND topic = $2)`,
-		key, topicPaymentStatus).Scan(&found)
-	if err != nil {
-		return false, fmt.Errorf("look for a payment message: %w", err)
-	}
-	return found, nil
-}
-
-// deliverPayment hands a payment status to the checkout behind payment id
-// pid and returns its order with the outcome: when the order is still
-// PENDING, the status is sent (durably, once per payment id: a duplicate is
-// dropped by Send's idempotency key, so the first status to arrive is the one
-// checkout sees) and the outcome awaited; otherwise the order as it is.
-//
-// The order read and the Send are one transaction, so a webhook costs one
-// commit. The outcome comes from the checkout in memory when it runs in this
-// process, else from the order row (polled with backoff).
-func (a *app) deliverPayment(ctx context.Context, pid, status string) (views.Order, error) {
-	w := a.watches.acquire(pid, false)
-	defer a.watches.release(pid, w, false)
-	o, err := a.sendPaymentIfPending(ctx, pid, status)
-	if err != nil || o.Status != statusPending {
-		return o, err
-	}
-	w.kickPayment(true)
-	deadline := time.Now().Add(60 * time.Second)
-	err = w.await(ctx, w.outcome, deadline, func() (bool, error) {
-		cur, err := a.orderByKey(ctx, pid)
-		if err != nil {
-			return false, err
-		}
-		o = cur
-		return cur.Status != statusPending, nil
-	})
-	if errors.Is(err, errWatchDeadline) {
-		return o, errorf(http.StatusServiceUnavailable, "payment for order %d received; the order is still being processed, retry to see its outcome", o.ID)
-	}
-	if err != nil {
-		return o, err
-	}
-	if r, ok := w.result(); ok {
-		o.Status = r.Status
-	}
-	return o, nil
-}
-
-// sendPaymentIfPending reads the order behind pid and, if it is PENDING,
-// sends it the payment status, in one transaction.
-func (a *app) sendPaymentIfPending(ctx context.Context, pid, status string) (views.Order, error) {
-	send := func(tx any) error {
-		return dbos.Send(a.dbos, pid, status, topicPaymentStatus,
-			dbos.WithIdempotencyKey("payment/"+pid), dbos.WithSendTransaction(tx))
-	}
-	q := `SELECT ` + orderColumns + ` FROM orders WHERE checkout_key = $1`
-	var o views.Order
-	var err error
-	if a.dialect.postgres {
-		err = pgx.BeginFunc(ctx, a.pgPool, func(tx pgx.Tx) error {
-			if o, err = scanOrder(tx.QueryRow(ctx, q, pid)); err != nil || o.Status != statusPending {
-				return err
-			}
-			if err := send(tx); err != nil {
-				return err
-			}
-			// Wakes the checkout in whichever instance runs it, at commit.
-			_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, paymentChannel, pid)
-			return err
-		})
-	} else {
-		err = func() error {
-			tx, err := a.sqlDB.BeginTx(ctx, nil)
-			if err != nil {
-				return err
-			}
-			defer tx.Rollback() // no-op after Commit
-			if o, err = scanOrder(tx.QueryRowContext(ctx, q, pid)); err != nil || o.Status != statusPending {
-				return err
-			}
-			if err := send(tx); err != nil {
-				return err
-			}
-			return tx.Commit()
-		}()
-	}
-	if isNoRows(err) {
-		return o, errorf(http.StatusNotFound, "unknown payment id %s", pid)
-	}
-	if err != nil {
-		return o, fmt.Errorf("deliver payment: %w", err)
-	}
-	return o, nil
-}
-
-// dispatchWorkflow ships a paid order in dispatchSteps legs of one second,
-// counting progress_remaining down to 0, when the order is DISPATCHED.
-//
-// The waits are durable without a checkpoint of their own: each progress
-// transaction records when the next leg is due as its checkpointed output
+// The waits are durable without a checkpoint of their own: each leg's
+// transaction returns, as its checkpointed output, when the next leg is due
 // (the first due time is in the workflow's input), so a recovered dispatch
 // replays those due times and sleeps only what is left of the current leg.
 // That saves one commit per leg over dbos.Sleep.
-func (a *app) dispatchWorkflow(ctx dbos.Context, in dispatchInput) (int64, error) {
+func (w *workflows) dispatch(ctx dbos.Context, in dispatchInput) (int64, error) {
 	due := in.FirstDueMs
-	for remaining := dispatchSteps - 1; remaining >= 0; remaining-- {
-		if err := a.sleepUntil(ctx, due); err != nil {
+	for leg := 1; leg <= shop.DispatchLegs; leg++ {
+		if err := sleepUntil(ctx, w.steps.now, due); err != nil {
 			return 0, err
 		}
-		next, err := dbos.RunAsTransaction(ctx, a.ds, progressTx{a: a, orderID: in.OrderID, remaining: remaining}.apply)
+		next, err := dbos.RunAsTransaction(ctx, w.ds, w.steps.dispatchLeg(in.OrderID, shop.DispatchLegs-leg), dbos.WithStepName(shop.StepDispatchLeg))
 		if err != nil {
 			return 0, err
 		}
-		a.afterStep("dispatch", dispatchSteps-remaining)
+		w.crashAfter(shop.DispatchWorkflow, leg)
 		due = next
 	}
-	a.wfLogger(ctx, in.OrderID).Info("dispatch: order dispatched")
+	w.log(ctx, in.OrderID).Info("dispatch: order dispatched")
 	return in.OrderID, nil
 }
 
-// sleepUntil waits until the Unix-ms time due, or until ctx ends (shutdown),
+// sleepUntil waits until the Unix-ms time due, or until ctx ends (a graceful stop),
 // in which case the workflow stays PENDING and resumes at the next start.
-func (a *app) sleepUntil(ctx context.Context, dueMs int64) error {
-	d := time.UnixMilli(dueMs).Sub(a.now())
+func sleepUntil(ctx context.Context, now func() time.Time, dueMs int64) error {
+	d := time.UnixMilli(dueMs).Sub(now())
 	if d <= 0 {
 		return nil
 	}
@@ -371,47 +192,81 @@ func (a *app) sleepUntil(ctx context.Context, dueMs int64) error {
 	}
 }
 
-// afterStep exits the process right after step n of workflow w committed, when
-// CRASH_AT asks for it: a test restarts the store (without CRASH_AT) and
-// checks that the workflow carries on from exactly that point.
-func (a *app) afterStep(w string, n int) {
-	if a.crashWorkflow == w && a.crashStep == n {
-		a.logger.Warn("CRASH_AT: exiting", "workflow", w, "step", n)
-		a.exit(exitCrash)
+// log is the logger for a line about a workflow: the store's logger (which
+// carries executor_id) plus the workflow's ID and the order it works on (0
+// when the product sold out).
+func (w *workflows) log(ctx dbos.Context, orderID int64) *slog.Logger {
+	id, err := dbos.GetWorkflowID(ctx)
+	if err != nil {
+		id = "" // not inside a workflow: the line still has the order id
+	}
+	return w.logger.With("workflow_id", id, "order_id", orderID)
+}
+
+// Start and Pay are how a request reaches the workflows (they satisfy
+// web.Checkout).
+
+// Start starts the checkout of key (or, for a key seen before, finds it) and
+// waits for its first step; soldOut reports that it found no stock.
+func (w *workflows) Start(ctx context.Context, key, shopper string) (soldOut bool, err error) {
+	return w.handoffs.AwaitStart(ctx, key, func() error {
+		// On the store's root DBOS context, never the request's: a cancelled
+		// request context would durably cancel the workflow.
+		_, err := dbos.RunWorkflow(w.dctx, w.checkout, checkoutInput{Shopper: shopper}, dbos.WithWorkflowID(key))
+		return err
+	})
+}
+
+// Pay applies a payment status to the order behind payment id pid and
+// returns the order id. A replay is answered from the order's state; a status
+// that contradicts the order's fate is a conflict, and a payment for an order
+// already cancelled is recorded for refund.
+func (w *workflows) Pay(ctx context.Context, pid, status string) (int64, error) {
+	o, err := w.handoffs.Deliver(ctx, pid, status)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case status == shop.PaymentPaid && (o.Status == shop.StatusPaid || o.Status == shop.StatusDispatched):
+		return o.ID, nil
+	case status == shop.PaymentFailed && o.Status == shop.StatusCancelled:
+		return o.ID, nil
+	case status == shop.PaymentPaid && o.Status == shop.StatusCancelled:
+		first, err := w.db.RecordLatePayment(ctx, pid, o.ID)
+		if err != nil {
+			return 0, err
+		}
+		if first { // a retried webhook is not a second refund
+			w.logger.Warn("payment for a cancelled order recorded for refund", "payment_id", pid, "order_id", o.ID)
+		}
+		return 0, shop.Errorf(shop.Conflict, "order %d was already cancelled (declined, or not paid within the payment window); this payment is recorded for refund", o.ID)
+	default: // failed, but the order is paid
+		return 0, shop.Errorf(shop.Conflict, "order %d is already paid; a decline cannot cancel it", o.ID)
 	}
 }
 
-// startCheckout starts (or, for a key seen before, finds) the checkout
-// workflow and waits for its payment id. It returns "" when sold out.
-//
-// A checkout running in this process hands the payment id over in memory
-// right after step 1 commits. A request that does not hear from it (the key
-// was used before, or its checkout runs elsewhere) reads what step 1
-// committed: the order row, or the sold-out event.
-func (a *app) startCheckout(ctx context.Context, key, shopper string) (string, error) {
-	w := a.watches.acquire(key, false)
-	defer a.watches.release(key, w, false)
-	// The workflow runs on the app's root context, never the request's: a
-	// cancelled request context would durably cancel the workflow.
-	if _, err := dbos.RunWorkflow(a.dbos, a.checkoutWorkflow, checkoutInput{Shopper: shopper}, dbos.WithWorkflowID(key)); err != nil {
-		return "", fmt.Errorf("start checkout: %w", err)
+// crashPoint is CRASH_AT, "workflow:step": the process exits right after step
+// N of that workflow (numbered in workflow.go) commits, and a test restarts
+// it without CRASH_AT and checks that the workflow carries on from exactly
+// there. The zero value never crashes.
+type crashPoint struct {
+	workflow string
+	step     int
+}
+
+func parseCrashPoint(s string) (crashPoint, error) {
+	name, num, ok := strings.Cut(s, ":")
+	step, err := strconv.Atoi(num)
+	if !ok || err != nil || step < 1 || (name != "checkout" && name != "dispatch") {
+		return crashPoint{}, fmt.Errorf("CRASH_AT %q: want checkout:N or dispatch:N with N ≥ 1", s)
 	}
-	pid := ""
-	err := w.await(ctx, w.started, time.Now().Add(30*time.Second), func() (bool, error) {
-		state, err := a.checkoutState(ctx, key)
-		if state == stepOneOrder {
-			pid = key
-		}
-		return state != stepOneNotYet, err
-	})
-	if errors.Is(err, errWatchDeadline) {
-		return "", errorf(http.StatusServiceUnavailable, "checkout %s is still starting; retry with the same key", key)
+	return crashPoint{workflow: name, step: step}, nil
+}
+
+// crashAfter exits the process if CRASH_AT names step n of workflow name.
+func (w *workflows) crashAfter(name string, n int) {
+	if w.crash.workflow == name && w.crash.step == n {
+		w.logger.Warn("CRASH_AT: exiting", "workflow", name, "step", n)
+		os.Exit(supervisor.ExitCrash)
 	}
-	if err != nil {
-		return "", fmt.Errorf("await payment id: %w", err)
-	}
-	if id, ok := w.startedOrder(); ok && id != 0 {
-		pid = key
-	}
-	return pid, nil
 }

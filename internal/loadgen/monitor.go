@@ -73,6 +73,9 @@ type Sampler struct {
 	bad    []string
 	minInv int
 	n      int
+	// read fetches the orders and the stock (stockOK false: the stock read
+	// failed); nil reads them through the API at Base.
+	read func(ctx context.Context) (orders []apiOrder, stock int, stockOK bool, err error)
 }
 
 // NewSampler returns a sampler of the store at base; Run starts it.
@@ -99,21 +102,21 @@ func (s *Sampler) Run(ctx context.Context) {
 
 // Sample takes one sample; it reports whether every order seen was final.
 func (s *Sampler) Sample(ctx context.Context) (allFinal bool, err error) {
-	var orders []apiOrder
-	if err := s.getJSON(ctx, "/orders", &orders); err != nil {
+	read := s.read
+	if read == nil {
+		read = s.readAPI
+	}
+	orders, stock, stockOK, err := read(ctx)
+	if err != nil {
 		return false, err
 	}
-	var product struct {
-		Inventory int `json:"inventory"`
-	}
-	perr := s.getJSON(ctx, "/product", &product)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.n++
-	if perr == nil {
-		s.minInv = min(s.minInv, product.Inventory)
-		if product.Inventory < 0 {
-			s.violation("stock %d < 0", product.Inventory)
+	if stockOK {
+		s.minInv = min(s.minInv, stock)
+		if stock < 0 {
+			s.violation("stock %d < 0", stock)
 		}
 	}
 	allFinal = true
@@ -134,6 +137,19 @@ func (s *Sampler) Sample(ctx context.Context) (allFinal bool, err error) {
 		s.orders[o.OrderID] = seenOrder{o.OrderStatus, o.ProgressRemaining}
 	}
 	return allFinal, nil
+}
+
+// readAPI reads the newest 1000 orders and the stock through the API.
+func (s *Sampler) readAPI(ctx context.Context) ([]apiOrder, int, bool, error) {
+	var orders []apiOrder
+	if err := s.getJSON(ctx, "/orders", &orders); err != nil {
+		return nil, 0, false, err
+	}
+	var product struct {
+		Inventory int `json:"inventory"`
+	}
+	perr := s.getJSON(ctx, "/product", &product)
+	return orders, product.Inventory, perr == nil, nil
 }
 
 func (s *Sampler) violation(format string, args ...any) {
@@ -202,6 +218,9 @@ func (s *Sampler) WaitSettled(ctx context.Context, timeout time.Duration) (time.
 // olderFinal checks, one by one, the orders below /orders' window of the
 // newest 1000 that were last seen (or never seen) not final.
 func (s *Sampler) olderFinal(ctx context.Context) (bool, error) {
+	if s.read != nil {
+		return true, nil // a database sampler sees every order: no window
+	}
 	s.mu.Lock()
 	var maxID int64
 	for id := range s.orders {

@@ -86,9 +86,16 @@ type ShopperConfig struct {
 	RetryFor time.Duration
 }
 
+// Caller makes a shopper's two calls until a definitive answer: *Client
+// for one store, *Failover for several instances.
+type Caller interface {
+	Checkout(ctx context.Context, key string) (Answer, int, error)
+	Pay(ctx context.Context, pid, status string) (Answer, int, error)
+}
+
 // Shoppers runs Concurrency shoppers until ctx ends (no new purchase starts)
 // and every purchase in flight has its answers, or RetryFor passes.
-func Shoppers(ctx context.Context, c *Client, cfg ShopperConfig, ledger *Ledger) {
+func Shoppers(ctx context.Context, c Caller, cfg ShopperConfig, ledger *Ledger) {
 	retryFor := cfg.RetryFor
 	if retryFor == 0 {
 		retryFor = 2 * time.Minute
@@ -125,7 +132,7 @@ func Shoppers(ctx context.Context, c *Client, cfg ShopperConfig, ledger *Ledger)
 
 // buy makes one purchase as a careful client: the same key until checkout
 // answers, then the same payment call until it answers.
-func buy(ctx context.Context, c *Client, p *Purchase, decline, abandon, replay bool, ledger *Ledger) {
+func buy(ctx context.Context, c Caller, p *Purchase, decline, abandon, replay bool, ledger *Ledger) {
 	defer func() {
 		ledger.mu.Lock()
 		p.Finished = time.Now()

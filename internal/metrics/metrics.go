@@ -1,0 +1,120 @@
+// Package metrics holds the store's Prometheus metrics. They live in a
+// registry of their own (never the client library's global one), so several
+// stores in one test process do not collide; internal/web serves the
+// registry at /metrics and times every request.
+//
+// Counters count what THIS process executed. A step's function runs only when
+// DBOS has no checkpoint for it, so a checkout recovered or taken over by
+// another instance is not counted twice; sum over instances for the store's
+// totals. (A step that runs and is then rolled back, e.g. fenced off because
+// another instance took its workflow, is counted where it ran: rare.)
+package metrics
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are one store process's metrics.
+type Metrics struct {
+	Registry   *prometheus.Registry
+	checkouts  *prometheus.CounterVec
+	recovered  prometheus.Counter
+	takenOver  prometheus.Counter
+	peersTaken prometheus.Counter
+	heartbeats *prometheus.CounterVec
+	steps      *prometheus.HistogramVec
+	requests   *prometheus.HistogramVec
+}
+
+// Checkout outcomes, the values of the "outcome" label.
+const (
+	CheckoutStarted  = "started"   // a unit was reserved and the order created
+	CheckoutSoldOut  = "sold_out"  // no unit left: no order
+	CheckoutPaid     = "paid"      // the order was marked PAID
+	CheckoutDeclined = "declined"  // the payment failed: order cancelled
+	CheckoutTimedOut = "timed_out" // no payment in PAYMENT_TIMEOUT: order cancelled
+)
+
+// New makes the metrics, registered in a registry of their own with the Go
+// runtime and process collectors.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		checkouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "widget_checkouts_total",
+			Help: "Checkout transitions executed by this instance, by outcome (started, sold_out, paid, declined, timed_out).",
+		}, []string{"outcome"}),
+		recovered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "widget_workflows_recovered_total",
+			Help: "Workflows of this instance's own executor ID found PENDING at start and handed to DBOS recovery.",
+		}),
+		takenOver: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "widget_workflows_taken_over_total",
+			Help: "PENDING workflows of dead peer instances this instance claimed and resumed.",
+		}),
+		peersTaken: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "widget_peers_taken_over_total",
+			Help: "Dead peer instances this instance claimed (one claim per silence, whoever wins it).",
+		}),
+		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "widget_heartbeats_total",
+			Help: "Heartbeats this instance wrote to the instances table, by result (ok, error).",
+		}, []string{"result"}),
+		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "widget_step_duration_seconds",
+			Help: "Time spent in a workflow step's own work: the SQL of a transactional step " +
+				"(BEGIN, DBOS's checkpoint and COMMIT excluded), or the wait for the payment.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
+		}, []string{"workflow", "step"}),
+		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "widget_http_request_duration_seconds",
+			Help:    "HTTP requests by route pattern (as declared in addRoutes), method and status code.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"route", "method", "code"}),
+	}
+	m.Registry.MustRegister(m.checkouts, m.recovered, m.takenOver, m.peersTaken, m.heartbeats, m.steps, m.requests,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Show every outcome from the start, at zero, so a rate() has a series.
+	for _, o := range []string{CheckoutStarted, CheckoutSoldOut, CheckoutPaid, CheckoutDeclined, CheckoutTimedOut} {
+		m.checkouts.WithLabelValues(o)
+	}
+	m.heartbeats.WithLabelValues("ok")
+	m.heartbeats.WithLabelValues("error")
+	return m
+}
+
+// Checkout counts one checkout transition (one of the Checkout* outcomes).
+func (m *Metrics) Checkout(outcome string) { m.checkouts.WithLabelValues(outcome).Inc() }
+
+// Step records how long a step's work took; use as
+// defer m.Step("checkout", "reserve", time.Now()).
+func (m *Metrics) Step(workflow, step string, began time.Time) {
+	m.steps.WithLabelValues(workflow, step).Observe(time.Since(began).Seconds())
+}
+
+// Recovered counts workflows found PENDING at start, handed to DBOS recovery.
+func (m *Metrics) Recovered(n int) { m.recovered.Add(float64(n)) }
+
+// TookOver counts one claimed peer and the n workflows resumed from it.
+func (m *Metrics) TookOver(n int) {
+	m.peersTaken.Inc()
+	m.takenOver.Add(float64(n))
+}
+
+// Heartbeat counts one heartbeat write.
+func (m *Metrics) Heartbeat(ok bool) {
+	if ok {
+		m.heartbeats.WithLabelValues("ok").Inc()
+		return
+	}
+	m.heartbeats.WithLabelValues("error").Inc()
+}
+
+// Request records one HTTP request under its route pattern.
+func (m *Metrics) Request(route, method string, code int, took time.Duration) {
+	m.requests.WithLabelValues(route, method, strconv.Itoa(code)).Observe(took.Seconds())
+}

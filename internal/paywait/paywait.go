@@ -1,0 +1,450 @@
+// Package paywait is how a checkout workflow and the requests that wait on
+// it hear from each other quickly: the checkout hands out the payment id and
+// the outcome to the request waiting in this process, and a payment webhook,
+// in this process or in any other instance, wakes the checkout waiting for
+// its payment. It is one mechanism, a hand-off, and this comment is its whole
+// story.
+//
+// # What is durable, and what is only a hint
+//
+// Nothing here is the source of truth. Every fact a hand-off carries was
+// committed first (the order row, the sold-out row, the order's final status,
+// the payment message), and every waiter that hears nothing falls back to the
+// database: a request polls the order (with backoff), a checkout reads DBOS's
+// notifications table. A crash loses only hints.
+//
+// # The payment
+//
+// The webhook delivers a payment status with dbos.Send (Deliver), in the same
+// transaction as its read of the order, with an idempotency key per payment
+// id, so the first status to arrive is the one the checkout sees. The checkout
+// takes it with dbos.Recv (Checkout.AwaitPayment), which consumes the message
+// and checkpoints it in one transaction: exactly once on both databases.
+//
+// The checkout calls Recv only once its message is there (or at its
+// deadline), so Recv never records a deadline step of its own and never
+// sleeps in DBOS's own wait. Until then the checkout waits for a kick: from a
+// webhook in this process right after its Send commits, or, on Postgres, from
+// a webhook in any instance through the store's own NOTIFY channel, which
+// Postgres delivers at that commit. Why not leave the wait to Recv:
+//   - SQLite has no NOTIFY: DBOS wakes a Recv there from a one-second poller
+//     (about 500 ms median wake-up, measured);
+//   - on Postgres, DBOS starts LISTENing in the background after Launch and
+//     does not look again for messages that arrived before it listened, so a
+//     payment sent in the first moments after a (re)start could leave a
+//     recovered checkout asleep until its payment window closed (found by the
+//     chaos tool, 1–2 stores in 16 started together). The store's channel is
+//     listening before Launch recovers anything (Hub.Start), after a
+//     reconnect every waiting checkout is kicked to look again, and every
+//     checkout looks every paymentRecheck anyway, as a safety net.
+//
+// A look reads DBOS's notifications table (paymentSent), read-only, with the
+// lookup DBOS's Recv itself makes; a consumed message still counts, so a
+// replayed checkout whose Recv is already checkpointed goes straight to Recv,
+// which returns the checkpoint. That query depends on DBOS's schema (SDK
+// v1.8.0): paywait_test.go fails if the table, its columns or the "a consumed
+// message stays visible" behaviour change, instead of checkouts silently
+// waiting out their payment window after an SDK upgrade.
+//
+// On the happy path the wait reads nothing: an order created by this very
+// execution needs no first look (no payment can be sent before the order
+// exists, and this execution's hand-off was registered before that, so any
+// payment sent since is a kick waiting for it), and a kick that knows its
+// status was sent goes straight to Recv.
+//
+// # The payment id and the outcome
+//
+// A request that starts a checkout (AwaitStart) waits for the checkout's
+// first step; the checkout, if it runs in this process, hands the result over
+// in memory right after that step commits (Checkout.PaymentID). A webhook
+// (Deliver) waits the same way for the outcome (Checkout.Outcome). A request
+// whose checkout runs elsewhere (a retried key, another instance, a recovery
+// in progress) polls the database instead.
+package paywait
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/dbos-inc/dbos-transact-golang/dbos"
+
+	"widget-store/internal/metrics"
+	"widget-store/internal/shop"
+	"widget-store/internal/store"
+)
+
+// Topic is the topic of the payment message (webhook → checkout). It is a
+// durable name: DBOS records it with every message.
+const Topic = "payment_status"
+
+// paymentRecheck is how often a waiting checkout looks for its payment
+// message without having been kicked: a safety net only, every kick path is
+// meant to be enough.
+const paymentRecheck = 10 * time.Second
+
+// Hub holds the hand-offs of this process: one per checkout key that someone
+// here is running or waiting on.
+type Hub struct {
+	db      *store.DB
+	dctx    dbos.Context
+	logger  *slog.Logger
+	metrics *metrics.Metrics
+
+	mu      sync.Mutex
+	handoff map[string]*handoff
+
+	stopListening func() // set by Start on Postgres
+}
+
+// New makes the hub. dctx is the DBOS context the payment messages are sent
+// with.
+func New(db *store.DB, dctx dbos.Context, logger *slog.Logger, m *metrics.Metrics) *Hub {
+	return &Hub{db: db, dctx: dctx, logger: logger, metrics: m, handoff: map[string]*handoff{}, stopListening: func() {}}
+}
+
+// handoff is what passes between one checkout and its waiters in this process.
+type handoff struct {
+	running int // checkouts executing here under this key; guarded by Hub.mu
+	refs    int // guarded by Hub.mu
+
+	mu          sync.Mutex
+	orderID     int64 // valid once started is closed; 0 when sold out
+	outcome     shop.Status
+	started     chan struct{} // closed once the first step committed
+	finished    chan struct{} // closed once the order's fate committed
+	paymentKick chan struct{} // a payment status may have been sent: look (buffered 1, never closed)
+	paymentSent bool          // a payment status was sent and committed: Recv will find it; guarded by mu
+}
+
+// acquire returns the hand-off of key, creating it; running says the caller
+// is the checkout workflow itself. Pair each acquire with a release.
+func (h *Hub) acquire(key string, running bool) *handoff {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ho := h.handoff[key]
+	if ho == nil {
+		ho = &handoff{started: make(chan struct{}), finished: make(chan struct{}), paymentKick: make(chan struct{}, 1)}
+		h.handoff[key] = ho
+	}
+	ho.refs++
+	if running {
+		ho.running++
+	}
+	return ho
+}
+
+func (h *Hub) release(key string, ho *handoff, running bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ho.refs--
+	if running {
+		ho.running--
+	}
+	if ho.refs == 0 {
+		delete(h.handoff, key)
+	}
+}
+
+func (h *Hub) isRunning(ho *handoff) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return ho.running > 0
+}
+
+// kick tells the checkout of key, if it waits in this process, to look for
+// its payment message. sent says the kicker knows a status was sent and
+// committed (a webhook's Send, or its announcement on the channel, which
+// Postgres delivers only at that commit); a kick without it only says "look".
+// Kicks coalesce: one pending kick is as good as many.
+func (ho *handoff) kick(sent bool) {
+	if sent {
+		ho.mu.Lock()
+		ho.paymentSent = true
+		ho.mu.Unlock()
+	}
+	select {
+	case ho.paymentKick <- struct{}{}:
+	default:
+	}
+}
+
+func (ho *handoff) sent() bool {
+	ho.mu.Lock()
+	defer ho.mu.Unlock()
+	return ho.paymentSent
+}
+
+func (h *Hub) kick(key string) {
+	h.mu.Lock()
+	ho := h.handoff[key]
+	h.mu.Unlock()
+	if ho != nil {
+		ho.kick(true)
+	}
+}
+
+// kickAll makes every waiting checkout look: after the channel reconnects,
+// any of them may have missed an announcement.
+func (h *Hub) kickAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ho := range h.handoff {
+		ho.kick(false)
+	}
+}
+
+func closeOnce(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+		close(c)
+	}
+}
+
+// Checkout is the checkout workflow's end of its hand-off.
+type Checkout struct {
+	hub   *Hub
+	key   string
+	ho    *handoff
+	since time.Time // when this execution registered
+	// orderIsNew: the order was created by this very execution, after since.
+	orderIsNew bool
+}
+
+// Checkout registers the checkout workflow of key, executing now in this
+// process. Close it when the workflow returns.
+func (h *Hub) Checkout(key string) *Checkout {
+	return &Checkout{hub: h, key: key, ho: h.acquire(key, true), since: time.Now()}
+}
+
+// Close ends the registration.
+func (c *Checkout) Close() { c.hub.release(c.key, c.ho, true) }
+
+// PaymentID hands out the result of the first step to the request waiting
+// for it: the order (its id, and when it was created), or 0 when sold out.
+// The order's payment id is the checkout's key.
+//
+// createdAt tells a new order from one replayed from an earlier execution's
+// checkpoint, which may have been paid before this execution registered: it
+// then looks for its payment before waiting (see the package comment). Both
+// times come from this process's clock for a new order; for a replayed one
+// from whichever instance created it, and only a clock ahead of this one by
+// more than the time since then (a takeover waits TAKEOVER_AFTER, 10 s) could
+// make it look new: its payment is then found by the paymentRecheck look.
+func (c *Checkout) PaymentID(orderID int64, createdAt time.Time) {
+	c.orderIsNew = orderID != 0 && !createdAt.Before(c.since.Truncate(time.Millisecond))
+	c.ho.mu.Lock()
+	defer c.ho.mu.Unlock()
+	c.ho.orderID = orderID
+	closeOnce(c.ho.started)
+}
+
+// Outcome hands out the order's fate, committed just before, to the webhook
+// waiting for it.
+func (c *Checkout) Outcome(status shop.Status) {
+	c.ho.mu.Lock()
+	defer c.ho.mu.Unlock()
+	c.ho.outcome = status
+	closeOnce(c.ho.finished)
+}
+
+// AwaitPayment receives the payment status: shop.PaymentPaid,
+// shop.PaymentFailed, or shop.PaymentTimedOut when none came by deadline
+// (which the first step recorded, so a wait cut by a crash still ends on
+// time). Recv makes it a durable step.
+func (c *Checkout) AwaitPayment(ctx dbos.Context, deadline time.Time) (string, error) {
+	defer c.hub.metrics.Step(shop.CheckoutWorkflow, "await_payment", time.Now()) // a replay after recovery records ~0
+	look := !c.orderIsNew
+	for !c.ho.sent() {
+		recheck := paymentRecheck
+		if look {
+			sent, err := c.hub.paymentSent(ctx, c.key)
+			if err != nil {
+				// The read is only a hint: a failure (the database restarting,
+				// say) must not fail the checkout. Look again shortly.
+				c.hub.logger.Warn("checkout: looking for the payment message failed; retrying", "workflow_id", c.key, "err", err)
+				sent, recheck = false, time.Second
+			}
+			if sent {
+				break
+			}
+		}
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
+			break
+		}
+		look = true
+		t := time.NewTimer(min(remaining, recheck))
+		select {
+		case <-c.ho.paymentKick:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return "", ctx.Err()
+		}
+		t.Stop()
+	}
+	// A deadline already past still gets one Recv: it records the timeout
+	// (or takes a message that came just in time) as the checkpoint.
+	status, err := dbos.Recv[string](ctx, Topic, max(time.Until(deadline), time.Millisecond))
+	if errors.Is(err, dbos.ErrTimeout) {
+		return shop.PaymentTimedOut, nil
+	}
+	return status, err
+}
+
+// paymentSent reports whether a payment status was ever sent to checkout key,
+// consumed or not, from DBOS's own notifications table (see the package
+// comment).
+func (h *Hub) paymentSent(ctx context.Context, key string) (bool, error) {
+	var found bool
+	err := h.db.Q().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+h.db.Dialect.DBOSTable("notifications")+` WHERE destination_uuid = $1 AND topic = $2)`,
+		key, Topic).Scan(&found)
+	if err != nil {
+		return false, fmt.Errorf("look for a payment message: %w", err)
+	}
+	return found, nil
+}
+
+// errDeadline is await's "neither the hand-off nor the database said so in time".
+var errDeadline = errors.New("deadline passed")
+
+// await waits until signal closes or check (a database read) reports done.
+// While the checkout runs in this process it trusts the signal and reads
+// nothing (but for a check a second, as a safety net); otherwise it reads
+// after 5 ms, then with doubling pauses up to 500 ms.
+func (h *Hub) await(ctx context.Context, ho *handoff, signal <-chan struct{}, deadline time.Time, check func() (bool, error)) error {
+	pause := 5 * time.Millisecond
+	for {
+		wait := pause
+		if h.isRunning(ho) {
+			wait = time.Second
+		}
+		t := time.NewTimer(min(wait, time.Until(deadline)))
+		select {
+		case <-signal:
+			t.Stop()
+			return nil
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		select {
+		case <-signal:
+			return nil
+		default:
+		}
+		if wait == pause || !h.isRunning(ho) {
+			done, err := check()
+			if err != nil || done {
+				return err
+			}
+			pause = min(pause*2, 500*time.Millisecond)
+		}
+		if !time.Now().Before(deadline) {
+			return errDeadline
+		}
+	}
+}
+
+// AwaitStart calls start, which starts (or finds) the checkout workflow of
+// key, and waits for the checkout's first step: soldOut reports that it found
+// no stock. A checkout still starting after 30 s is a shop.Busy error: retry
+// with the same key.
+func (h *Hub) AwaitStart(ctx context.Context, key string, start func() error) (soldOut bool, err error) {
+	ho := h.acquire(key, false)
+	defer h.release(key, ho, false)
+	if err := start(); err != nil {
+		return false, fmt.Errorf("start checkout: %w", err)
+	}
+	state := store.CheckoutNotYet
+	err = h.await(ctx, ho, ho.started, time.Now().Add(30*time.Second), func() (bool, error) {
+		var err error
+		state, err = h.db.CheckoutState(ctx, key)
+		return state != store.CheckoutNotYet, err
+	})
+	if errors.Is(err, errDeadline) {
+		return false, shop.Errorf(shop.Busy, "checkout %s is still starting; retry with the same key", key)
+	}
+	if err != nil {
+		return false, fmt.Errorf("await the payment id: %w", err)
+	}
+	select {
+	case <-ho.started:
+		ho.mu.Lock()
+		defer ho.mu.Unlock()
+		return ho.orderID == 0, nil
+	default:
+		return state == store.CheckoutSoldOut, nil
+	}
+}
+
+// Deliver hands payment status to the checkout behind payment id pid and
+// returns its order with the outcome. When the order is still PENDING, the
+// status is sent (durably, once per payment id: a duplicate is dropped by
+// Send's idempotency key, so the first status to arrive is the one the
+// checkout sees) and the outcome awaited, at most 60 s (then a shop.Busy
+// error); otherwise the order is returned as it is. An unknown pid is a
+// shop.NotFound error.
+//
+// The order read and the Send are one transaction, so a webhook costs one
+// commit.
+func (h *Hub) Deliver(ctx context.Context, pid, status string) (shop.Order, error) {
+	ho := h.acquire(pid, false)
+	defer h.release(pid, ho, false)
+	o, err := h.sendIfPending(ctx, pid, status)
+	if err != nil || o.Status != shop.StatusPending {
+		return o, err
+	}
+	ho.kick(true)
+	err = h.await(ctx, ho, ho.finished, time.Now().Add(60*time.Second), func() (bool, error) {
+		cur, err := h.db.OrderByKey(ctx, pid)
+		if err != nil {
+			return false, err
+		}
+		o = cur
+		return cur.Status != shop.StatusPending, nil
+	})
+	if errors.Is(err, errDeadline) {
+		return o, shop.Errorf(shop.Busy, "payment for order %d received; the order is still being processed, retry to see its outcome", o.ID)
+	}
+	if err != nil {
+		return o, err
+	}
+	select {
+	case <-ho.finished:
+		ho.mu.Lock()
+		o.Status = ho.outcome
+		ho.mu.Unlock()
+	default:
+	}
+	return o, nil
+}
+
+// sendIfPending reads the order behind pid and, if it is PENDING, sends it
+// the payment status, in one transaction; on Postgres it also announces the
+// key on the payment channel, which Postgres delivers to every instance at
+// the commit.
+func (h *Hub) sendIfPending(ctx context.Context, pid, status string) (shop.Order, error) {
+	var o shop.Order
+	err := h.db.InTx(ctx, func(tx store.Tx) error {
+		var err error
+		if o, err = store.OrderByKey(ctx, tx, pid); err != nil || o.Status != shop.StatusPending {
+			return err
+		}
+		err = dbos.Send(h.dctx, pid, status, Topic, dbos.WithIdempotencyKey("payment/"+pid), dbos.WithSendTransaction(tx.Raw))
+		if err != nil {
+			return fmt.Errorf("send the payment status: %w", err)
+		}
+		if h.db.Dialect.Postgres {
+			_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, pid)
+		}
+		return err
+	})
+	return o, err
+}

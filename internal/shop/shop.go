@@ -1,0 +1,177 @@
+// Package shop holds the store's domain words, defined once: the product,
+// orders and their statuses, payment statuses, the length of a dispatch, the
+// durable names of the workflows, and errors that carry a kind.
+//
+// Nothing here knows about HTTP or SQL. The web layer maps an error's Kind to
+// a status code (internal/web); the store package reads and writes these
+// types; the views render them.
+package shop
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// ProductID is the store's one product.
+const ProductID = 1
+
+// Product is the store's one product.
+type Product struct {
+	ID          int
+	Name        string
+	Description string
+	PriceCents  int64
+	Inventory   int
+}
+
+// Price formats the price, e.g. "$99.99".
+func (p Product) Price() string { return Money(p.PriceCents) }
+
+// Money formats cents as dollars, e.g. "$99.99".
+func Money(cents int64) string { return fmt.Sprintf("$%d.%02d", cents/100, cents%100) }
+
+// Status is an order's status, as stored and as the JSON API reports it. The
+// numbers are the reference widget store's, so existing clients keep working.
+type Status int
+
+// Order statuses. An order moves only forward: PENDING → PAID → DISPATCHED,
+// or PENDING → CANCELLED.
+const (
+	StatusCancelled  Status = -1
+	StatusPending    Status = 0
+	StatusDispatched Status = 1
+	StatusPaid       Status = 2
+)
+
+// String is the status as a word: PENDING, PAID, DISPATCHED, CANCELLED.
+func (s Status) String() string {
+	switch s {
+	case StatusPending:
+		return "PENDING"
+	case StatusPaid:
+		return "PAID"
+	case StatusDispatched:
+		return "DISPATCHED"
+	case StatusCancelled:
+		return "CANCELLED"
+	}
+	return "UNKNOWN(" + strconv.Itoa(int(s)) + ")"
+}
+
+// DispatchLegs is how many one-second legs the dispatch of an order takes:
+// an order's progress_remaining starts here and counts down to 0.
+const DispatchLegs = 10
+
+// Order is one order.
+type Order struct {
+	ID                int64
+	Key               string // the checkout's idempotency key, which is also its payment id
+	ProductID         int
+	PriceCents        int64
+	Status            Status
+	ProgressRemaining int
+	CreatedAt         time.Time
+	LastUpdate        time.Time
+}
+
+// StatusName is the status as a word.
+func (o Order) StatusName() string { return o.Status.String() }
+
+// Final reports an order that will not change any more.
+func (o Order) Final() bool { return o.Status == StatusDispatched || o.Status == StatusCancelled }
+
+// ProgressPercent is how far the dispatch has got.
+func (o Order) ProgressPercent() int {
+	switch o.Status {
+	case StatusDispatched:
+		return 100
+	case StatusPaid:
+		return (DispatchLegs - o.ProgressRemaining) * 100 / DispatchLegs
+	}
+	return 0
+}
+
+// Price formats the price paid.
+func (o Order) Price() string { return Money(o.PriceCents) }
+
+// Payment statuses. The webhook accepts only PaymentPaid and PaymentFailed:
+// anything else is refused before it reaches a workflow, since a typo must
+// not cancel a customer's order. PaymentTimedOut is what a checkout records
+// when no payment came within its window.
+const (
+	PaymentPaid     = "paid"
+	PaymentFailed   = "failed"
+	PaymentTimedOut = "timeout"
+)
+
+// Durable names: DBOS records them and looks them up at recovery, so they
+// are part of the data. Renaming one strands the workflows already started
+// under the old name (see the upgrade in main.go and README.md).
+const (
+	CheckoutWorkflow = "checkout"
+	DispatchWorkflow = "dispatch"
+)
+
+// Step names, recorded by DBOS with every checkpoint and checked when one is
+// replayed (the workflows set them with dbos.WithStepName; the timeline shows
+// them as is). Part of the durable data like the workflow names: never derive
+// them from Go symbols, which a refactor renames.
+const (
+	StepReserve     = "reserve"      // checkout: reserve a unit and create the order
+	StepMarkPaid    = "mark-paid"    // checkout: the payment came in
+	StepCancel      = "cancel"       // checkout: declined or timed out; the unit goes back
+	StepDispatchLeg = "dispatch-leg" // dispatch: one leg, DispatchLegs times
+)
+
+// DispatchWorkflowID is the ID of the dispatch workflow of an order. A
+// checkout's ID is its client's key, which cannot contain "/", so the two
+// never collide.
+func DispatchWorkflowID(orderID int64) string {
+	return "dispatch/" + strconv.FormatInt(orderID, 10)
+}
+
+// MaxKeyLen bounds idempotency keys. A key is a workflow ID, which DBOS puts
+// in Postgres NOTIFY payloads (capped at 8000 bytes); an unbounded key would
+// hang a checkout instead of failing it.
+const MaxKeyLen = 128
+
+// ValidateKey accepts 1–128 characters of A–Z a–z 0–9 - _ . ~ : (URL-safe,
+// never "/"), which covers UUIDs and the keys the reference clients send.
+// what names the key in the error ("checkout key", "payment id").
+func ValidateKey(what, key string) error {
+	if key == "" || len(key) > MaxKeyLen {
+		return Errorf(Invalid, "%s must be 1 to %d characters long (got %d)", what, MaxKeyLen, len(key))
+	}
+	for _, c := range key {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~' || c == ':') {
+			return Errorf(Invalid, "%s may contain only A-Z a-z 0-9 - _ . ~ : (found %q)", what, c)
+		}
+	}
+	// "." and ".." are path segments the router cleans away: a checkout with
+	// such a key could never be reached at /pay/{key} or by the webhook.
+	if key == "." || key == ".." {
+		return Errorf(Invalid, "%s cannot be %q", what, key)
+	}
+	return nil
+}
+
+// ValidatePayment checks a payment id and a payment status from a client.
+func ValidatePayment(pid, status string) error {
+	if err := ValidateKey("payment id", pid); err != nil {
+		return err
+	}
+	if status != PaymentPaid && status != PaymentFailed {
+		return Errorf(Invalid, "payment status must be %q or %q (got %.40q); nothing was changed", PaymentPaid, PaymentFailed, status)
+	}
+	return nil
+}
+
+// ParseOrderID reads an order id: a positive integer.
+func ParseOrderID(s string) (int64, error) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, Errorf(Invalid, "order id must be a positive integer (got %.40q)", s)
+	}
+	return id, nil
+}

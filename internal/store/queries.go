@@ -1,0 +1,227 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/dbos-inc/dbos-transact-golang/dbos"
+
+	"widget-store/internal/shop"
+)
+
+// Product reads the store's one product.
+func (db *DB) Product(ctx context.Context) (shop.Product, error) {
+	var p shop.Product
+	err := db.q.QueryRow(ctx, `SELECT product_id, name, description, price_cents, inventory FROM products WHERE product_id = $1`, shop.ProductID).
+		Scan(&p.ID, &p.Name, &p.Description, &p.PriceCents, &p.Inventory)
+	if err != nil {
+		return p, fmt.Errorf("read product: %w", err)
+	}
+	return p, nil
+}
+
+// orderColumns are the columns scanOrder reads, in its order.
+const orderColumns = `order_id, checkout_key, product_id, price_cents, order_status, progress_remaining, created_at, last_update_time`
+
+func scanOrder(row interface{ Scan(dest ...any) error }) (shop.Order, error) {
+	var o shop.Order
+	var created, updated int64
+	err := row.Scan(&o.ID, &o.Key, &o.ProductID, &o.PriceCents, &o.Status, &o.ProgressRemaining, &created, &updated)
+	o.CreatedAt, o.LastUpdate = time.UnixMilli(created), time.UnixMilli(updated)
+	return o, err
+}
+
+// OrderByID reads order id; a shop.NotFound error if there is none.
+func (db *DB) OrderByID(ctx context.Context, id int64) (shop.Order, error) {
+	o, err := scanOrder(db.q.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE order_id = $1`, id))
+	if IsNoRows(err) {
+		return o, shop.Errorf(shop.NotFound, "there is no order %d", id)
+	}
+	if err != nil {
+		return o, fmt.Errorf("read order %d: %w", id, err)
+	}
+	return o, nil
+}
+
+// OrderByKey reads the order that checkout key (which is also its payment id)
+// made, on q (the handle, or a transaction); a shop.NotFound error if there
+// is none.
+func OrderByKey(ctx context.Context, q dbos.Querier, key string) (shop.Order, error) {
+	o, err := scanOrder(q.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE checkout_key = $1`, key))
+	if IsNoRows(err) {
+		return o, shop.Errorf(shop.NotFound, "unknown payment id %s", key)
+	}
+	if err != nil {
+		return o, fmt.Errorf("read the order of checkout %s: %w", key, err)
+	}
+	return o, nil
+}
+
+// OrderByKey reads the order that checkout key made.
+func (db *DB) OrderByKey(ctx context.Context, key string) (shop.Order, error) {
+	return OrderByKey(ctx, db.q, key)
+}
+
+// RecentOrders lists the newest orders, of one shopper when shopper != "".
+func (db *DB) RecentOrders(ctx context.Context, shopper string, limit int) ([]shop.Order, error) {
+	q := `SELECT ` + orderColumns + ` FROM orders ORDER BY order_id DESC LIMIT $1`
+	args := []any{limit}
+	if shopper != "" {
+		q = `SELECT ` + orderColumns + ` FROM orders WHERE shopper = $1 ORDER BY order_id DESC LIMIT $2`
+		args = []any{shopper, limit}
+	}
+	rows, err := db.q.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list orders: %w", err)
+	}
+	defer rows.Close() // its error is rows.Err's, returned below
+	var out []shop.Order
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list orders: %w", err)
+		}
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}
+
+// NewestOrderID is the id of the newest order, 0 when there is none.
+func (db *DB) NewestOrderID(ctx context.Context) (int64, error) {
+	var id int64
+	if err := db.q.QueryRow(ctx, `SELECT COALESCE(MAX(order_id), 0) FROM orders`).Scan(&id); err != nil {
+		return 0, fmt.Errorf("newest order: %w", err)
+	}
+	return id, nil
+}
+
+// CheckoutState is what the first step of a checkout committed for its key.
+type CheckoutState int
+
+// Checkout states.
+const (
+	CheckoutNotYet  CheckoutState = iota // nothing yet: the first step has not run (or there is no such checkout)
+	CheckoutOrdered                      // it reserved a unit and made an order
+	CheckoutSoldOut                      // it found no stock
+)
+
+// CheckoutState reads, in one query, what the first step of checkout key
+// committed: its order, or its sold-out record.
+func (db *DB) CheckoutState(ctx context.Context, key string) (CheckoutState, error) {
+	var hasOrder bool
+	err := db.q.QueryRow(ctx, `
+		SELECT TRUE FROM orders WHERE checkout_key = $1
+		UNION ALL
+		SELECT FALSE FROM sold_out_checkouts WHERE checkout_key = $1`, key).Scan(&hasOrder)
+	switch {
+	case IsNoRows(err):
+		return CheckoutNotYet, nil
+	case err != nil:
+		return CheckoutNotYet, fmt.Errorf("read checkout %s: %w", key, err)
+	case hasOrder:
+		return CheckoutOrdered, nil
+	}
+	return CheckoutSoldOut, nil
+}
+
+// RecordLatePayment notes a payment that came for a cancelled order, once per
+// payment id, so it can be refunded. first reports the first record of it (a
+// retried webhook is not a second refund).
+func (db *DB) RecordLatePayment(ctx context.Context, pid string, orderID int64) (first bool, err error) {
+	res, err := db.q.Exec(ctx, `INSERT INTO late_payments (payment_id, order_id, received_at) VALUES ($1, $2, $3) ON CONFLICT (payment_id) DO NOTHING`,
+		pid, orderID, db.now().UnixMilli())
+	if err != nil {
+		return false, fmt.Errorf("record late payment: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("record late payment: %w", err)
+	}
+	return n == 1, nil
+}
+
+// LatePayment is a payment that came for an already cancelled order.
+type LatePayment struct {
+	PaymentID  string    `json:"payment_id"`
+	OrderID    int64     `json:"order_id"`
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// LatePayments lists the payments recorded for refund, oldest first.
+func (db *DB) LatePayments(ctx context.Context) ([]LatePayment, error) {
+	rows, err := db.q.Query(ctx, `SELECT payment_id, order_id, received_at FROM late_payments ORDER BY received_at, payment_id`)
+	if err != nil {
+		return nil, fmt.Errorf("list late payments: %w", err)
+	}
+	defer rows.Close() // its error is rows.Err's, returned below
+	out := []LatePayment{}
+	for rows.Next() {
+		var p LatePayment
+		var ms int64
+		if err := rows.Scan(&p.PaymentID, &p.OrderID, &ms); err != nil {
+			return nil, fmt.Errorf("list late payments: %w", err)
+		}
+		p.ReceivedAt = time.UnixMilli(ms).UTC()
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// Restock sets the stock to n: an operator action, not part of any workflow.
+func (db *DB) Restock(ctx context.Context, n int) error {
+	if _, err := db.q.Exec(ctx, `UPDATE products SET inventory = $1 WHERE product_id = $2`, n, shop.ProductID); err != nil {
+		return fmt.Errorf("restock: %w", err)
+	}
+	return nil
+}
+
+// ProcessRun is one start of a store process. DBOS records when each step ran
+// and which executor owns a workflow, but not which process run executed a
+// step; the workflow timeline labels steps with these runs.
+type ProcessRun struct {
+	ID        int64
+	Executor  string
+	StartedAt time.Time
+}
+
+// RecordRun notes a process start in process_runs. It is a plain insert
+// outside any workflow: it records a fact about this process, not a step of
+// an order, and a crash right after it only leaves a run with no steps.
+func (db *DB) RecordRun(ctx context.Context, executor string, at time.Time) (ProcessRun, error) {
+	r := ProcessRun{Executor: executor, StartedAt: at}
+	err := db.q.QueryRow(ctx, `INSERT INTO process_runs (executor_id, pid, started_at) VALUES ($1, $2, $3) RETURNING run_id`,
+		executor, os.Getpid(), at.UnixMilli()).Scan(&r.ID)
+	if err != nil {
+		return r, fmt.Errorf("record process run: %w", err)
+	}
+	return r, nil
+}
+
+// RunsSince returns the runs of executor that could have executed a workflow
+// created at created: the last run started before it, and every later one
+// (at most 200).
+func (db *DB) RunsSince(ctx context.Context, executor string, created time.Time) ([]ProcessRun, error) {
+	rows, err := db.q.Query(ctx, `
+		SELECT run_id, executor_id, started_at FROM process_runs
+		WHERE executor_id = $1 AND started_at >= (
+			SELECT COALESCE(MAX(started_at), 0) FROM process_runs WHERE executor_id = $1 AND started_at <= $2)
+		ORDER BY started_at, run_id
+		LIMIT 200`, executor, created.UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("list process runs: %w", err)
+	}
+	defer rows.Close() // its error is rows.Err's, returned below
+	var out []ProcessRun
+	for rows.Next() {
+		var r ProcessRun
+		var ms int64
+		if err := rows.Scan(&r.ID, &r.Executor, &ms); err != nil {
+			return nil, fmt.Errorf("list process runs: %w", err)
+		}
+		r.StartedAt = time.UnixMilli(ms)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,110 @@
+package storetest
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"widget-store/internal/loadgen"
+)
+
+// The chaos and load tests drive the real binary with internal/loadgen, the
+// engine of cmd/loadtest: concurrent shoppers that retry like careful
+// clients, random SIGKILLs, then the invariants checked on the database.
+
+// envInt reads a whole-number setting from the environment, or def.
+func envInt(t *testing.T, key string, def int64) int64 {
+	s := os.Getenv(key)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		t.Fatalf("%s=%q: want a whole number", key, s)
+	}
+	return v
+}
+
+// TestChaos kills the store at random moments under load and checks every
+// invariant afterwards. The short form (4 kills) runs in CI; the long one:
+//
+//	CHAOS_KILLS=20 go test -run TestChaos -v ./internal/storetest
+//
+// or go run ./cmd/loadtest -mode chaos. CHAOS_SEED replays a failed run.
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and kills it repeatedly")
+	}
+	kills := int(envInt(t, "CHAOS_KILLS", 4))
+	seed := envInt(t, "CHAOS_SEED", time.Now().UnixNano()%1_000_000)
+	bin := Binary(t)
+	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
+		t.Logf("seed %d (CHAOS_SEED=%d replays it), %d kills", seed, seed, kills)
+		var progress strings.Builder
+		r, err := loadgen.Chaos(context.Background(), loadgen.Options{
+			Bin: bin, DB: db, Concurrency: 4, Kills: kills, Seed: seed,
+			Decline: 0.2, Abandon: 0.05, Replay: 0.2, PaymentTimeout: 5 * time.Second,
+			// Little stock, so checkouts also sell out, and declined and
+			// abandoned units come back, while the store is being killed.
+			Stock:    150,
+			StoreLog: LogWriter(t, ""), Progress: &progress,
+		})
+		if err != nil {
+			t.Fatalf("chaos (seed %d): %v\n%s", seed, err, progress.String())
+		}
+		var out strings.Builder
+		r.Print(&out)
+		t.Log("\n" + out.String())
+		if r.Kills != kills {
+			t.Errorf("%d kills survived, want %d", r.Kills, kills)
+		}
+		if r.Tally.Paid == 0 {
+			t.Errorf("no purchase was paid: the load did nothing")
+		}
+		if r.Tally.GaveUp != 0 {
+			t.Errorf("%d purchases never answered", r.Tally.GaveUp)
+		}
+		if !r.Checks.OK() {
+			t.Errorf("invariants violated (seed %d): see above", seed)
+		}
+	})
+}
+
+// TestLoadToolSmoke runs cmd/loadtest's load mode for a few seconds so the
+// tool cannot rot. It asserts what the tool measured is correct, never how
+// fast: the machine is shared.
+func TestLoadToolSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and loads the binary")
+	}
+	bin := Binary(t)
+	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
+		r, err := loadgen.Load(context.Background(), loadgen.Options{
+			Bin: bin, DB: db, Concurrency: 4, Duration: 3 * time.Second, Seed: 1, StoreLog: LogWriter(t, ""),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		r.Print(&out)
+		t.Log("\n" + out.String())
+		if r.Tally.Paid == 0 || r.Checkout.N < r.Tally.Paid || r.Webhook.N < r.Tally.Paid {
+			t.Errorf("paid %d, checkout latencies %d, webhook latencies %d: want purchases, each timed", r.Tally.Paid, r.Checkout.N, r.Webhook.N)
+		}
+		if r.Tally.GaveUp != 0 || r.Tally.SoldOut != 0 {
+			t.Errorf("tally %s: want every purchase answered and none sold out", r.Tally)
+		}
+		if r.RSSIdle <= 0 || r.RSSLoad <= 0 || r.StartupFresh <= 0 || r.StartupExisting <= 0 {
+			t.Errorf("RSS %d/%d, startup %v/%v: not measured", r.RSSIdle, r.RSSLoad, r.StartupFresh, r.StartupExisting)
+		}
+		if db.Kind == "postgres" && r.Commits < int64(r.Tally.Paid) {
+			t.Errorf("%d commits for %d paid purchases: each purchase commits several times", r.Commits, r.Tally.Paid)
+		}
+		if !r.Checks.OK() {
+			t.Errorf("invariants violated under load")
+		}
+	})
+}

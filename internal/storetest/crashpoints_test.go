@@ -1,0 +1,162 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"widget-store/internal/loadgen"
+)
+
+// TestCrashPoints kills the store at every named point: right after each
+// step of both workflows commits and before the next (CRASH_AT=W:N makes the
+// process exit with status 1 there). A careful client keeps retrying through
+// the crash; the store restarts without CRASH_AT on the same database and
+// port, and the order must reach its right final state with the stock
+// conserved, one order for the key, and the same answers to repeated calls.
+//
+// CRASH_POINTS=dispatch:3,checkout:4 runs only those points.
+func TestCrashPoints(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and crashes it at every step")
+	}
+	type crashCase struct{ point, status string }
+	var cases []crashCase
+	for n := 1; n <= 6; n++ {
+		cases = append(cases, crashCase{fmt.Sprintf("checkout:%d", n), "paid"})
+		if n != 5 { // step 5 starts the dispatch: paid orders only
+			cases = append(cases, crashCase{fmt.Sprintf("checkout:%d", n), "failed"})
+		}
+	}
+	for n := 1; n <= dispatchLegs; n++ {
+		cases = append(cases, crashCase{fmt.Sprintf("dispatch:%d", n), "paid"})
+	}
+	if only := os.Getenv("CRASH_POINTS"); only != "" {
+		var some []crashCase
+		for _, c := range cases {
+			if slices.Contains(strings.Split(only, ","), c.point) {
+				some = append(some, c)
+			}
+		}
+		cases = some
+	}
+	Binary(t) // build once, before the cases race to it
+	for _, fl := range Flavours() {
+		t.Run(fl.Name, func(t *testing.T) {
+			t.Parallel()
+			// Most cases wait out a 10 s dispatch: run them side by side (t.Run
+			// may be called from several goroutines), but few enough at once for
+			// a 2-core machine and Postgres's connection limit.
+			sem := make(chan struct{}, 6)
+			var wg sync.WaitGroup
+			for _, c := range cases {
+				wg.Go(func() {
+					sem <- struct{}{}
+					defer func() { <-sem }()
+					t.Run(c.point+"_"+c.status, func(t *testing.T) {
+						runCrashCase(t, fl.New(t), c.point, c.status)
+					})
+				})
+			}
+			wg.Wait()
+		})
+	}
+}
+
+// runCrashCase is one named-point crash: a purchase of one key, paid or
+// declined, with the store set to exit right after step point.
+func runCrashCase(t *testing.T, db *loadgen.Database, point, status string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// PAYMENT_TIMEOUT=10s bounds a possible stall: a payment that a recovering
+	// store would miss waits out the window, then the order is cancelled and
+	// the test fails on it rather than hanging for the default 120 s.
+	const payWindow = "PAYMENT_TIMEOUT=10s"
+	const initialStock = 100 // the schema's seed
+	st := StartWith(t, db, Options{Env: []string{"CRASH_AT=" + point, payWindow}, Log: LogWriter(t, point+" "+status+": ")})
+
+	// The shopper: the same key, then the same payment call, until answered.
+	client := loadgen.NewClient(st.Base(), 2, 30*time.Second)
+	key := "crash-" + strings.ReplaceAll(point, ":", "-") + "-" + status
+	p := loadgen.Purchase{Key: key, Sent: status}
+	bought := make(chan error, 1)
+	go func() {
+		var err error
+		if p.Checkout, _, err = client.Checkout(ctx, key); err != nil {
+			bought <- err
+			return
+		}
+		if p.Checkout.Status != http.StatusOK {
+			bought <- fmt.Errorf("checkout answered %v", p.Checkout)
+			return
+		}
+		p.Payment, _, err = client.Pay(ctx, p.Checkout.Body, status)
+		bought <- err
+	}()
+
+	phase(t, "the store exits with status 1 at the crash point", func(t *testing.T) {
+		code, err := st.WaitExit(45 * time.Second)
+		if err != nil {
+			st.Kill()
+			snap, serr := loadgen.ReadSnapshot(ctx, db)
+			t.Fatalf("the store did not exit at the crash point: %v; database: orders %+v, workflows %v (%v)", err, snap.Orders, snap.Workflows, serr)
+		}
+		if code != 1 {
+			t.Fatalf("the store exited with status %d at the crash point, want 1", code)
+		}
+	})
+
+	phase(t, "restarted without CRASH_AT, the retrying client gets its answers", func(t *testing.T) {
+		st.RestartWith(t, payWindow)
+		select {
+		case err := <-bought:
+			if err != nil {
+				t.Fatalf("purchase: %v", err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("purchase not answered: %v", ctx.Err())
+		}
+		if p.Payment.Status != http.StatusOK {
+			t.Fatalf("payment %s answered %v, want 200 and the order id", status, p.Payment)
+		}
+	})
+
+	// Repeated calls give the same answers, before and after the order settles.
+	replay := func(t *testing.T) {
+		t.Helper()
+		again, _, err := client.Checkout(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Replays = append(p.Replays, loadgen.Replay{Call: "checkout " + key, Got: again, Want: p.Checkout})
+		again, _, err = client.Pay(ctx, p.Checkout.Body, status)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Replays = append(p.Replays, loadgen.Replay{Call: "payment " + status, Got: again, Want: p.Payment})
+	}
+	var obs loadgen.Observed
+	phase(t, "repeated calls, then the order settles", func(t *testing.T) {
+		replay(t)
+		obs = Settle(t, st, 30*time.Second)
+		replay(t)
+	})
+
+	phase(t, "invariants and the final order", func(t *testing.T) {
+		snap := CheckInvariants(t, st, initialStock, []loadgen.Purchase{p}, obs)
+		want := loadgen.StatusDispatched
+		if status == "failed" {
+			want = loadgen.StatusCancelled
+		}
+		if len(snap.Orders) != 1 || snap.Orders[0].Status != want || strconv.FormatInt(snap.Orders[0].ID, 10) != p.Payment.Body {
+			t.Errorf("orders %+v, want one, %s, id %s", snap.Orders, loadgen.StatusName(want), p.Payment.Body)
+		}
+	})
+}

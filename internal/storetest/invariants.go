@@ -1,0 +1,55 @@
+package storetest
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"widget-store/internal/loadgen"
+)
+
+// Settle polls the store's API (every 100 ms) until every order it lists is
+// final, for at most timeout, and returns what the polls saw for
+// CheckInvariants: the samples, any status or progress that went backwards,
+// and whether the orders settled in time.
+func Settle(t testing.TB, st *Store, timeout time.Duration) loadgen.Observed {
+	t.Helper()
+	var reads atomic.Int64 // the sampler counts its requests; unused here
+	sampler := loadgen.NewSampler(st.Base(), 100*time.Millisecond, &reads)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+10*time.Second)
+	defer cancel()
+	_, err := sampler.WaitSettled(ctx, timeout)
+	samples, _, _, violations := sampler.Result()
+	return loadgen.Observed{Samples: samples, Violations: violations, SettleErr: err}
+}
+
+// CheckInvariants stops the store, reads its database and checks loadgen's
+// five invariants (stock conserved, one order per key, every acknowledgement
+// matches its order, status only forward, everything settled) against the
+// purchases the clients made, as they were acknowledged, and obs (see
+// Settle). A violation fails the test with every check's verdict. It returns
+// the snapshot for the test's own assertions.
+//
+// A graceful stop leaves unfinished workflows pending; then the store is
+// started again to finish them, up to 5 times (loadgen.StopAndSnapshot).
+// SQLite is read only while the store is stopped: one handle to the file.
+func CheckInvariants(t testing.TB, st *Store, initialStock int, purchases []loadgen.Purchase, obs loadgen.Observed) loadgen.Snapshot {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	snap, err := loadgen.StopAndSnapshot(ctx, st.Store, 5)
+	if err != nil {
+		t.Fatalf("stop the store and read its database: %v", err)
+	}
+	checks := loadgen.CheckInvariants(initialStock, snap, purchases, obs)
+	var b strings.Builder
+	checks.Print(&b)
+	if !checks.OK() {
+		t.Errorf("invariants violated:\n%s", b.String())
+	} else {
+		t.Logf("invariants:\n%s", b.String())
+	}
+	return snap
+}

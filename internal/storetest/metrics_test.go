@@ -1,0 +1,99 @@
+package storetest
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"widget-store/internal/loadgen"
+)
+
+// syncBuffer is a bytes.Buffer the store's logger and the test can share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestMetricsAndWorkflowLogs: /metrics counts checkouts by outcome, times
+// steps and requests by route; workflow log lines are JSON with the
+// workflow id, order id and executor id.
+func TestMetricsAndWorkflowLogs(t *testing.T) {
+	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
+		logs := &syncBuffer{}
+		executor := "metrics-" + RandomHex(3)
+		st := StartWith(t, db, Options{Log: logs, Env: []string{"EXECUTOR_ID=" + executor, "LOG_FORMAT=json", "LOG_LEVEL=info"}})
+		base := st.Base()
+
+		paidKey, failedKey := NewKey(), NewKey()
+		MustCall(t, "POST", base+"/checkout/"+paidKey, http.StatusOK)
+		paidOrder := MustCall(t, "POST", base+"/payment_webhook/"+paidKey+"/paid", http.StatusOK)
+		MustCall(t, "POST", base+"/checkout/"+failedKey, http.StatusOK)
+		MustCall(t, "POST", base+"/payment_webhook/"+failedKey+"/failed", http.StatusOK)
+		MustCall(t, "GET", base+"/order/"+paidOrder, http.StatusOK)
+
+		for _, c := range []struct {
+			name, match string
+			want        float64
+		}{
+			{"widget_checkouts_total", `outcome="started"`, 2},
+			{"widget_checkouts_total", `outcome="paid"`, 1},
+			{"widget_checkouts_total", `outcome="declined"`, 1},
+			{"widget_checkouts_total", `outcome="timed_out"`, 0},
+			{"widget_checkouts_total", `outcome="sold_out"`, 0},
+			{"widget_step_duration_seconds_count", `step="reserve"`, 2},
+			{"widget_step_duration_seconds_count", `step="await_payment"`, 2},
+			{"widget_http_request_duration_seconds_count", `route="POST /checkout/{key}"`, 2},
+			{"widget_http_request_duration_seconds_count", `code="200",method="GET",route="GET /order/{id}"`, 1},
+			{"widget_workflows_recovered_total", "", 0},
+		} {
+			if got := MetricValue(t, base, c.name, c.match); got != c.want {
+				t.Errorf("%s{%s} = %v, want %v", c.name, c.match, got, c.want)
+			}
+		}
+
+		// The workflow's payment line, as JSON, names workflow, order and executor.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			found := false
+			for line := range strings.SplitSeq(logs.String(), "\n") {
+				var rec map[string]any
+				if json.Unmarshal([]byte(line), &rec) != nil || rec["msg"] != "checkout: payment status" || rec["workflow_id"] != paidKey {
+					continue
+				}
+				found = true
+				if rec["executor_id"] != executor || rec["payment"] != "paid" || strconv.FormatFloat(toFloat(rec["order_id"]), 'f', -1, 64) != paidOrder {
+					t.Errorf("workflow log line %s: want executor_id %s, order_id %s, payment paid", line, executor, paidOrder)
+				}
+			}
+			if found {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no JSON workflow log line for %s in:\n%s", paidKey, logs.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+func toFloat(v any) float64 {
+	f, _ := v.(float64) // JSON numbers decode as float64; anything else reads as 0 and fails the check
+	return f
+}

@@ -1,0 +1,100 @@
+package timeline
+
+import (
+	"strconv"
+	"time"
+)
+
+// Timeline is the durable execution behind one order: its checkout workflow
+// and, once paid, its dispatch workflow, as DBOS recorded them.
+type Timeline struct {
+	OrderID   int64
+	Workflows []Workflow
+	// Final: the order and every workflow behind it will not change any more,
+	// so the panel stops polling.
+	Final bool
+	// PollURL is the fragment's own URL; Follow keeps polling even when Final
+	// (the internals panel follows the newest order, which changes).
+	PollURL string
+	Follow  bool
+	// DOMID is the element id, unique per page ("timeline" on the order page).
+	DOMID string
+	// CurrentRun is this process's run, to mark "this process" in the list.
+	CurrentRun int64
+}
+
+// Workflow is one workflow's status and steps.
+type Workflow struct {
+	Title      string // "Checkout", "Dispatch"
+	ID         string
+	Status     string // DBOS status: PENDING, SUCCESS, ERROR, …; "" = not started yet
+	ExecutorID string
+	Attempts   int // DBOS recovery attempts: 1 for a workflow never recovered
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+	Error      string
+	Rows       []Row
+	// Waiting describes what a PENDING workflow does between its checkpoints.
+	Waiting string
+}
+
+// Terminal reports a workflow status that will not change.
+func (w Workflow) Terminal() bool {
+	switch w.Status {
+	case "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED":
+		return true
+	}
+	return false
+}
+
+// StepCount is how many checkpointed steps the workflow has.
+func (w Workflow) StepCount() int {
+	n := 0
+	for _, r := range w.Rows {
+		if !r.Recovery {
+			n++
+		}
+	}
+	return n
+}
+
+// Row is either a checkpointed step or the moment a process run
+// recovered the workflow.
+type Row struct {
+	Recovery bool
+
+	// A step.
+	StepID      int
+	Title       string // the recorded name, numbered if repeated: "reserve", "dispatch-leg 3/10"
+	Raw         string // DBOS's recorded step name, e.g. "reserve"
+	StartedAt   time.Time
+	CompletedAt time.Time // zero for the start of a child workflow (DBOS records no completion)
+	Error       string
+	Child       string // the child workflow's ID, for a child start
+
+	// Run is the process run that executed the step (or, for a recovery,
+	// that recovered the workflow); 0 when unknown.
+	Run      int64
+	RunIndex int // 0, 1, 2… in order of the runs seen in this timeline, for colours
+
+	// A recovery.
+	At       time.Time
+	Executor string
+	Attempt  int  // DBOS's recovery attempt number
+	FromDBOS bool // At and Attempt are DBOS's own record (the latest recovery)
+}
+
+// Duration is how long a step took, as text.
+func (r Row) Duration() string {
+	if r.CompletedAt.IsZero() || r.StartedAt.IsZero() {
+		return ""
+	}
+	d := r.CompletedAt.Sub(r.StartedAt)
+	if d < 0 {
+		d = 0
+	}
+	if d < time.Second {
+		return strconv.FormatInt(d.Milliseconds(), 10) + " ms"
+	}
+	return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + " s"
+}

@@ -1,0 +1,457 @@
+package web
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"widget-store/internal/shop"
+	"widget-store/internal/store"
+	"widget-store/internal/timeline"
+	"widget-store/views"
+)
+
+// orderFromPath reads the order named by the request's {id}: Invalid for an
+// id that is not a positive integer, NotFound for one that does not exist.
+func orderFromPath(db *store.DB, r *http.Request) (shop.Order, error) {
+	id, err := shop.ParseOrderID(r.PathValue("id"))
+	if err != nil {
+		return shop.Order{}, err
+	}
+	return db.OrderByID(r.Context(), id)
+}
+
+// newKey is a fresh random key: a shopper id, or the idempotency key of the
+// store page's next Buy.
+func newKey() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+): it crashes the program instead
+	return hex.EncodeToString(b)
+}
+
+// ----- JSON API -----
+
+func handleHealthz(ready func() bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A failed write means the client left: nobody to tell.
+		if !ready() {
+			_ = writeText(w, http.StatusServiceUnavailable, "starting\n")
+			return
+		}
+		_ = writeText(w, http.StatusOK, "ok\n")
+	})
+}
+
+// productJSON is the reference store's product shape.
+type productJSON struct {
+	ProductID   int     `json:"product_id"`
+	Product     string  `json:"product"`
+	Description string  `json:"description"`
+	Inventory   int     `json:"inventory"`
+	Price       float64 `json:"price"`
+}
+
+func handleGetProduct(db *store.DB) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		p, err := db.Product(r.Context())
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, productJSON{
+			ProductID: p.ID, Product: p.Name, Description: p.Description,
+			Inventory: p.Inventory, Price: float64(p.PriceCents) / 100,
+		})
+	}
+}
+
+// orderJSON is the reference store's order shape (plus a few extras).
+type orderJSON struct {
+	OrderID           int64     `json:"order_id"`
+	OrderStatus       int       `json:"order_status"`
+	Status            string    `json:"status"`
+	LastUpdateTime    time.Time `json:"last_update_time"`
+	ProgressRemaining int       `json:"progress_remaining"`
+	ProductID         int       `json:"product_id"`
+	CreatedAt         time.Time `json:"created_at"`
+	Price             float64   `json:"price"`
+}
+
+func toOrderJSON(o shop.Order) orderJSON {
+	return orderJSON{
+		OrderID: o.ID, OrderStatus: int(o.Status), Status: o.StatusName(), LastUpdateTime: o.LastUpdate.UTC(),
+		ProgressRemaining: o.ProgressRemaining, ProductID: o.ProductID, CreatedAt: o.CreatedAt.UTC(),
+		Price: float64(o.PriceCents) / 100,
+	}
+}
+
+func handleListOrders(db *store.DB) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		orders, err := db.RecentOrders(r.Context(), "", 1000)
+		if err != nil {
+			return err
+		}
+		out := make([]orderJSON, 0, len(orders))
+		for _, o := range orders {
+			out = append(out, toOrderJSON(o))
+		}
+		return writeJSON(w, http.StatusOK, out)
+	}
+}
+
+func handleGetOrder(db *store.DB) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		o, err := orderFromPath(db, r)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, toOrderJSON(o))
+	}
+}
+
+// handleCheckout starts a checkout and answers its payment id, which is the
+// checkout's key itself.
+func handleCheckout(checkout Checkout) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		key := r.PathValue("key")
+		if err := shop.ValidateKey("idempotency key", key); err != nil {
+			return err
+		}
+		soldOut, err := checkout.Start(r.Context(), key, "")
+		if err != nil {
+			return err
+		}
+		if soldOut {
+			return shop.Errorf(shop.Conflict, "sold out: no widgets left for checkout %s", key)
+		}
+		return writeText(w, http.StatusOK, key)
+	}
+}
+
+// handlePaymentWebhook is the payment provider's call: authenticated first
+// (auth.go), so an unsigned call learns nothing, then validated and applied.
+func handlePaymentWebhook(secret string, now func() time.Time, checkout Checkout) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := verifyWebhook(secret, now(), r); err != nil {
+			return err
+		}
+		pid, status := r.PathValue("payment_id"), r.PathValue("status")
+		if err := shop.ValidatePayment(pid, status); err != nil {
+			return err
+		}
+		orderID, err := checkout.Pay(r.Context(), pid, status)
+		if err != nil {
+			return err
+		}
+		return writeText(w, http.StatusOK, strconv.FormatInt(orderID, 10))
+	}
+}
+
+// handleRestock sets the stock (?inventory=N or a form field, 100 by
+// default) and answers the product, or the internals panel for htmx.
+func handleRestock(logger *slog.Logger, db *store.DB, page views.PageInfo) handlerFunc {
+	product, internals := handleGetProduct(db), handleInternalsPartial(db, page)
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := parseForm(r); err != nil {
+			return err
+		}
+		n := 100
+		if s := r.FormValue("inventory"); s != "" {
+			v, err := strconv.Atoi(s)
+			if err != nil || v < 0 || v > 1_000_000 {
+				return shop.Errorf(shop.Invalid, "inventory must be a whole number from 0 to 1000000 (got %.40q)", s)
+			}
+			n = v
+		}
+		if err := db.Restock(r.Context(), n); err != nil {
+			return err
+		}
+		logger.Info("restocked", "inventory", n)
+		if r.Header.Get("HX-Request") != "" {
+			return internals(w, r)
+		}
+		return product(w, r)
+	}
+}
+
+// handleCrash exits the process at once, without cleanup: the demo of
+// durable execution. crash does not return in production; should it return
+// (a test), the answer is an empty 200.
+func handleCrash(logger *slog.Logger, crash func()) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		logger.Warn("crash requested: exiting now, without cleanup")
+		crash()
+		return nil
+	}
+}
+
+// handleLatePayments lists the payments to refund: each came for an order
+// that was already cancelled. Payment ids are checkout keys, so the list is
+// an operator's (admin token) outside demo mode.
+func handleLatePayments(db *store.DB) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		late, err := db.LatePayments(r.Context())
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, late)
+	}
+}
+
+// ----- pages -----
+
+const shopperCookie = "shopper"
+
+// shopper returns the browser's shopper id, setting the cookie if it is new.
+func shopper(w http.ResponseWriter, r *http.Request) string {
+	if c, err := r.Cookie(shopperCookie); err == nil && shop.ValidateKey("shopper", c.Value) == nil {
+		return c.Value
+	}
+	// No cookie (http.ErrNoCookie) or a malformed one: issue a new id.
+	id := newKey()
+	http.SetCookie(w, &http.Cookie{Name: shopperCookie, Value: id, Path: "/", MaxAge: 365 * 24 * 3600, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+	return id
+}
+
+func handleStorePage(db *store.DB, page views.PageInfo) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		who := shopper(w, r)
+		p, err := db.Product(r.Context())
+		if err != nil {
+			return err
+		}
+		mine, err := db.RecentOrders(r.Context(), who, 10)
+		if err != nil {
+			return err
+		}
+		all, err := db.RecentOrders(r.Context(), "", 20)
+		if err != nil {
+			return err
+		}
+		return render(w, r, http.StatusOK, views.StorePage(page, views.Store{
+			Product: p, NewKey: newKey(), MyOrders: mine, AllOrders: all,
+		}))
+	}
+}
+
+func handleBuy(checkout Checkout) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := parseForm(r); err != nil {
+			return err
+		}
+		key := r.PostFormValue("key")
+		if err := shop.ValidateKey("checkout key", key); err != nil {
+			return err
+		}
+		// Sold out or not, the buyer goes to the payment page, which shows
+		// sold out too: the URL carries the key, so a reload or a second tab
+		// shows the same checkout.
+		if _, err := checkout.Start(r.Context(), key, shopper(w, r)); err != nil {
+			return err
+		}
+		http.Redirect(w, r, "/pay/"+key, http.StatusSeeOther)
+		return nil
+	}
+}
+
+func handlePayPage(db *store.DB, page views.PageInfo) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		key := r.PathValue("key")
+		if err := shop.ValidateKey("checkout key", key); err != nil {
+			return err
+		}
+		p, err := db.Product(r.Context())
+		if err != nil {
+			return err
+		}
+		pay := views.Pay{Key: key, Product: p}
+		o, err := db.OrderByKey(r.Context(), key)
+		switch {
+		case err == nil:
+			pay.Order = &o
+		case shop.KindOf(err) == shop.NotFound:
+			// No order: either the checkout sold out, or there is no such checkout.
+			state, err := db.CheckoutState(r.Context(), key)
+			if err != nil {
+				return err
+			}
+			if state != store.CheckoutSoldOut {
+				return shop.Errorf(shop.NotFound, "there is no checkout %s", key)
+			}
+			pay.SoldOut = true
+		default:
+			return err
+		}
+		return render(w, r, http.StatusOK, views.PayPage(page, pay))
+	}
+}
+
+// handlePay is the payment page's Pay and Decline buttons: the status is
+// applied in-process, as the webhook would, and the buyer follows the order.
+func handlePay(checkout Checkout) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := parseForm(r); err != nil {
+			return err
+		}
+		key, status := r.PathValue("key"), r.PostFormValue("status")
+		if err := shop.ValidatePayment(key, status); err != nil {
+			return err
+		}
+		orderID, err := checkout.Pay(r.Context(), key, status)
+		if err != nil {
+			return err
+		}
+		http.Redirect(w, r, "/track/"+strconv.FormatInt(orderID, 10), http.StatusSeeOther)
+		return nil
+	}
+}
+
+func handleOrderPage(db *store.DB, page views.PageInfo) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		o, err := orderFromPath(db, r)
+		if err != nil {
+			return err
+		}
+		return render(w, r, http.StatusOK, views.OrderPage(page, o))
+	}
+}
+
+func handleOrderPartial(db *store.DB) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		o, err := orderFromPath(db, r)
+		if err != nil {
+			return err
+		}
+		return render(w, r, http.StatusOK, views.OrderLive(o))
+	}
+}
+
+func handleStockPartial(db *store.DB) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		p, err := db.Product(r.Context())
+		if err != nil {
+			return err
+		}
+		return render(w, r, http.StatusOK, views.Stock(p))
+	}
+}
+
+func handleMyOrdersPartial(db *store.DB) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		mine, err := db.RecentOrders(r.Context(), shopper(w, r), 10)
+		if err != nil {
+			return err
+		}
+		return render(w, r, http.StatusOK, views.MyOrders(mine))
+	}
+}
+
+func handleInternalsPartial(db *store.DB, page views.PageInfo) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		p, err := db.Product(r.Context())
+		if err != nil {
+			return err
+		}
+		all, err := db.RecentOrders(r.Context(), "", 20)
+		if err != nil {
+			return err
+		}
+		return render(w, r, http.StatusOK, views.Internals(page, p, all))
+	}
+}
+
+func handleStatic() http.Handler {
+	sub, err := fs.Sub(views.Static, "static")
+	if err != nil {
+		panic(err) // the embedded tree is fixed at build time: this cannot happen in a built binary
+	}
+	files := http.StripPrefix("/static/", http.FileServerFS(sub))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		files.ServeHTTP(w, r)
+	})
+}
+
+// ----- workflow timeline -----
+
+// handleTimelinePartial is the order page's live timeline of the workflows
+// behind the order. It polls itself until everything is final.
+func handleTimelinePartial(db *store.DB, timelines Timelines) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		o, err := orderFromPath(db, r)
+		if err != nil {
+			return err
+		}
+		tl, err := timelines.Order(r.Context(), o)
+		if err != nil {
+			return err
+		}
+		tl.DOMID, tl.PollURL = "timeline", "/partials/timeline/"+strconv.FormatInt(o.ID, 10)
+		return render(w, r, http.StatusOK, views.TimelinePanel(tl))
+	}
+}
+
+// handleInternalsTimelinePartial is the internals panel's timeline: of the
+// order chosen with ?order=N, else of the newest order. It keeps polling,
+// since the newest order changes.
+func handleInternalsTimelinePartial(db *store.DB, timelines Timelines) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		tl := timeline.Timeline{DOMID: "internals-timeline", PollURL: "/partials/internals/timeline", Follow: true}
+		var id int64
+		if s := r.URL.Query().Get("order"); s != "" {
+			v, err := shop.ParseOrderID(s)
+			if err != nil {
+				return err
+			}
+			id = v
+			tl.PollURL += "?order=" + strconv.FormatInt(id, 10)
+		} else {
+			v, err := db.NewestOrderID(r.Context())
+			if err != nil {
+				return err
+			}
+			id = v
+		}
+		if id != 0 {
+			o, err := db.OrderByID(r.Context(), id)
+			if err != nil {
+				return err
+			}
+			got, err := timelines.Order(r.Context(), o)
+			if err != nil {
+				return err
+			}
+			got.DOMID, got.PollURL, got.Follow = tl.DOMID, tl.PollURL, tl.Follow
+			tl = got
+		}
+		return render(w, r, http.StatusOK, views.TimelinePanel(tl))
+	}
+}
+
+// handleDemoCrash is the pages' Crash button: POST /crash_application, except
+// that the page says which process run it means to crash (?run=N, from the
+// timeline it last polled) and a request meant for a run that is gone is
+// refused. Chromium resends a request whose reused keep-alive connection
+// closed without an answer, which is exactly what a crash does, so without
+// this one press crashed the store twice: the resent request crashed the
+// freshly restarted process too (the browser test caught it).
+func handleDemoCrash(runID int64, crash handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		// FormValue drops a form it cannot read (as this handler always
+		// has): with no run there is nothing to check, and the crash goes
+		// ahead as asked. A declared oversized body got its 413 already.
+		if s := r.FormValue("run"); s != "" {
+			run, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || run <= 0 {
+				return shop.Errorf(shop.Invalid, "run must be a process run id (got %.40q)", s)
+			}
+			if run != runID {
+				return shop.Errorf(shop.Conflict, "the store has restarted since (run %d is gone, this is run %d): nothing was crashed", run, runID)
+			}
+		}
+		return crash(w, r)
+	}
+}

@@ -1,0 +1,62 @@
+package web
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"widget-store/internal/metrics"
+)
+
+// handleMetrics serves the process's own registry in Prometheus's format.
+func handleMetrics(logger *slog.Logger, m *metrics.Metrics) http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{
+		ErrorLog:      promLogger{logger},
+		ErrorHandling: promhttp.ContinueOnError, // serve what could be gathered
+	})
+}
+
+// promLogger passes the metrics handler's gathering errors to the logger.
+type promLogger struct{ logger *slog.Logger }
+
+func (l promLogger) Println(v ...any) { l.logger.Error("metrics", "err", v) }
+
+// observeHTTP times every request under the route pattern the mux matched
+// (r.Pattern, set on the request by ServeMux), so /order/1 and /order/2 are one
+// series. Requests no route matched are "unmatched".
+func observeHTTP(m *metrics.Metrics, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		began := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		m.Request(route, r.Method, sw.status, time.Since(began))
+	})
+}
+
+// statusWriter remembers the status code written. Unwrap lets
+// http.ResponseController reach the real writer (flush, deadlines).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,154 @@
+// Package web is the store's HTTP layer: the JSON API, the pages and the
+// fragments htmx polls, the payment webhook and the operator actions.
+//
+// The design, once:
+//
+//   - Routes. NewServer builds one http.Handler; addRoutes is the one place
+//     every URL is declared, each mapped to a handler made by a function that
+//     takes exactly the dependencies it uses. There is no server struct and
+//     no package-level mutable state, so several stores can run in one test
+//     process.
+//   - Errors. Handlers return an error instead of writing it, and one adapter
+//     (responder.handle, respond.go) turns it into the answer: the shop.Kind
+//     of the error picks the status (NotFound 404, Conflict 409, Invalid 400,
+//     Busy 503, Unauthorized 401), an *http.MaxBytesError is a 413, a client
+//     that went away gets nothing, and anything else is the server's own
+//     failure: a 500 with a generic message. Only 5xx are logged. Failures
+//     found here (an unreadable form, a bad query value) are shop errors too,
+//     so there is one error type from the database to the wire. The answer
+//     is JSON, or the HTML error page for a browser or htmx.
+//   - Rendering. Pages are rendered to a buffer first, so a failure half-way
+//     becomes a clean error answer instead of half a page.
+//   - Auth. Operator actions (restock, crash, the refund list) need the admin
+//     token unless the store runs in demo mode; the payment webhook needs an
+//     HMAC signature when a secret is configured (auth.go). Cross-site
+//     browser posts are refused for every route, and every body is capped at
+//     64 KB.
+//
+// Starting checkouts and applying payments is not this package's business: it
+// goes through the Checkout interface, which the workflows satisfy.
+package web
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"widget-store/internal/metrics"
+	"widget-store/internal/shop"
+	"widget-store/internal/store"
+	"widget-store/internal/timeline"
+	"widget-store/views"
+)
+
+// Checkout is how the web layer starts checkouts and applies payments; the
+// root package's workflows satisfy it.
+type Checkout interface {
+	// Start starts (or, for a key seen before, finds) the checkout of key and
+	// waits for its first step. soldOut reports that it found no stock.
+	// Errors carry shop kinds (shop.Busy: still starting, retry).
+	Start(ctx context.Context, key, shopper string) (soldOut bool, err error)
+	// Pay applies payment status ("paid"/"failed", already validated by web)
+	// to the order behind payment id pid and returns its order id.
+	// shop.NotFound: unknown payment id; shop.Conflict: it contradicts the
+	// order's fate (message already written for the client); shop.Busy:
+	// still processing.
+	Pay(ctx context.Context, pid, status string) (orderID int64, err error)
+}
+
+// Timelines reads the durable execution behind an order.
+type Timelines interface {
+	Order(ctx context.Context, o shop.Order) (timeline.Timeline, error)
+}
+
+// Process is the running process as the pages and the crash buttons see it.
+// All three fields must be set.
+type Process struct {
+	RunID int64       // this process run (the demo crash button's ?run= check)
+	Ready func() bool // /healthz answers 200 only while true
+	Crash func()      // exits the process at once (os.Exit(1) in production)
+}
+
+// Config is what the web layer reads from the store's configuration.
+type Config struct {
+	AdminToken    string           // ADMIN_TOKEN; "" is demo mode
+	WebhookSecret string           // PAYMENT_WEBHOOK_SECRET; "" accepts unsigned webhooks
+	ExecutorID    string           // shown in every page's frame
+	Now           func() time.Time // clock for webhook timestamps; time.Now if nil
+}
+
+// maxBodyBytes bounds every request body; the store's forms are tiny.
+const maxBodyBytes = 64 << 10
+
+// NewServer returns the store's HTTP handler: every route, behind the
+// cross-origin protection, the body limit and the request metrics.
+func NewServer(logger *slog.Logger, cfg Config, db *store.DB, checkout Checkout, timelines Timelines, m *metrics.Metrics, proc Process) http.Handler {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	page := views.PageInfo{
+		Demo:             cfg.AdminToken == "",
+		Database:         db.Dialect.Name,
+		ExecutorID:       cfg.ExecutorID,
+		UnsignedWebhooks: cfg.WebhookSecret == "",
+	}
+	rs := responder{logger: logger, page: page}
+	mux := http.NewServeMux()
+	addRoutes(mux, logger, cfg, rs, db, checkout, timelines, m, proc)
+	// Browser form posts from another site are refused (Sec-Fetch-Site /
+	// Origin checks); API clients that send neither header pass.
+	var h http.Handler = http.NewCrossOriginProtection().Handler(mux)
+	return observeHTTP(m, limitBody(rs, h, maxBodyBytes))
+}
+
+// addRoutes is the one place every URL of the store is declared.
+func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder, db *store.DB,
+	checkout Checkout, timelines Timelines, m *metrics.Metrics, proc Process) {
+	handle, page, admin := rs.handle, rs.page, cfg.AdminToken
+
+	// JSON API, compatible with the reference widget store.
+	mux.Handle("GET /healthz", handleHealthz(proc.Ready))
+	mux.Handle("GET /product", handle(handleGetProduct(db)))
+	mux.Handle("GET /orders", handle(handleListOrders(db)))
+	mux.Handle("GET /order/{id}", handle(handleGetOrder(db)))
+	mux.Handle("POST /checkout/{key}", handle(handleCheckout(checkout)))
+	mux.Handle("POST /payment_webhook/{payment_id}/{status}", handle(handlePaymentWebhook(cfg.WebhookSecret, cfg.Now, checkout)))
+	mux.Handle("POST /restock", handle(requireAdmin(admin, handleRestock(logger, db, page))))
+	mux.Handle("POST /crash_application", handle(requireAdmin(admin, handleCrash(logger, proc.Crash))))
+	mux.Handle("GET /late_payments", handle(requireAdmin(admin, handleLatePayments(db))))
+
+	// Pages and the fragments they poll.
+	mux.Handle("GET /{$}", handle(handleStorePage(db, page)))
+	mux.Handle("POST /buy", handle(handleBuy(checkout)))
+	mux.Handle("GET /pay/{key}", handle(handlePayPage(db, page)))
+	mux.Handle("POST /pay/{key}", handle(handlePay(checkout)))
+	mux.Handle("GET /track/{id}", handle(handleOrderPage(db, page)))
+	mux.Handle("GET /partials/stock", handle(handleStockPartial(db)))
+	mux.Handle("GET /partials/my-orders", handle(handleMyOrdersPartial(db)))
+	mux.Handle("GET /partials/internals", handle(handleInternalsPartial(db, page)))
+	mux.Handle("GET /partials/track/{id}", handle(handleOrderPartial(db)))
+	mux.Handle("GET /partials/timeline/{id}", handle(handleTimelinePartial(db, timelines)))
+	mux.Handle("GET /partials/internals/timeline", handle(handleInternalsTimelinePartial(db, timelines)))
+	mux.Handle("POST /demo/crash", handle(requireAdmin(admin, handleDemoCrash(proc.RunID, handleCrash(logger, proc.Crash)))))
+	mux.Handle("GET /static/", handleStatic())
+
+	// Operations: Prometheus metrics (metrics.go).
+	mux.Handle("GET /metrics", handleMetrics(logger, m))
+	// Anything else gets the mux's own 404, or 405 with an Allow header
+	// for a known path with the wrong method.
+}
+
+// limitBody refuses a declared oversized body at once (413, before any
+// handler runs, so nothing starts or changes) and caps an undeclared
+// (chunked) one while it is read: parseForm turns that into a 413 too.
+func limitBody(rs responder, h http.Handler, n int64) http.Handler {
+	return rs.handle(func(w http.ResponseWriter, r *http.Request) error {
+		if r.ContentLength > n {
+			return &http.MaxBytesError{Limit: n}
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, n)
+		h.ServeHTTP(w, r)
+		return nil
+	})
+}
