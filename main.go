@@ -67,6 +67,7 @@ type config struct {
 	WebhookKey    string        // PAYMENT_WEBHOOK_SECRET: require signed webhooks when set
 	AdminToken    string        // ADMIN_TOKEN: require it for crash/restock when set
 	TakeoverAfter time.Duration // TAKEOVER_AFTER: resume the workflows of a peer silent this long (Postgres; 0 off)
+	SQLiteSync    string        // SQLITE_SYNCHRONOUS: normal or full
 
 	// pgTracer, when set (benchmarks only, never from the environment),
 	// sees every Postgres statement the store sends: bench_test.go counts them.
@@ -100,6 +101,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&payTimeout, "payment-timeout", env("PAYMENT_TIMEOUT", defaultPaymentTimeout.String()), "how long a checkout waits for payment (env PAYMENT_TIMEOUT)")
 	fs.StringVar(&crashAt, "crash-at", env("CRASH_AT", ""), "testing: exit right after step N of workflow W commits, as W:N (env CRASH_AT)")
 	fs.StringVar(&takeoverAfter, "takeover-after", env("TAKEOVER_AFTER", cluster.DefaultTakeoverAfter.String()), "resume the workflows of a peer instance silent this long; 0: never (env TAKEOVER_AFTER)")
+	fs.StringVar(&cfg.SQLiteSync, "sqlite-synchronous", env("SQLITE_SYNCHRONOUS", "normal"), "SQLite: normal (survives any process crash) or full (also a power loss, slower) (env SQLITE_SYNCHRONOUS)")
 	cfg.WebhookKey = getenv("PAYMENT_WEBHOOK_SECRET")
 	cfg.AdminToken = getenv("ADMIN_TOKEN")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -129,6 +131,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		return cfg, fmt.Errorf("LOG_FORMAT %q: want text or json", cfg.LogFormat)
+	}
+	if cfg.SQLiteSync != "normal" && cfg.SQLiteSync != "full" {
+		return cfg, fmt.Errorf("SQLITE_SYNCHRONOUS %q: want normal or full", cfg.SQLiteSync)
 	}
 	if cfg.ExecutorID == "" || len(cfg.ExecutorID) > 128 {
 		return cfg, fmt.Errorf("EXECUTOR_ID must be 1 to 128 characters")
@@ -237,11 +242,12 @@ func (s *services) handler(cfg config, logger *slog.Logger) http.Handler {
 // carries the previous build's unfinished workflows over, registers the
 // workflows and launches DBOS, which recovers this instance's pending ones.
 func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *services, err error) {
-	db, err := store.Open(ctx, cfg.DatabaseURL, store.Options{PgTracer: cfg.pgTracer})
+	m := metrics.New()
+	db, err := store.Open(ctx, cfg.DatabaseURL, store.Options{PgTracer: cfg.pgTracer, OnStatement: m.RoundTrip, SQLiteSynchronous: cfg.SQLiteSync})
 	if err != nil {
 		return nil, err
 	}
-	s := &services{db: db, metrics: metrics.New()}
+	s := &services{db: db, metrics: m}
 	defer func() {
 		if err != nil {
 			if s.handoffs != nil {

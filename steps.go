@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
@@ -77,12 +78,7 @@ func (s steps) markPaid(orderID int64) func(context.Context, dbos.Tx) (int64, er
 	return func(ctx context.Context, tx dbos.Tx) (int64, error) {
 		defer s.metrics.Step(shop.CheckoutWorkflow, "mark_paid", time.Now())
 		now := s.now().UnixMilli()
-		res, err := tx.Exec(ctx, `UPDATE orders SET order_status = $1, last_update_time = $2 WHERE order_id = $3 AND order_status = $4`,
-			shop.StatusPaid, now, orderID, shop.StatusPending)
-		if err != nil {
-			return 0, err
-		}
-		if err := expectOneRow(res, orderID, "mark paid"); err != nil {
+		if err := settle(ctx, tx, orderID, shop.StatusPaid, now); err != nil {
 			return 0, err
 		}
 		s.metrics.Checkout(metrics.CheckoutPaid)
@@ -97,15 +93,10 @@ func (s steps) cancel(orderID int64, payment string) func(context.Context, dbos.
 	return func(ctx context.Context, tx dbos.Tx) (int64, error) {
 		defer s.metrics.Step(shop.CheckoutWorkflow, "cancel", time.Now())
 		now := s.now().UnixMilli()
-		res, err := tx.Exec(ctx, `UPDATE orders SET order_status = $1, last_update_time = $2 WHERE order_id = $3 AND order_status = $4`,
-			shop.StatusCancelled, now, orderID, shop.StatusPending)
-		if err != nil {
+		if err := settle(ctx, tx, orderID, shop.StatusCancelled, now); err != nil {
 			return 0, err
 		}
-		if err := expectOneRow(res, orderID, "cancel"); err != nil {
-			return 0, err
-		}
-		res, err = tx.Exec(ctx, `UPDATE products SET inventory = inventory + 1 WHERE product_id = (SELECT product_id FROM orders WHERE order_id = $1)`, orderID)
+		res, err := tx.Exec(ctx, `UPDATE products SET inventory = inventory + 1 WHERE product_id = (SELECT product_id FROM orders WHERE order_id = $1)`, orderID)
 		if err != nil {
 			return 0, err
 		}
@@ -121,30 +112,71 @@ func (s steps) cancel(orderID int64, payment string) func(context.Context, dbos.
 	}
 }
 
-// dispatchLeg sets the order's progress_remaining to remaining (a set, not a
-// decrement, so it is idempotent even outside DBOS's exactly-once guarantee),
-// marks the order DISPATCHED at 0, and returns when the next leg is due (Unix
-// ms): this checkpoint is what makes the dispatch's waits durable.
-func (s steps) dispatchLeg(orderID int64, remaining int) func(context.Context, dbos.Tx) (int64, error) {
-	return func(ctx context.Context, tx dbos.Tx) (int64, error) {
-		defer s.metrics.Step(shop.DispatchWorkflow, "progress", time.Now())
-		now := s.now()
-		status := shop.StatusPaid
-		if remaining == 0 {
-			status = shop.StatusDispatched
+// dispatchLeg writes one leg of a dispatch: the order's progress_remaining
+// becomes remaining, and at 0 the order is DISPATCHED. It is not a DBOS step
+// but an idempotent write (see dispatch in workflow.go): a set, never a
+// decrement, and only downwards, so running it again (a recovered dispatch,
+// or a stale execution of one that another instance took over) changes
+// nothing. Zero rows matched means it was written before; an order that is
+// neither PAID nor DISPATCHED, or already behind this leg, is an error that
+// fails the dispatch.
+//
+// A failed write (the database restarting, a connection cut) is retried
+// until it succeeds or the workflow stops: DBOS retries its own steps'
+// transactions the same way, and a dispatch must not end in ERROR with its
+// order left PAID because Postgres blinked.
+func (s steps) dispatchLeg(ctx context.Context, db dbos.Querier, logger *slog.Logger, orderID int64, remaining int) error {
+	defer s.metrics.Step(shop.DispatchWorkflow, "progress", time.Now())
+	for pause := 50 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
+		done, err := s.writeLeg(ctx, db, orderID, remaining)
+		if done || err == nil {
+			return err
 		}
-		res, err := tx.Exec(ctx, `
-			UPDATE orders SET progress_remaining = $1, order_status = $2, last_update_time = $3
-			WHERE order_id = $4 AND order_status = $5 AND progress_remaining > $1`,
-			remaining, status, now.UnixMilli(), orderID, shop.StatusPaid)
-		if err != nil {
-			return 0, err
+		logger.Warn("dispatch: writing a leg failed; retrying", "order_id", orderID, "remaining", remaining, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
 		}
-		if err := expectOneRow(res, orderID, "dispatch progress"); err != nil {
-			return 0, err
-		}
-		return now.Add(time.Second).UnixMilli(), nil
 	}
+}
+
+// writeLeg is one attempt at a leg. done reports an outcome that trying again
+// cannot change: success, or the order in a state no leg may write.
+func (s steps) writeLeg(ctx context.Context, db dbos.Querier, orderID int64, remaining int) (done bool, err error) {
+	status := shop.StatusPaid
+	if remaining == 0 {
+		status = shop.StatusDispatched
+	}
+	res, err := db.Exec(ctx, `
+		UPDATE orders SET progress_remaining = $1, order_status = $2, last_update_time = $3
+		WHERE order_id = $4 AND order_status = $5 AND progress_remaining > $1`,
+		remaining, status, s.now().UnixMilli(), orderID, shop.StatusPaid)
+	if err != nil {
+		return false, fmt.Errorf("dispatch leg: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return err == nil, err
+	}
+	var cur shop.Status
+	var progress int
+	if err := db.QueryRow(ctx, `SELECT order_status, progress_remaining FROM orders WHERE order_id = $1`, orderID).Scan(&cur, &progress); err != nil {
+		return false, fmt.Errorf("dispatch leg: read order %d: %w", orderID, err)
+	}
+	if progress > remaining || (cur != shop.StatusPaid && cur != shop.StatusDispatched) {
+		return true, fmt.Errorf("dispatch leg: order %d is %s with %d legs to go, cannot go to %d", orderID, cur, progress, remaining)
+	}
+	return true, nil // written before
+}
+
+// settle moves a PENDING order to its fate (PAID or CANCELLED) at nowMs.
+func settle(ctx context.Context, tx dbos.Tx, orderID int64, to shop.Status, nowMs int64) error {
+	res, err := tx.Exec(ctx, `UPDATE orders SET order_status = $1, last_update_time = $2 WHERE order_id = $3 AND order_status = $4`,
+		to, nowMs, orderID, shop.StatusPending)
+	if err != nil {
+		return err
+	}
+	return expectOneRow(res, orderID, "mark "+to.String())
 }
 
 // expectOneRow turns a transition that matched no order into an error. With

@@ -135,29 +135,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		r.Print(stdout)
-		if !r.Checks.OK() {
-			return errFailed
-		}
+		return report(stdout, r, r.Checks)
 	case "chaos":
 		opts.Replay = 0.2
 		r, err := loadgen.Chaos(ctx, opts)
 		if err != nil {
 			return fmt.Errorf("%w (seed %d)", err, *seed)
 		}
-		r.Print(stdout)
-		if !r.Checks.OK() {
-			return errFailed
-		}
+		return report(stdout, r, r.Checks)
 	case "restart":
 		r, err := loadgen.Restart(ctx, opts)
 		if err != nil {
 			return err
 		}
-		r.Print(stdout)
-		if !r.Checks.OK() {
-			return errFailed
-		}
+		return report(stdout, r, r.Checks)
+	}
+	return nil
+}
+
+// report prints a run's report; a failed check makes the run fail.
+func report(w io.Writer, r interface{ Print(io.Writer) }, checks loadgen.Checks) error {
+	r.Print(w)
+	if !checks.OK() {
+		return errFailed
 	}
 	return nil
 }

@@ -13,13 +13,15 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	_ "modernc.org/sqlite" // the same pure-Go driver the store uses
+
+	"widget-store/internal/shop"
 )
 
 // Order is one row of the store's orders table.
 type Order struct {
 	ID       int64
 	Key      string
-	Status   int
+	Status   shop.Status
 	Progress int
 }
 
@@ -37,6 +39,10 @@ type Snapshot struct {
 // query_only so this reader cannot change anything.
 func ReadSnapshot(ctx context.Context, db *Database) (Snapshot, error) {
 	snap := Snapshot{LatePayments: map[string]int64{}, Workflows: map[string]int{}}
+	// Every read below is of one snapshot of the database (one read-only
+	// transaction), so a store still running beside the reader cannot commit
+	// between two of them: a checkout timing out between the stock read and
+	// the orders read would otherwise look like a unit lost.
 	var q querier
 	workflowTable := "workflow_status"
 	if db.Kind == "postgres" {
@@ -45,7 +51,12 @@ func ReadSnapshot(ctx context.Context, db *Database) (Snapshot, error) {
 			return snap, err
 		}
 		defer conn.Close(ctx)
-		q = pgxQ{conn}
+		tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+		if err != nil {
+			return snap, err
+		}
+		defer tx.Rollback(ctx) // read-only: nothing to commit
+		q = pgxQ{tx}
 		workflowTable = "dbos.workflow_status"
 	} else {
 		sdb, err := sql.Open("sqlite", "file:"+url.PathEscape(db.Path)+"?_pragma=query_only(1)&_pragma=busy_timeout(5000)")
@@ -53,12 +64,19 @@ func ReadSnapshot(ctx context.Context, db *Database) (Snapshot, error) {
 			return snap, err
 		}
 		defer sdb.Close()
-		q = sqlQ{sdb}
+		// A deferred transaction: its first read fixes the snapshot (WAL)
+		// for every later read in it.
+		tx, err := sdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+		if err != nil {
+			return snap, err
+		}
+		defer tx.Rollback() // read-only: nothing to commit
+		q = sqlQ{tx}
 	}
 	if err := q.queryRow(ctx, `SELECT inventory FROM products WHERE product_id = 1`).Scan(&snap.Stock); err != nil {
 		return snap, fmt.Errorf("read stock: %w", err)
 	}
-	err := q.each(ctx, `SELECT order_id, checkout_key, order_status, progress_remaining FROM orders ORDER BY order_id`, func(r scanner) error {
+	err := each(ctx, q, `SELECT order_id, checkout_key, order_status, progress_remaining FROM orders ORDER BY order_id`, func(r scanner) error {
 		var o Order
 		if err := r.Scan(&o.ID, &o.Key, &o.Status, &o.Progress); err != nil {
 			return err
@@ -69,7 +87,7 @@ func ReadSnapshot(ctx context.Context, db *Database) (Snapshot, error) {
 	if err != nil {
 		return snap, fmt.Errorf("read orders: %w", err)
 	}
-	err = q.each(ctx, `SELECT payment_id, order_id FROM late_payments`, func(r scanner) error {
+	err = each(ctx, q, `SELECT payment_id, order_id FROM late_payments`, func(r scanner) error {
 		var pid string
 		var id int64
 		if err := r.Scan(&pid, &id); err != nil {
@@ -81,7 +99,7 @@ func ReadSnapshot(ctx context.Context, db *Database) (Snapshot, error) {
 	if err != nil {
 		return snap, fmt.Errorf("read late payments: %w", err)
 	}
-	err = q.each(ctx, `SELECT name, status, count(*) FROM `+workflowTable+` GROUP BY name, status`, func(r scanner) error {
+	err = each(ctx, q, `SELECT name, status, count(*) FROM `+workflowTable+` GROUP BY name, status`, func(r scanner) error {
 		var name, status string
 		var n int
 		if err := r.Scan(&name, &status, &n); err != nil {
@@ -98,43 +116,54 @@ func ReadSnapshot(ctx context.Context, db *Database) (Snapshot, error) {
 
 type scanner interface{ Scan(dest ...any) error }
 
+// rows is a query's result, as database/sql and pgx both give it.
+type rows interface {
+	scanner
+	Next() bool
+	Err() error
+	Close() error
+}
+
 type querier interface {
 	queryRow(ctx context.Context, q string) scanner
-	each(ctx context.Context, q string, f func(scanner) error) error
+	query(ctx context.Context, q string) (rows, error)
 }
 
-type sqlQ struct{ db *sql.DB }
-
-func (s sqlQ) queryRow(ctx context.Context, q string) scanner { return s.db.QueryRowContext(ctx, q) }
-func (s sqlQ) each(ctx context.Context, q string, f func(scanner) error) error {
-	rows, err := s.db.QueryContext(ctx, q)
+// each runs q and calls f on each row. The rows of a query that failed
+// (perhaps a nil pointer inside the interface) are never touched.
+func each(ctx context.Context, db querier, q string, f func(scanner) error) error {
+	rs, err := db.query(ctx, q)
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := f(rows); err != nil {
+	defer rs.Close()
+	for rs.Next() {
+		if err := f(rs); err != nil {
 			return err
 		}
 	}
-	return rows.Err()
+	return rs.Err()
 }
 
-type pgxQ struct{ c *pgx.Conn }
+type sqlQ struct{ db *sql.Tx }
+
+func (s sqlQ) queryRow(ctx context.Context, q string) scanner    { return s.db.QueryRowContext(ctx, q) }
+func (s sqlQ) query(ctx context.Context, q string) (rows, error) { return s.db.QueryContext(ctx, q) }
+
+type pgxQ struct{ c pgx.Tx }
 
 func (p pgxQ) queryRow(ctx context.Context, q string) scanner { return p.c.QueryRow(ctx, q) }
-func (p pgxQ) each(ctx context.Context, q string, f func(scanner) error) error {
-	rows, err := p.c.Query(ctx, q)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := f(rows); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
+func (p pgxQ) query(ctx context.Context, q string) (rows, error) {
+	rs, err := p.c.Query(ctx, q)
+	return pgxRows{rs}, err
+}
+
+// pgxRows gives pgx's rows the Close of database/sql's.
+type pgxRows struct{ pgx.Rows }
+
+func (r pgxRows) Close() error {
+	r.Rows.Close()
+	return nil
 }
 
 // Check is one invariant's verdict.
@@ -204,7 +233,7 @@ type Observed struct {
 // snapshot taken after the run and the clients' acknowledgements.
 func CheckInvariants(initialStock int, snap Snapshot, purchases []Purchase, obs Observed) Checks {
 	byKey := map[string]Order{}
-	count := map[int]int{}
+	count := map[shop.Status]int{}
 	for _, o := range snap.Orders {
 		count[o.Status]++
 	}
@@ -212,10 +241,10 @@ func CheckInvariants(initialStock int, snap Snapshot, purchases []Purchase, obs 
 
 	// 1. Stock conservation.
 	var o1 offences
-	holding := count[StatusPaid] + count[StatusDispatched] + count[StatusPending]
+	holding := count[shop.StatusPaid] + count[shop.StatusDispatched] + count[shop.StatusPending]
 	if initialStock-snap.Stock != holding {
 		o1.add("initial %d − final %d = %d, but PAID %d + DISPATCHED %d + PENDING %d = %d",
-			initialStock, snap.Stock, initialStock-snap.Stock, count[StatusPaid], count[StatusDispatched], count[StatusPending], holding)
+			initialStock, snap.Stock, initialStock-snap.Stock, count[shop.StatusPaid], count[shop.StatusDispatched], count[shop.StatusPending], holding)
 	}
 	if snap.Stock < 0 {
 		o1.add("final stock %d < 0", snap.Stock)
@@ -227,7 +256,7 @@ func CheckInvariants(initialStock int, snap Snapshot, purchases []Purchase, obs 
 	}
 	cs = append(cs, o1.check("1 stock conserved, never negative",
 		fmt.Sprintf("initial %d − final %d = %d = PAID %d + DISPATCHED %d + PENDING %d",
-			initialStock, snap.Stock, initialStock-snap.Stock, count[StatusPaid], count[StatusDispatched], count[StatusPending])))
+			initialStock, snap.Stock, initialStock-snap.Stock, count[shop.StatusPaid], count[shop.StatusDispatched], count[shop.StatusPending])))
 
 	// 2. One key → at most one order; every order made by a key a client sent.
 	var o2 offences
@@ -281,28 +310,28 @@ func CheckInvariants(initialStock int, snap Snapshot, purchases []Purchase, obs 
 		}
 		wantID := strconv.FormatInt(o.ID, 10)
 		switch {
-		case p.Sent == "paid" && p.Payment.Status == http.StatusOK:
+		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusOK:
 			paidAcks++
-			if o.Status != StatusPaid && o.Status != StatusDispatched {
-				o3.add("paid acknowledged for order %d but it is %s", o.ID, StatusName(o.Status))
+			if o.Status != shop.StatusPaid && o.Status != shop.StatusDispatched {
+				o3.add("paid acknowledged for order %d but it is %s", o.ID, o.Status)
 			}
 			if p.Payment.Body != wantID {
 				o3.add("paid for %s answered order %q, want %s", p.Key, p.Payment.Body, wantID)
 			}
-		case p.Sent == "failed" && p.Payment.Status == http.StatusOK:
+		case p.Sent == shop.PaymentFailed && p.Payment.Status == http.StatusOK:
 			failedAcks++
-			if o.Status != StatusCancelled {
-				o3.add("decline acknowledged for order %d but it is %s", o.ID, StatusName(o.Status))
+			if o.Status != shop.StatusCancelled {
+				o3.add("decline acknowledged for order %d but it is %s", o.ID, o.Status)
 			}
 			if p.Payment.Body != wantID {
 				o3.add("failed for %s answered order %q, want %s", p.Key, p.Payment.Body, wantID)
 			}
-		case p.Sent == "paid" && p.Payment.Status == http.StatusConflict:
+		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusConflict:
 			// The payment window closed first: the order is cancelled and the
 			// payment recorded for refund.
 			lateAcks++
-			if o.Status != StatusCancelled {
-				o3.add("paid for order %d answered 409 but it is %s", o.ID, StatusName(o.Status))
+			if o.Status != shop.StatusCancelled {
+				o3.add("paid for order %d answered 409 but it is %s", o.ID, o.Status)
 			}
 			if _, ok := snap.LatePayments[p.Key]; !ok {
 				o3.add("paid for cancelled order %d answered 409 but is not recorded for refund", o.ID)
@@ -311,8 +340,8 @@ func CheckInvariants(initialStock int, snap Snapshot, purchases []Purchase, obs 
 			o3.add("%s for order %d answered %v", p.Sent, o.ID, p.Payment)
 		default: // never paid (abandoned, or the client gave up): the window closes
 			unpaid++
-			if o.Status != StatusCancelled && o.Status != StatusPending {
-				o3.add("order %d was never paid but is %s", o.ID, StatusName(o.Status))
+			if o.Status != shop.StatusCancelled && o.Status != shop.StatusPending {
+				o3.add("order %d was never paid but is %s", o.ID, o.Status)
 			}
 		}
 		for _, r := range p.Replays {
@@ -321,15 +350,15 @@ func CheckInvariants(initialStock int, snap Snapshot, purchases []Purchase, obs 
 			}
 		}
 	}
-	if got := count[StatusPaid] + count[StatusDispatched]; got != paidAcks {
+	if got := count[shop.StatusPaid] + count[shop.StatusDispatched]; got != paidAcks {
 		o3.add("%d orders PAID/DISPATCHED but %d paid acknowledgements", got, paidAcks)
 	}
-	if got, want := count[StatusCancelled]+count[StatusPending], failedAcks+lateAcks+unpaid; got != want {
+	if got, want := count[shop.StatusCancelled]+count[shop.StatusPending], failedAcks+lateAcks+unpaid; got != want {
 		o3.add("%d orders CANCELLED/PENDING but %d declines + %d late payments + %d unpaid", got, failedAcks, lateAcks, unpaid)
 	}
 	cs = append(cs, o3.check("3 every acknowledgement matches the order",
 		fmt.Sprintf("%d paid = %d PAID/DISPATCHED; %d declined + %d paid too late + %d unpaid = %d CANCELLED",
-			paidAcks, count[StatusPaid]+count[StatusDispatched], failedAcks, lateAcks, unpaid, count[StatusCancelled])))
+			paidAcks, count[shop.StatusPaid]+count[shop.StatusDispatched], failedAcks, lateAcks, unpaid, count[shop.StatusCancelled])))
 
 	// 4. Forward only; DISPATCHED ⇔ progress 0; progress never rises.
 	var o4 offences
@@ -339,8 +368,8 @@ func CheckInvariants(initialStock int, snap Snapshot, purchases []Purchase, obs 
 		}
 	}
 	for _, o := range snap.Orders {
-		if (o.Status == StatusDispatched) != (o.Progress == 0) {
-			o4.add("order %d is %s with progress %d", o.ID, StatusName(o.Status), o.Progress)
+		if (o.Status == shop.StatusDispatched) != (o.Progress == 0) {
+			o4.add("order %d is %s with progress %d", o.ID, o.Status, o.Progress)
 		}
 	}
 	cs = append(cs, o4.check("4 status only forward, DISPATCHED ⇔ progress 0, progress never rises",
@@ -352,8 +381,8 @@ func CheckInvariants(initialStock int, snap Snapshot, purchases []Purchase, obs 
 		o5.add("%v", obs.SettleErr)
 	}
 	for _, o := range snap.Orders {
-		if o.Status == StatusPending || o.Status == StatusPaid {
-			o5.add("order %d still %s", o.ID, StatusName(o.Status))
+		if o.Status == shop.StatusPending || o.Status == shop.StatusPaid {
+			o5.add("order %d still %s", o.ID, o.Status)
 		}
 	}
 	for k, n := range snap.Workflows {

@@ -3,6 +3,8 @@ package loadgen
 import (
 	"strings"
 	"testing"
+
+	"widget-store/internal/shop"
 )
 
 // The checker must fail on each kind of corruption it exists to catch: a
@@ -12,10 +14,10 @@ func TestCheckInvariantsCatchesEachViolation(t *testing.T) {
 		snap := Snapshot{
 			Stock: 98,
 			Orders: []Order{
-				{ID: 1, Key: "a", Status: StatusDispatched, Progress: 0},
-				{ID: 2, Key: "b", Status: StatusCancelled, Progress: 10},
-				{ID: 3, Key: "c", Status: StatusDispatched, Progress: 0},
-				{ID: 4, Key: "d", Status: StatusCancelled, Progress: 10},
+				{ID: 1, Key: "a", Status: shop.StatusDispatched, Progress: 0},
+				{ID: 2, Key: "b", Status: shop.StatusCancelled, Progress: shop.DispatchLegs},
+				{ID: 3, Key: "c", Status: shop.StatusDispatched, Progress: 0},
+				{ID: 4, Key: "d", Status: shop.StatusCancelled, Progress: shop.DispatchLegs},
 			},
 			LatePayments: map[string]int64{"d": 4},
 			Workflows:    map[string]int{"checkout SUCCESS": 5, "dispatch SUCCESS": 2},
@@ -44,13 +46,13 @@ func TestCheckInvariantsCatchesEachViolation(t *testing.T) {
 		{"a unit lost", func(s *Snapshot, _ []Purchase, _ *Observed) { s.Stock = 97 }, "1"},
 		{"negative stock seen", func(_ *Snapshot, _ []Purchase, o *Observed) { o.Violations = []string{"stock -1 < 0"} }, "1"},
 		{"an order no key made", func(s *Snapshot, _ []Purchase, _ *Observed) {
-			s.Orders = append(s.Orders, Order{ID: 5, Key: "zz", Status: StatusCancelled, Progress: 10})
+			s.Orders = append(s.Orders, Order{ID: 5, Key: "zz", Status: shop.StatusCancelled, Progress: shop.DispatchLegs})
 		}, "2"},
 		{"sold out but an order", func(s *Snapshot, _ []Purchase, _ *Observed) {
-			s.Orders = append(s.Orders, Order{ID: 5, Key: "e", Status: StatusCancelled, Progress: 10})
+			s.Orders = append(s.Orders, Order{ID: 5, Key: "e", Status: shop.StatusCancelled, Progress: shop.DispatchLegs})
 		}, "2"},
 		{"paid ack, order cancelled", func(s *Snapshot, _ []Purchase, _ *Observed) {
-			s.Orders[0].Status, s.Orders[0].Progress, s.Stock = StatusCancelled, 10, 99
+			s.Orders[0].Status, s.Orders[0].Progress, s.Stock = shop.StatusCancelled, shop.DispatchLegs, 99
 		}, "3"},
 		{"answered the wrong order", func(_ *Snapshot, ps []Purchase, _ *Observed) { ps[0].Payment.Body = "3" }, "3"},
 		{"a replay answered differently", func(_ *Snapshot, ps []Purchase, _ *Observed) { ps[2].Replays[0].Got = Answer{409, "x"} }, "3"},

@@ -24,6 +24,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"widget-store/internal/shop"
 )
 
 // ----- a client of several instances -----
@@ -242,7 +244,7 @@ func SettledSnapshot(ctx context.Context, db *Database, timeout time.Duration) (
 			snap = s
 			open := 0
 			for _, o := range s.Orders {
-				if o.Status == StatusPending || o.Status == StatusPaid {
+				if o.Status == shop.StatusPending || o.Status == shop.StatusPaid {
 					open++
 				}
 			}

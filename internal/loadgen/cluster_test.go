@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"widget-store/internal/shop"
 )
 
 // A call that fails on one instance moves on to the next, with the same
@@ -98,9 +100,9 @@ func TestSamplerSourceRecordsViolations(t *testing.T) {
 		orders []apiOrder
 		stock  int
 	}{
-		{[]apiOrder{{1, StatusPaid, 8}, {2, StatusPending, 10}, {3, StatusPaid, 5}}, 5},
-		{[]apiOrder{{1, StatusPending, 8}, {2, StatusPending, 10}, {3, StatusPaid, 6}}, 5},
-		{[]apiOrder{{1, StatusPaid, 8}, {2, StatusDispatched, 3}, {3, StatusPaid, 6}}, -1},
+		{[]apiOrder{{1, shop.StatusPaid, 8}, {2, shop.StatusPending, shop.DispatchLegs}, {3, shop.StatusPaid, 5}}, 5},
+		{[]apiOrder{{1, shop.StatusPending, 8}, {2, shop.StatusPending, shop.DispatchLegs}, {3, shop.StatusPaid, 6}}, 5},
+		{[]apiOrder{{1, shop.StatusPaid, 8}, {2, shop.StatusDispatched, 3}, {3, shop.StatusPaid, 6}}, -1},
 	}
 	i := 0
 	s := &Sampler{orders: map[int64]seenOrder{}, minInv: 1 << 62}

@@ -10,53 +10,33 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"widget-store/internal/shop"
 )
 
-// Order statuses as the store reports them.
-const (
-	StatusCancelled  = -1
-	StatusPending    = 0
-	StatusDispatched = 1
-	StatusPaid       = 2
-)
-
-// StatusName names an order status.
-func StatusName(s int) string {
-	switch s {
-	case StatusCancelled:
-		return "CANCELLED"
-	case StatusPending:
-		return "PENDING"
-	case StatusDispatched:
-		return "DISPATCHED"
-	case StatusPaid:
-		return "PAID"
-	}
-	return fmt.Sprintf("status(%d)", s)
-}
-
-// rank orders statuses along their only allowed path: PENDING, then PAID
-// then DISPATCHED, or PENDING then CANCELLED.
-func forward(from, to int) bool {
+// forward reports whether from → to follows an order's only allowed path:
+// PENDING, then PAID then DISPATCHED, or PENDING then CANCELLED.
+func forward(from, to shop.Status) bool {
 	switch {
 	case from == to:
 		return true
-	case from == StatusPending:
-		return to == StatusPaid || to == StatusDispatched || to == StatusCancelled
-	case from == StatusPaid:
-		return to == StatusDispatched
+	case from == shop.StatusPending:
+		return to == shop.StatusPaid || to == shop.StatusDispatched || to == shop.StatusCancelled
+	case from == shop.StatusPaid:
+		return to == shop.StatusDispatched
 	}
 	return false
 }
 
 type apiOrder struct {
-	OrderID           int64 `json:"order_id"`
-	OrderStatus       int   `json:"order_status"`
-	ProgressRemaining int   `json:"progress_remaining"`
+	OrderID           int64       `json:"order_id"`
+	OrderStatus       shop.Status `json:"order_status"`
+	ProgressRemaining int         `json:"progress_remaining"`
 }
 
 type seenOrder struct {
-	status, progress int
+	status   shop.Status
+	progress int
 }
 
 // Sampler watches the store through its API while it runs: every order's
@@ -121,15 +101,15 @@ func (s *Sampler) Sample(ctx context.Context) (allFinal bool, err error) {
 	}
 	allFinal = true
 	for _, o := range orders {
-		if o.OrderStatus == StatusPending || o.OrderStatus == StatusPaid {
+		if o.OrderStatus == shop.StatusPending || o.OrderStatus == shop.StatusPaid {
 			allFinal = false
 		}
-		if (o.OrderStatus == StatusDispatched) != (o.ProgressRemaining == 0) {
-			s.violation("order %d is %s with progress %d", o.OrderID, StatusName(o.OrderStatus), o.ProgressRemaining)
+		if (o.OrderStatus == shop.StatusDispatched) != (o.ProgressRemaining == 0) {
+			s.violation("order %d is %s with progress %d", o.OrderID, o.OrderStatus, o.ProgressRemaining)
 		}
 		prev, ok := s.orders[o.OrderID]
 		if ok && !forward(prev.status, o.OrderStatus) {
-			s.violation("order %d went from %s back to %s", o.OrderID, StatusName(prev.status), StatusName(o.OrderStatus))
+			s.violation("order %d went from %s back to %s", o.OrderID, prev.status, o.OrderStatus)
 		}
 		if ok && o.ProgressRemaining > prev.progress {
 			s.violation("order %d progress rose from %d to %d", o.OrderID, prev.progress, o.ProgressRemaining)
@@ -228,7 +208,7 @@ func (s *Sampler) olderFinal(ctx context.Context) (bool, error) {
 	}
 	var check []int64
 	for id := int64(1); id <= maxID-1000; id++ {
-		if o, ok := s.orders[id]; !ok || o.status == StatusPending || o.status == StatusPaid {
+		if o, ok := s.orders[id]; !ok || o.status == shop.StatusPending || o.status == shop.StatusPaid {
 			check = append(check, id)
 		}
 	}
@@ -245,11 +225,11 @@ func (s *Sampler) olderFinal(ctx context.Context) (bool, error) {
 		s.mu.Lock()
 		prev, seen := s.orders[id]
 		if seen && !forward(prev.status, o.OrderStatus) {
-			s.violation("order %d went from %s back to %s", id, StatusName(prev.status), StatusName(o.OrderStatus))
+			s.violation("order %d went from %s back to %s", id, prev.status, o.OrderStatus)
 		}
 		s.orders[id] = seenOrder{o.OrderStatus, o.ProgressRemaining}
 		s.mu.Unlock()
-		if o.OrderStatus == StatusPending || o.OrderStatus == StatusPaid {
+		if o.OrderStatus == shop.StatusPending || o.OrderStatus == shop.StatusPaid {
 			return false, nil
 		}
 	}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"widget-store/internal/shop"
 )
 
 // Options configure a run. Zero values take the defaults noted.
@@ -98,7 +100,7 @@ func (o *Options) settleTimeout() time.Duration {
 	if pt == 0 {
 		pt = 120 * time.Second
 	}
-	return pt + 11*time.Second + o.SettleExtra // the payment window, a 10 s dispatch, recovery
+	return pt + (shop.DispatchLegs+1)*time.Second + o.SettleExtra // the payment window, a dispatch and a second, recovery
 }
 
 // restock sets the stock over HTTP (demo mode: no admin token).
@@ -141,11 +143,11 @@ func tally(ps []Purchase) Tally {
 			}
 		}
 		switch {
-		case p.Sent == "paid" && p.Payment.Status == http.StatusOK:
+		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusOK:
 			t.Paid++
-		case p.Sent == "paid" && p.Payment.Status == http.StatusConflict:
+		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusConflict:
 			t.PaidTooLate++
-		case p.Sent == "failed" && p.Payment.Status == http.StatusOK:
+		case p.Sent == shop.PaymentFailed && p.Payment.Status == http.StatusOK:
 			t.Declined++
 		}
 	}
@@ -220,12 +222,17 @@ func newRig(st *Store, o Options, sampleEvery time.Duration, reads *atomic.Int64
 	return rig{stats: stats, client: client, sampler: NewSampler(st.Base(), sampleEvery, reads), ledger: &Ledger{}}
 }
 
-// startStocked starts the store and sets its stock for the run.
-func startStocked(ctx context.Context, st *Store, o Options, reads *atomic.Int64) error {
+// startStocked starts the store, sets its stock for the run and returns the
+// rig that drives it (sampling every o.SampleEvery).
+func startStocked(ctx context.Context, st *Store, o Options) (rig, error) {
+	reads := new(atomic.Int64) // the rig's reads are not reported
 	if _, err := st.Start(ctx); err != nil {
-		return err
+		return rig{}, err
 	}
-	return restock(ctx, st.Base(), o.Stock, reads)
+	if err := restock(ctx, st.Base(), o.Stock, reads); err != nil {
+		return rig{}, err
+	}
+	return newRig(st, o, o.SampleEvery, reads), nil
 }
 
 // Load runs C shoppers for Duration against a fresh store and measures it.
@@ -267,18 +274,17 @@ func Load(ctx context.Context, o Options) (*LoadReport, error) {
 
 	fmt.Fprintf(o.Progress, "load: %s, C=%d for %v…\n", o.DB.Kind, o.Concurrency, o.Duration)
 	rg := newRig(st, o, 500*time.Millisecond, &reads)
-	stats, client, sampler, ledger := rg.stats, rg.client, rg.sampler, rg.ledger
 	var rss RSSSampler
 	bg, stopBG := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { rss.Run(bg, st, 100*time.Millisecond) })
-	wg.Go(func() { sampler.Run(bg) })
+	wg.Go(func() { rg.sampler.Run(bg) })
 	loadCtx, cancel := context.WithTimeout(ctx, o.Duration)
 	start := time.Now()
-	Shoppers(loadCtx, client, ShopperConfig{
+	Shoppers(loadCtx, rg.client, ShopperConfig{
 		Concurrency: o.Concurrency, MaxPurchases: o.MaxPurchases, Decline: o.Decline, Abandon: o.Abandon,
 		Replay: o.Replay, Seed: o.Seed, KeyPrefix: "load-" + strconv.FormatInt(o.Seed, 10) + "-",
-	}, ledger)
+	}, rg.ledger)
 	r.Elapsed = time.Since(start)
 	cancel()
 	stopBG()
@@ -286,13 +292,13 @@ func Load(ctx context.Context, o Options) (*LoadReport, error) {
 	r.RSSLoad = rss.Max()
 
 	var checks Checks
-	r.Tally, r.Settle, checks, err = finish(ctx, &o, st, sampler, ledger)
+	r.Tally, r.Settle, checks, err = finish(ctx, &o, st, rg.sampler, rg.ledger)
 	if err != nil {
 		return nil, err
 	}
 	r.RunWall = time.Since(wallStart)
 	r.Checks = checks
-	r.Checkout, r.Webhook, r.Errors = stats.Latency("checkout"), stats.Latency("webhook"), stats.Errors()
+	r.Checkout, r.Webhook, r.Errors = rg.stats.Latency("checkout"), rg.stats.Latency("webhook"), rg.stats.Errors()
 	if o.DB.Kind == "postgres" {
 		c1, err := settledCommits(ctx, o.DB)
 		if err != nil {
@@ -457,26 +463,24 @@ func Chaos(ctx context.Context, o Options) (*ChaosReport, error) {
 		o.Kills = 20
 	}
 	r := &ChaosReport{DB: o.DB.Kind, Seed: o.Seed}
-	var reads atomic.Int64
 	st := o.store(false)
 	defer st.Kill()
-	if err := startStocked(ctx, st, o, &reads); err != nil {
+	rg, err := startStocked(ctx, st, o)
+	if err != nil {
 		return nil, err
 	}
-	rg := newRig(st, o, o.SampleEvery, &reads)
-	stats, client, sampler, ledger := rg.stats, rg.client, rg.sampler, rg.ledger
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	var wg sync.WaitGroup
-	wg.Go(func() { sampler.Run(loadCtx) })
+	wg.Go(func() { rg.sampler.Run(loadCtx) })
 	shoppersDone := make(chan struct{})
 	start := time.Now()
 	go func() {
 		defer close(shoppersDone)
-		Shoppers(loadCtx, client, ShopperConfig{
+		Shoppers(loadCtx, rg.client, ShopperConfig{
 			Concurrency: o.Concurrency, MaxPurchases: o.MaxPurchases, Decline: o.Decline, Abandon: o.Abandon,
 			Replay: o.Replay, Seed: o.Seed, KeyPrefix: "chaos-" + strconv.FormatInt(o.Seed, 10) + "-",
-		}, ledger)
+		}, rg.ledger)
 	}()
 
 	rng := rand.New(rand.NewPCG(uint64(o.Seed), 0xc4a05))
@@ -510,13 +514,12 @@ func Chaos(ctx context.Context, o Options) (*ChaosReport, error) {
 	r.Elapsed = time.Since(start)
 	r.Downtime = percentiles(downtimes)
 
-	var err error
-	r.Tally, r.Settle, r.Checks, err = finish(ctx, &o, st, sampler, ledger)
+	r.Tally, r.Settle, r.Checks, err = finish(ctx, &o, st, rg.sampler, rg.ledger)
 	if err != nil {
 		return nil, err
 	}
-	r.Errors = stats.Errors()
-	r.Checkout, r.Webhook = stats.Latency("checkout"), stats.Latency("webhook")
+	r.Errors = rg.stats.Errors()
+	r.Checkout, r.Webhook = rg.stats.Latency("checkout"), rg.stats.Latency("webhook")
 	return r, nil
 }
 
@@ -568,26 +571,24 @@ type RestartReport struct {
 func Restart(ctx context.Context, o Options) (*RestartReport, error) {
 	o.defaults()
 	r := &RestartReport{DB: o.DB.Kind, ProbeErrors: map[string]int{}}
-	var reads atomic.Int64
 	st := o.store(true)
 	defer st.Kill()
-	if err := startStocked(ctx, st, o, &reads); err != nil {
+	rg, err := startStocked(ctx, st, o)
+	if err != nil {
 		return nil, err
 	}
-	rg := newRig(st, o, o.SampleEvery, &reads)
-	stats, client, sampler, ledger := rg.stats, rg.client, rg.sampler, rg.ledger
-	client.MaxBackoff = 20 * time.Millisecond
+	rg.client.MaxBackoff = 20 * time.Millisecond
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	var wg sync.WaitGroup
-	wg.Go(func() { sampler.Run(loadCtx) })
+	wg.Go(func() { rg.sampler.Run(loadCtx) })
 	shoppersDone := make(chan struct{})
 	go func() {
 		defer close(shoppersDone)
-		Shoppers(loadCtx, client, ShopperConfig{
+		Shoppers(loadCtx, rg.client, ShopperConfig{
 			Concurrency: o.Concurrency, Decline: o.Decline, Seed: o.Seed,
 			KeyPrefix: "restart-" + strconv.FormatInt(o.Seed, 10) + "-",
-		}, ledger)
+		}, rg.ledger)
 	}()
 	time.Sleep(o.RestartWarmup)
 
@@ -632,13 +633,13 @@ func Restart(ctx context.Context, o Options) (*RestartReport, error) {
 	}
 	dead := time.Now()
 	var inflight []*Purchase
-	ledger.mu.Lock()
-	for _, p := range ledger.purchases {
+	rg.ledger.mu.Lock()
+	for _, p := range rg.ledger.purchases {
 		if p.Started.Before(crashed) && (p.Finished.IsZero() || p.Finished.After(crashed)) {
 			inflight = append(inflight, p)
 		}
 	}
-	ledger.mu.Unlock()
+	rg.ledger.mu.Unlock()
 	r.InFlight = len(inflight)
 
 	deadline := time.Now().Add(30 * time.Second)
@@ -654,7 +655,7 @@ func Restart(ctx context.Context, o Options) (*RestartReport, error) {
 		time.Sleep(time.Millisecond)
 	}
 	for time.Now().Before(deadline) {
-		ledger.mu.Lock()
+		rg.ledger.mu.Lock()
 		var last time.Time
 		done := true
 		for _, p := range inflight {
@@ -666,7 +667,7 @@ func Restart(ctx context.Context, o Options) (*RestartReport, error) {
 				last = p.Finished
 			}
 		}
-		ledger.mu.Unlock()
+		rg.ledger.mu.Unlock()
 		if done {
 			if !last.IsZero() {
 				r.InFlightDone = last.Sub(crashed)
@@ -685,12 +686,12 @@ func Restart(ctx context.Context, o Options) (*RestartReport, error) {
 		return nil, errors.New("no request succeeded within 30s of the crash")
 	}
 
-	r.Tally, _, r.Checks, err = finish(ctx, &o, st, sampler, ledger)
+	r.Tally, _, r.Checks, err = finish(ctx, &o, st, rg.sampler, rg.ledger)
 	if err != nil {
 		return nil, err
 	}
-	r.ShopperErrors = stats.Errors()
-	r.Refused = r.ProbeErrors["connection refused"] + stats.ErrorCount("connection refused")
+	r.ShopperErrors = rg.stats.Errors()
+	r.Refused = r.ProbeErrors["connection refused"] + rg.stats.ErrorCount("connection refused")
 	return r, nil
 }
 

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"widget-store/internal/shop"
 )
 
 // Purchase is everything one shopper was told about one key: the
@@ -19,7 +21,7 @@ type Purchase struct {
 	Finished time.Time // zero while in flight
 
 	Checkout Answer // 200 + payment id, 409 sold out, or an unexpected 4xx
-	Sent     string // payment status sent: "paid", "failed", or "" (not paid: sold out, abandoned, gave up)
+	Sent     string // payment status sent: shop.PaymentPaid, shop.PaymentFailed, or "" (not paid: sold out, abandoned, gave up)
 	Payment  Answer // 200 + order id, or 409
 	// Replays are the answers to the same calls made again after the
 	// purchase completed; a careful client may repeat a call whose answer it
@@ -55,11 +57,14 @@ func (l *Ledger) add(p *Purchase) {
 	l.mu.Unlock()
 }
 
-func (l *Ledger) gaveUp(p *Purchase, why string) {
+// record changes a purchase under the ledger's lock.
+func (l *Ledger) record(change func()) {
 	l.mu.Lock()
-	p.GaveUp = why
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	change()
 }
+
+func (l *Ledger) gaveUp(p *Purchase, why string) { l.record(func() { p.GaveUp = why }) }
 
 // Purchases returns a copy of the records. Call it after the shoppers stop.
 func (l *Ledger) Purchases() []Purchase {
@@ -133,37 +138,27 @@ func Shoppers(ctx context.Context, c Caller, cfg ShopperConfig, ledger *Ledger) 
 // buy makes one purchase as a careful client: the same key until checkout
 // answers, then the same payment call until it answers.
 func buy(ctx context.Context, c Caller, p *Purchase, decline, abandon, replay bool, ledger *Ledger) {
-	defer func() {
-		ledger.mu.Lock()
-		p.Finished = time.Now()
-		ledger.mu.Unlock()
-	}()
+	defer ledger.record(func() { p.Finished = time.Now() })
 	a, _, err := c.Checkout(ctx, p.Key)
 	if err != nil {
 		ledger.gaveUp(p, err.Error())
 		return
 	}
-	ledger.mu.Lock()
-	p.Checkout = a
-	ledger.mu.Unlock()
+	ledger.record(func() { p.Checkout = a })
 	if a.Status != http.StatusOK || abandon {
 		return
 	}
-	status := "paid"
+	status := shop.PaymentPaid
 	if decline {
-		status = "failed"
+		status = shop.PaymentFailed
 	}
-	ledger.mu.Lock()
-	p.Sent = status
-	ledger.mu.Unlock()
+	ledger.record(func() { p.Sent = status })
 	pa, _, err := c.Pay(ctx, a.Body, status)
 	if err != nil {
 		ledger.gaveUp(p, err.Error())
 		return
 	}
-	ledger.mu.Lock()
-	p.Payment = pa
-	ledger.mu.Unlock()
+	ledger.record(func() { p.Payment = pa })
 	if !replay {
 		return
 	}
@@ -177,9 +172,9 @@ func buy(ctx context.Context, c Caller, p *Purchase, decline, abandon, replay bo
 		ledger.gaveUp(p, "replay: "+err.Error())
 		return
 	}
-	ledger.mu.Lock()
-	p.Replays = append(p.Replays,
-		Replay{Call: "checkout " + p.Key, Got: ca, Want: a},
-		Replay{Call: fmt.Sprintf("payment %s/%s", a.Body, status), Got: pa2, Want: pa})
-	ledger.mu.Unlock()
+	ledger.record(func() {
+		p.Replays = append(p.Replays,
+			Replay{Call: "checkout " + p.Key, Got: ca, Want: a},
+			Replay{Call: fmt.Sprintf("payment %s/%s", a.Body, status), Got: pa2, Want: pa})
+	})
 }

@@ -28,6 +28,7 @@ type Metrics struct {
 	heartbeats *prometheus.CounterVec
 	steps      *prometheus.HistogramVec
 	requests   *prometheus.HistogramVec
+	statements prometheus.Counter
 }
 
 // Checkout outcomes, the values of the "outcome" label.
@@ -75,8 +76,12 @@ func New() *Metrics {
 			Help:    "HTTP requests by route pattern (as declared in addRoutes), method and status code.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"route", "method", "code"}),
+		statements: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "widget_db_round_trips_total",
+			Help: "Statements the store's pool (DBOS's work included) sent to Postgres, one round trip each; 0 on SQLite.",
+		}),
 	}
-	m.Registry.MustRegister(m.checkouts, m.recovered, m.takenOver, m.peersTaken, m.heartbeats, m.steps, m.requests,
+	m.Registry.MustRegister(m.checkouts, m.recovered, m.takenOver, m.peersTaken, m.heartbeats, m.steps, m.requests, m.statements,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Show every outcome from the start, at zero, so a rate() has a series.
 	for _, o := range []string{CheckoutStarted, CheckoutSoldOut, CheckoutPaid, CheckoutDeclined, CheckoutTimedOut} {
@@ -118,3 +123,6 @@ func (m *Metrics) Heartbeat(ok bool) {
 func (m *Metrics) Request(route, method string, code int, took time.Duration) {
 	m.requests.WithLabelValues(route, method, strconv.Itoa(code)).Observe(took.Seconds())
 }
+
+// RoundTrip counts one statement sent to Postgres.
+func (m *Metrics) RoundTrip() { m.statements.Inc() }

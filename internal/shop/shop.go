@@ -118,11 +118,16 @@ const (
 // them as is). Part of the durable data like the workflow names: never derive
 // them from Go symbols, which a refactor renames.
 const (
-	StepReserve     = "reserve"      // checkout: reserve a unit and create the order
-	StepMarkPaid    = "mark-paid"    // checkout: the payment came in
-	StepCancel      = "cancel"       // checkout: declined or timed out; the unit goes back
-	StepDispatchLeg = "dispatch-leg" // dispatch: one leg, DispatchLegs times
+	StepReserve  = "reserve"   // checkout: reserve a unit and create the order
+	StepMarkPaid = "mark-paid" // checkout: the payment came in
+	StepCancel   = "cancel"    // checkout: declined or timed out; the unit goes back
 )
+
+// StepDispatchLeg names a leg of a dispatch on the timeline. The legs are not
+// DBOS steps (each is an idempotent write, see the root's workflow.go); the
+// previous build checkpointed them, and its checkpoints carried over by the
+// upgrade are renamed to this.
+const StepDispatchLeg = "dispatch-leg"
 
 // DispatchWorkflowID is the ID of the dispatch workflow of an order. A
 // checkout's ID is its client's key, which cannot contain "/", so the two

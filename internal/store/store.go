@@ -67,8 +67,18 @@ type Options struct {
 	// PgTracer, when set, sees every statement sent to Postgres (the
 	// benchmarks count round trips with it).
 	PgTracer pgx.QueryTracer
+	// OnStatement, when set, is called for every statement the pool sends to
+	// Postgres: one round trip each (the store sends no batches). /metrics
+	// counts them.
+	OnStatement func()
 	// Now is the clock for the times the store records; time.Now if nil.
 	Now func() time.Time
+	// SQLiteSynchronous is SQLite's synchronous pragma: "normal" (the
+	// default) or "full". In WAL mode NORMAL survives any crash of the
+	// process; a power loss or an OS crash can lose the last commits. FULL
+	// syncs the WAL at every commit, which makes a commit durable against
+	// those too, at a measured cost (README, Known limits).
+	SQLiteSynchronous string
 }
 
 // Open opens the database named by a DATABASE_URL: sqlite:PATH or
@@ -84,8 +94,8 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 		if err != nil {
 			return nil, fmt.Errorf("DATABASE_URL: %w", err)
 		}
-		if opts.PgTracer != nil {
-			pcfg.ConnConfig.Tracer = opts.PgTracer
+		if opts.PgTracer != nil || opts.OnStatement != nil {
+			pcfg.ConnConfig.Tracer = statementTracer{next: opts.PgTracer, count: opts.OnStatement}
 		}
 		// Every transaction of the store lasts milliseconds. One left open by
 		// an instance that froze mid-transaction (a long GC pause, SIGSTOP, a
@@ -121,10 +131,18 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 		// waits for). WAL lets readers run beside the one writer; immediate
 		// transactions take the write lock up front instead of failing to
 		// upgrade a read lock halfway; the busy timeout queues writers.
+		sync := "NORMAL"
+		switch opts.SQLiteSynchronous {
+		case "", "normal":
+		case "full":
+			sync = "FULL"
+		default:
+			return nil, fmt.Errorf("SQLITE_SYNCHRONOUS %q: want normal or full", opts.SQLiteSynchronous)
+		}
 		dsn := "file:" + url.PathEscape(path) + "?_txlock=immediate" +
 			"&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)" +
-			"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(ON)"
-		db, err := sql.Open("sqlite", dsn)
+			"&_pragma=synchronous(" + sync + ")&_pragma=foreign_keys(ON)"
+		db, err := openSQLite(dsn)
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: %w", err)
 		}
@@ -167,6 +185,28 @@ func (db *DB) DataSource(dctx dbos.Context) (*dbos.DataSource, error) {
 		return dbos.NewDataSource(dctx, db.Pool, dbos.WithDataSourceName("store"))
 	}
 	return dbos.NewDataSource(dctx, db.SQL, dbos.WithDataSourceName("store"))
+}
+
+// statementTracer counts every statement, then passes it on to next.
+type statementTracer struct {
+	next  pgx.QueryTracer
+	count func()
+}
+
+func (t statementTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if t.count != nil {
+		t.count()
+	}
+	if t.next != nil {
+		return t.next.TraceQueryStart(ctx, conn, d)
+	}
+	return ctx
+}
+
+func (t statementTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, d pgx.TraceQueryEndData) {
+	if t.next != nil {
+		t.next.TraceQueryEnd(ctx, conn, d)
+	}
 }
 
 // RedactURL hides a password before a URL goes into an error message.

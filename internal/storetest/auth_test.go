@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"widget-store/internal/loadgen"
+	"widget-store/internal/shop"
 	"widget-store/internal/web"
 )
 
@@ -92,7 +93,7 @@ func TestWebhookSignatures(t *testing.T) {
 			if r.status != http.StatusOK {
 				t.Fatalf("signed paid: %d %q, want 200", r.status, r.body)
 			}
-			if o := GetJSON[Order](t, base+"/order/"+r.body); o.OrderStatus != loadgen.StatusPaid && o.OrderStatus != loadgen.StatusDispatched {
+			if o := GetJSON[Order](t, base+"/order/"+r.body); o.OrderStatus != shop.StatusPaid && o.OrderStatus != shop.StatusDispatched {
 				t.Fatalf("order after a signed paid: %+v, want PAID", o)
 			}
 			if again := do(t, c, base, hreq{method: "POST", path: paid, header: good}); again.status != http.StatusOK || again.body != r.body {

@@ -7,7 +7,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,18 +26,6 @@ type Cluster struct {
 	Pool  *pgxpool.Pool // the test's own connections
 	watch *loadgen.Sampler
 	logs  []*capturedLog // by node
-}
-
-// capturedLog keeps what a store wrote to its log.
-type capturedLog struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *capturedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
 }
 
 // StartCluster starts one instance per name on db, one after the other (the
@@ -96,12 +83,8 @@ func (c *Cluster) LogLines(n *Store, words ...string) []string {
 	if i < 0 {
 		return nil
 	}
-	lg := c.logs[i]
-	lg.mu.Lock()
-	text := lg.buf.String()
-	lg.mu.Unlock()
 	var out []string
-	for line := range strings.SplitSeq(text, "\n") {
+	for line := range strings.SplitSeq(c.logs[i].String(), "\n") {
 		lower := strings.ToLower(line)
 		if !slices.ContainsFunc(words, func(w string) bool { return !strings.Contains(lower, strings.ToLower(w)) }) {
 			out = append(out, line)
@@ -193,14 +176,7 @@ func (c *Cluster) CheckInvariants(t testing.TB, initialStock int, purchases []lo
 		}
 	}
 	samples, _, _, violations := c.watch.Result()
-	checks := loadgen.CheckInvariants(initialStock, snap, purchases, loadgen.Observed{Samples: samples, Violations: violations, SettleErr: settleErr})
-	var b strings.Builder
-	checks.Print(&b)
-	if !checks.OK() {
-		t.Errorf("invariants violated:\n%s", b.String())
-	} else {
-		t.Logf("invariants:\n%s", b.String())
-	}
+	report(t, loadgen.CheckInvariants(initialStock, snap, purchases, loadgen.Observed{Samples: samples, Violations: violations, SettleErr: settleErr}))
 	return snap
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"widget-store/internal/loadgen"
+	"widget-store/internal/shop"
 )
 
 // Several instances on one Postgres, as real processes of the built binary:
@@ -154,7 +155,7 @@ func TestClusterTakeover(t *testing.T) {
 		// Each shopper checks out on the next instance and pays through
 		// the one after it; a call that fails moves on to the next.
 		fo = loadgen.NewFailover(c.Bases(), 9, 90*time.Second)
-		shop := StartShoppers(t, fo, clusterShoppers(t, 9, "c-"))
+		shoppers := StartShoppers(t, fo, clusterShoppers(t, 9, "c-"))
 		WaitUntil(t, 30*time.Second, "node-1 holds 2 checkouts awaiting payment and 3 dispatches at once", func() bool {
 			var checkouts, dispatches int
 			c.QueryRow(t, `SELECT count(*) FILTER (WHERE name = 'checkout'), count(*) FILTER (WHERE name = 'dispatch')
@@ -175,8 +176,8 @@ func TestClusterTakeover(t *testing.T) {
 		// The load goes on through the takeover, and a while after it.
 		WaitUntil(t, takeoverAfter+15*time.Second, "a survivor claims node-1", func() bool { return c.TakenOverBy(t, victimID) != "" })
 		claimed := time.Now()
-		WaitUntil(t, 30*time.Second, "9 purchases complete after the claim", func() bool { return shop.Ledger.FinishedSince(claimed) >= 9 })
-		bought = shop.Stop()
+		WaitUntil(t, 30*time.Second, "9 purchases complete after the claim", func() bool { return shoppers.Ledger.FinishedSince(claimed) >= 9 })
+		bought = shoppers.Stop()
 	})
 
 	phase(t, "every workflow node-1 held resumes on a survivor and ends on schedule", func(t *testing.T) {
@@ -199,7 +200,7 @@ func TestClusterTakeover(t *testing.T) {
 			bound := takeoverBound
 			switch {
 			case h.name == "dispatch":
-				bound = takeoverBound.Add(dispatchLegs * time.Second)
+				bound = takeoverBound.Add(shop.DispatchLegs * time.Second)
 			case slices.Contains(ab, h.id):
 				// The payment window is durable from the moment the wait
 				// began: before the kill, or at the latest on the survivor.
@@ -429,7 +430,7 @@ func TestTakeoverClaimedOnce(t *testing.T) {
 			t.Errorf("the checkout ran on %q after the takeover, want a survivor", executor)
 		}
 		o := GetJSON[Order](t, loser.URL("/order/"+orderID))
-		if o.OrderStatus != loadgen.StatusPaid && o.OrderStatus != loadgen.StatusDispatched {
+		if o.OrderStatus != shop.StatusPaid && o.OrderStatus != shop.StatusDispatched {
 			t.Fatalf("order %s after the takeover: %+v; want PAID", orderID, o)
 		}
 	})
@@ -494,7 +495,7 @@ func TestClusterStalledInstance(t *testing.T) {
 
 	// Shoppers talk to st-0 only: the frozen instance would hold their
 	// requests, not refuse them.
-	shop := StartShoppers(t, loadgen.NewClient(st0.Base(), 4, 90*time.Second), clusterShoppers(t, 4, "s-"))
+	shoppers := StartShoppers(t, loadgen.NewClient(st0.Base(), 4, 90*time.Second), clusterShoppers(t, 4, "s-"))
 	progress := func(t *testing.T) map[int64]int {
 		m := map[int64]int{}
 		for _, id := range frozenOrders {
@@ -556,7 +557,7 @@ func TestClusterStalledInstance(t *testing.T) {
 	})
 
 	phase(t, "every order ends exactly once", func(t *testing.T) {
-		bought := shop.Stop()
+		bought := shoppers.Stop()
 		c.CheckInvariants(t, clusterStock, append(slices.Clone(direct), bought...), clusterSettle)
 		if got := MetricValue(t, st0.Base(), peersTakenOver, ""); got != 1 {
 			t.Errorf("st-0 claimed %v peers, want st-1 once", got)
@@ -588,13 +589,13 @@ func TestClusterSurvivesPostgresRestart(t *testing.T) {
 	}
 	c := StartCluster(t, db, clusterEnv(clusterPaymentTimeout), "pg-0", "pg-1")
 	c.SetStock(t, clusterStock)
-	shop := StartShoppers(t, loadgen.NewFailover(c.Bases(), 6, 90*time.Second), clusterShoppers(t, 6, "r-"))
+	shoppers := StartShoppers(t, loadgen.NewFailover(c.Bases(), 6, 90*time.Second), clusterShoppers(t, 6, "r-"))
 
 	phase(t, "load until orders are in every state", func(t *testing.T) {
 		WaitUntil(t, 30*time.Second, "2 pending and 3 paid orders at once", func() bool {
 			var pending, paid int
 			c.QueryRow(t, `SELECT count(*) FILTER (WHERE order_status = $1), count(*) FILTER (WHERE order_status = $2) FROM orders`,
-				loadgen.StatusPending, loadgen.StatusPaid).Scan(&pending, &paid)
+				shop.StatusPending, shop.StatusPaid).Scan(&pending, &paid)
 			return pending >= 2 && paid >= 3
 		})
 	})
@@ -634,12 +635,12 @@ func TestClusterSurvivesPostgresRestart(t *testing.T) {
 	})
 
 	phase(t, "a dozen purchases complete after it came back", func(t *testing.T) {
-		WaitUntil(t, 60*time.Second, "12 purchases complete after Postgres came back", func() bool { return shop.Ledger.FinishedSince(back) >= 12 })
+		WaitUntil(t, 60*time.Second, "12 purchases complete after Postgres came back", func() bool { return shoppers.Ledger.FinishedSince(back) >= 12 })
 		t.Logf("MEASURED a dozen purchases completed %v after Postgres came back", time.Since(back).Round(time.Millisecond))
 	})
 
 	phase(t, "no order lost, no instance taken over", func(t *testing.T) {
-		bought := shop.Stop()
+		bought := shoppers.Stop()
 		c.CheckInvariants(t, clusterStock, bought, clusterSettle)
 		for _, n := range c.Nodes {
 			if got := MetricValue(t, n.Base(), peersTakenOver, ""); got != 0 {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"widget-store/internal/loadgen"
+	"widget-store/internal/shop"
 )
 
 // TestCrashPoints kills the store at every named point: right after each
@@ -35,7 +36,7 @@ func TestCrashPoints(t *testing.T) {
 			cases = append(cases, crashCase{fmt.Sprintf("checkout:%d", n), "failed"})
 		}
 	}
-	for n := 1; n <= dispatchLegs; n++ {
+	for n := 1; n <= shop.DispatchLegs; n++ {
 		cases = append(cases, crashCase{fmt.Sprintf("dispatch:%d", n), "paid"})
 	}
 	if only := os.Getenv("CRASH_POINTS"); only != "" {
@@ -151,12 +152,12 @@ func runCrashCase(t *testing.T, db *loadgen.Database, point, status string) {
 
 	phase(t, "invariants and the final order", func(t *testing.T) {
 		snap := CheckInvariants(t, st, initialStock, []loadgen.Purchase{p}, obs)
-		want := loadgen.StatusDispatched
+		want := shop.StatusDispatched
 		if status == "failed" {
-			want = loadgen.StatusCancelled
+			want = shop.StatusCancelled
 		}
 		if len(snap.Orders) != 1 || snap.Orders[0].Status != want || strconv.FormatInt(snap.Orders[0].ID, 10) != p.Payment.Body {
-			t.Errorf("orders %+v, want one, %s, id %s", snap.Orders, loadgen.StatusName(want), p.Payment.Body)
+			t.Errorf("orders %+v, want one, %s, id %s", snap.Orders, want, p.Payment.Body)
 		}
 	})
 }

@@ -133,37 +133,37 @@ func query(t testing.TB, db *loadgen.Database, q string, row func(scan func(...a
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// rows is what both drivers' results offer.
+	var rows interface {
+		Next() bool
+		Scan(dest ...any) error
+		Err() error
+	}
 	if db.Kind == "postgres" {
 		conn, err := pgx.Connect(ctx, db.URL)
 		if err != nil {
 			t.Fatalf("connect to %s: %v", db.URL, err)
 		}
 		defer conn.Close(ctx)
-		rows, err := conn.Query(ctx, q)
+		pgRows, err := conn.Query(ctx, q)
 		if err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
-		defer rows.Close()
-		for rows.Next() {
-			if err := row(rows.Scan); err != nil {
-				t.Fatalf("%s: %v", q, err)
-			}
+		defer pgRows.Close()
+		rows = pgRows
+	} else {
+		sdb, err := sql.Open("sqlite", "file:"+url.PathEscape(db.Path)+"?mode=ro&_pragma=busy_timeout(10000)")
+		if err != nil {
+			t.Fatal(err)
 		}
-		if err := rows.Err(); err != nil {
+		defer sdb.Close()
+		sqlRows, err := sdb.QueryContext(ctx, q)
+		if err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
-		return
+		defer sqlRows.Close()
+		rows = sqlRows
 	}
-	sdb, err := sql.Open("sqlite", "file:"+url.PathEscape(db.Path)+"?mode=ro&_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sdb.Close()
-	rows, err := sdb.QueryContext(ctx, q)
-	if err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
-	defer rows.Close()
 	for rows.Next() {
 		if err := row(rows.Scan); err != nil {
 			t.Fatalf("%s: %v", q, err)

@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"widget-store/internal/loadgen"
+	"widget-store/internal/shop"
 )
 
 // Browser tests: a real headless Chromium (Debian's /usr/bin/chromium, or
@@ -272,11 +273,11 @@ func (p *browserPage) checkDispatchTimeline() {
 	p.t.Helper()
 	p.waitFor("a final timeline", `document.querySelector("#timeline[data-final=true]") !== null`, 30*time.Second)
 	legs := p.stepTitles("Dispatch")
-	if len(legs) != dispatchLegs {
-		p.t.Fatalf("dispatch timeline has %d steps, want %d: %q", len(legs), dispatchLegs, legs)
+	if len(legs) != shop.DispatchLegs {
+		p.t.Fatalf("dispatch timeline has %d steps, want %d: %q", len(legs), shop.DispatchLegs, legs)
 	}
 	for i, l := range legs {
-		if want := fmt.Sprintf("dispatch-leg %d/%d", i+1, dispatchLegs); l != want {
+		if want := fmt.Sprintf("dispatch-leg %d/%d", i+1, shop.DispatchLegs); l != want {
 			p.t.Fatalf("dispatch step %d is %q, want %q", i+1, l, want)
 		}
 	}
@@ -486,7 +487,7 @@ func TestBrowserCrashMidDispatch(t *testing.T) {
 		if n, _ := strconv.Atoi(eval[string](p, `document.body.dataset.reconnects || "0"`)); n < 1 {
 			t.Fatalf("the page never showed reconnecting (reconnects=%d)", n)
 		}
-		if o := GetJSON[Order](t, base+"/order/"+orderID); o.OrderStatus != loadgen.StatusDispatched {
+		if o := GetJSON[Order](t, base+"/order/"+orderID); o.OrderStatus != shop.StatusDispatched {
 			t.Fatalf("order %s after the crash: %+v, want DISPATCHED", orderID, o)
 		}
 	})

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"widget-store/internal/loadgen"
+	"widget-store/internal/shop"
 )
 
 // Hostile and edge input: every case must get a clear 4xx with a readable
@@ -178,6 +179,10 @@ func TestHostileInputIsRefusedCleanly(t *testing.T) {
 			wantBody   string // a substring of the answer ("" for any)
 			wantHeader [2]string
 		}
+		// badOrderID is a GET of path with an order id that is not one: 400.
+		badOrderID := func(name, path string) hcase {
+			return hcase{name: name, req: hreq{method: "GET", path: path}, want: 400, wantBody: "positive integer"}
+		}
 		cases := []hcase{
 			// Unknown things.
 			{name: "unknown payment id, paid", req: hreq{method: "POST", path: "/payment_webhook/no-such-payment/paid"}, want: 404, wantBody: "unknown payment id"},
@@ -185,13 +190,15 @@ func TestHostileInputIsRefusedCleanly(t *testing.T) {
 			{name: "unknown order id", req: hreq{method: "GET", path: "/order/987654321"}, want: 404, wantBody: "there is no order 987654321"},
 			{name: "unknown order page", req: hreq{method: "GET", path: "/track/987654321"}, want: 404, wantBody: "there is no order"},
 			{name: "unknown checkout page", req: hreq{method: "GET", path: "/pay/no-such-checkout"}, want: 404, wantBody: "there is no checkout"},
-			{name: "overflowing order id", req: hreq{method: "GET", path: "/order/99999999999999999999999999"}, want: 400, wantBody: "positive integer"},
-			{name: "order id max int64 + 1", req: hreq{method: "GET", path: "/order/9223372036854775808"}, want: 400, wantBody: "positive integer"},
-			{name: "non-numeric order id", req: hreq{method: "GET", path: "/order/abc"}, want: 400, wantBody: "positive integer"},
-			{name: "negative order id", req: hreq{method: "GET", path: "/order/-1"}, want: 400, wantBody: "positive integer"},
-			{name: "zero order id", req: hreq{method: "GET", path: "/order/0"}, want: 400, wantBody: "positive integer"},
-			{name: "fractional order id", req: hreq{method: "GET", path: "/order/1.5"}, want: 400, wantBody: "positive integer"},
-			{name: "non-numeric order partial", req: hreq{method: "GET", path: "/partials/track/1e3"}, want: 400, wantBody: "positive integer"},
+
+			// Order ids that are not one.
+			badOrderID("overflowing order id", "/order/99999999999999999999999999"),
+			badOrderID("order id max int64 + 1", "/order/9223372036854775808"),
+			badOrderID("non-numeric order id", "/order/abc"),
+			badOrderID("negative order id", "/order/-1"),
+			badOrderID("zero order id", "/order/0"),
+			badOrderID("fractional order id", "/order/1.5"),
+			badOrderID("non-numeric order partial", "/partials/track/1e3"),
 
 			// Keys.
 			{name: "empty key (no route)", req: hreq{method: "POST", path: "/checkout/"}, want: 404},
@@ -289,11 +296,11 @@ func TestHostileInputIsRefusedCleanly(t *testing.T) {
 
 		// After all that, the pending order is still pending and payable.
 		o := GetJSON[[]Order](t, base+"/orders")
-		if len(o) != 1 || o[0].OrderStatus != loadgen.StatusPending {
+		if len(o) != 1 || o[0].OrderStatus != shop.StatusPending {
 			t.Fatalf("orders after the hostile table: %+v, want the one PENDING order", o)
 		}
 		id := MustCall(t, "POST", base+"/payment_webhook/"+pending+"/paid", http.StatusOK)
-		if got := GetJSON[Order](t, base+"/order/"+id); got.OrderStatus != loadgen.StatusPaid && got.OrderStatus != loadgen.StatusDispatched {
+		if got := GetJSON[Order](t, base+"/order/"+id); got.OrderStatus != shop.StatusPaid && got.OrderStatus != shop.StatusDispatched {
 			t.Fatalf("order after paying it: %+v, want PAID", got)
 		}
 	})
@@ -345,7 +352,7 @@ func TestPaymentReplaysAndContradictions(t *testing.T) {
 					r := webhook(t, pid, "paid")
 					expect(t, fmt.Sprintf("paid #%d after decline", i+1), r, http.StatusConflict, "recorded for refund")
 				}
-				if o := GetJSON[Order](t, base+"/order/"+id); o.OrderStatus != loadgen.StatusCancelled {
+				if o := GetJSON[Order](t, base+"/order/"+id); o.OrderStatus != shop.StatusCancelled {
 					t.Fatalf("order %+v, want it to stay CANCELLED", o)
 				}
 				if ids := latePaymentIDs(t); slices.Index(ids, pid) < 0 || len(slices.DeleteFunc(ids, func(s string) bool { return s != pid })) != 1 {
@@ -357,7 +364,7 @@ func TestPaymentReplaysAndContradictions(t *testing.T) {
 				id := webhook(t, pid, "paid").body
 				r := webhook(t, pid, "failed")
 				expect(t, "decline after paid", r, http.StatusConflict, "already paid")
-				if o := GetJSON[Order](t, base+"/order/"+id); o.OrderStatus != loadgen.StatusPaid && o.OrderStatus != loadgen.StatusDispatched {
+				if o := GetJSON[Order](t, base+"/order/"+id); o.OrderStatus != shop.StatusPaid && o.OrderStatus != shop.StatusDispatched {
 					t.Fatalf("order %+v, want it to stay PAID/DISPATCHED", o)
 				}
 				if slices.Contains(latePaymentIDs(t), pid) {
@@ -397,7 +404,7 @@ func TestPaymentReplaysAndContradictions(t *testing.T) {
 					expect(t, "status "+s, webhook(t, pid, s), http.StatusBadRequest, "nothing was changed")
 				}
 				o := GetJSON[[]Order](t, base+"/orders")[0] // newest first: this checkout's order
-				if o.OrderStatus != loadgen.StatusPending {
+				if o.OrderStatus != shop.StatusPending {
 					t.Fatalf("order after bad statuses: %+v, want PENDING", o)
 				}
 				expect(t, "paid after the typos", webhook(t, pid, "paid"), http.StatusOK, strconv.FormatInt(o.OrderID, 10))
@@ -443,7 +450,7 @@ func TestPaymentAfterWindowIsRecordedForRefund(t *testing.T) {
 		if len(late) != 1 || late[0].PaymentID != pid || strconv.FormatInt(late[0].OrderID, 10) != id {
 			t.Fatalf("late payments %+v, want one row for payment %s, order %s", late, pid, id)
 		}
-		if o := GetJSON[Order](t, base+"/order/"+id); o.OrderStatus != loadgen.StatusCancelled {
+		if o := GetJSON[Order](t, base+"/order/"+id); o.OrderStatus != shop.StatusCancelled {
 			t.Fatalf("order %+v, want CANCELLED", o)
 		}
 		if got := Inventory(t, base); got != 100 {
@@ -545,7 +552,7 @@ func TestConcurrentCheckouts(t *testing.T) {
 					t.Fatalf("%d orders, want %d", len(orders), tc.wantSold)
 				}
 				for _, o := range orders {
-					if o.OrderStatus != loadgen.StatusPending {
+					if o.OrderStatus != shop.StatusPending {
 						t.Fatalf("order %+v, want PENDING (nobody paid)", o)
 					}
 				}

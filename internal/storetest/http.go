@@ -11,20 +11,20 @@ import (
 	"testing"
 	"time"
 
-	"widget-store/internal/loadgen"
+	"widget-store/internal/shop"
 )
 
 // Order is an order as the JSON API reports it (GET /order/{id}, /orders).
 type Order struct {
-	OrderID           int64  `json:"order_id"`
-	OrderStatus       int    `json:"order_status"` // loadgen.StatusPending, …
-	Status            string `json:"status"`       // "PENDING", "PAID", "DISPATCHED", "CANCELLED"
-	ProgressRemaining int    `json:"progress_remaining"`
+	OrderID           int64       `json:"order_id"`
+	OrderStatus       shop.Status `json:"order_status"`
+	Status            string      `json:"status"` // the status as a word: "PENDING", "PAID", "DISPATCHED", "CANCELLED"
+	ProgressRemaining int         `json:"progress_remaining"`
 }
 
 // IsFinal reports whether the order will not change any more.
 func IsFinal(o Order) bool {
-	return o.OrderStatus == loadgen.StatusDispatched || o.OrderStatus == loadgen.StatusCancelled
+	return o.OrderStatus == shop.StatusDispatched || o.OrderStatus == shop.StatusCancelled
 }
 
 // Product is GET /product.

@@ -43,7 +43,14 @@ func CheckInvariants(t testing.TB, st *Store, initialStock int, purchases []load
 	if err != nil {
 		t.Fatalf("stop the store and read its database: %v", err)
 	}
-	checks := loadgen.CheckInvariants(initialStock, snap, purchases, obs)
+	report(t, loadgen.CheckInvariants(initialStock, snap, purchases, obs))
+	return snap
+}
+
+// report logs every check's verdict, and fails the test with them when any
+// check failed.
+func report(t testing.TB, checks loadgen.Checks) {
+	t.Helper()
 	var b strings.Builder
 	checks.Print(&b)
 	if !checks.OK() {
@@ -51,5 +58,4 @@ func CheckInvariants(t testing.TB, st *Store, initialStock int, purchases []load
 	} else {
 		t.Logf("invariants:\n%s", b.String())
 	}
-	return snap
 }

@@ -1,42 +1,22 @@
 package storetest
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"widget-store/internal/loadgen"
 )
 
-// syncBuffer is a bytes.Buffer the store's logger and the test can share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestMetricsAndWorkflowLogs: /metrics counts checkouts by outcome, times
 // steps and requests by route; workflow log lines are JSON with the
 // workflow id, order id and executor id.
 func TestMetricsAndWorkflowLogs(t *testing.T) {
 	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
-		logs := &syncBuffer{}
+		logs := &capturedLog{}
 		executor := "metrics-" + RandomHex(3)
 		st := StartWith(t, db, Options{Log: logs, Env: []string{"EXECUTOR_ID=" + executor, "LOG_FORMAT=json", "LOG_LEVEL=info"}})
 		base := st.Base()

@@ -111,16 +111,48 @@ func (r *Reader) Order(ctx context.Context, o shop.Order) (Timeline, error) {
 		if err != nil {
 			return tl, fmt.Errorf("steps of workflow %s: %w", id, err)
 		}
+		if i == 1 {
+			steps = dispatchLegs(o, st.CreatedAt)
+		}
 		runs, err := r.db.RunsSince(ctx, st.ExecutorID, st.CreatedAt)
 		if err != nil {
 			return tl, err
 		}
 		w := buildWorkflow(title, st, steps, runs, r.now())
+		if i == 1 {
+			for k := range w.Rows {
+				if !w.Rows[k].Recovery {
+					w.Rows[k].Raw = "an idempotent write, not a checkpoint"
+				}
+			}
+		}
 		final = final && w.Terminal()
 		tl.Workflows = append(tl.Workflows, w)
 	}
 	tl.Final = final
 	return tl, nil
+}
+
+// dispatchLegs stands for the legs of the dispatch of order o, started at
+// started, in the shape of DBOS's step records. DBOS records none of them:
+// a leg is an idempotent write on a schedule fixed by the workflow's input
+// (see dispatch in workflow.go). The order's progress says how many are
+// written; the schedule says when (leg N is due N seconds after the
+// payment, which the dispatch's start follows by a few milliseconds).
+func dispatchLegs(o shop.Order, started time.Time) []dbos.StepInfo {
+	written := shop.DispatchLegs - o.ProgressRemaining
+	if o.Status == shop.StatusDispatched {
+		written = shop.DispatchLegs
+	}
+	var legs []dbos.StepInfo
+	for k := 1; k <= written; k++ {
+		at := started.Add(time.Duration(k) * time.Second)
+		if k == written && o.LastUpdate.After(started) {
+			at = o.LastUpdate // the latest write's own time
+		}
+		legs = append(legs, dbos.StepInfo{StepID: k - 1, StepName: shop.StepDispatchLeg, StartedAt: at, CompletedAt: at})
+	}
+	return legs
 }
 
 // buildWorkflow turns DBOS's records of one workflow, and the process runs of
@@ -257,7 +289,7 @@ func waitingText(workflow string, steps []dbos.StepInfo) string {
 	case shop.DispatchWorkflow:
 		if len(steps) < shop.DispatchLegs {
 			return "Waiting for leg " + strconv.Itoa(len(steps)+1) + " of " + strconv.Itoa(shop.DispatchLegs) +
-				": each leg's checkpoint records when the next one is due, so the wait survives a crash."
+				": the legs' schedule is the workflow's recorded input and each leg is an idempotent write, so the wait survives a crash without a checkpoint."
 		}
 	}
 	return "Running the next step."

@@ -152,7 +152,7 @@ func TestTimelineWaitingText(t *testing.T) {
 		{shop.CheckoutWorkflow, []string{"reserve", "DBOS.sleep"}, "Waiting, durably, for the payment: the deadline is checkpointed."},
 		{shop.CheckoutWorkflow, []string{"reserve", "DBOS.recv", "DBOS.sleep"}, running},
 		{shop.CheckoutWorkflow, []string{"reserve", "DBOS.recv"}, running}, // the status was in before the wait
-		{shop.DispatchWorkflow, []string{"dispatch-leg", "dispatch-leg"}, "Waiting for leg 3 of 10: each leg's checkpoint records when the next one is due, so the wait survives a crash."},
+		{shop.DispatchWorkflow, []string{"dispatch-leg", "dispatch-leg"}, "Waiting for leg 3 of 10: the legs' schedule is the workflow's recorded input and each leg is an idempotent write, so the wait survives a crash without a checkpoint."},
 	} {
 		if got := pending(c.workflow, c.steps...); got != c.want {
 			t.Errorf("%s after %v: %q, want %q", c.workflow, c.steps, got, c.want)
