@@ -3,12 +3,15 @@
 //	go run ./cmd/loadtest -mode load -db sqlite -c 8 -duration 10s
 //	go run ./cmd/loadtest -mode chaos -db postgres -kills 20 -seed 42
 //	go run ./cmd/loadtest -mode restart -db sqlite
+//	go run ./cmd/loadtest -mode ab -base 5020766 -db postgres -rounds 3
 //
 // load prints latency, throughput, memory, startup time and (Postgres)
 // commits per paid purchase; chaos SIGKILLs the store at seeded random
 // moments, restarts it at once, and prints each invariant with PASS/FAIL
 // (exit status 1 on any FAIL); restart presses the crash button under the
-// built-in supervisor and measures what clients saw. Every run uses a fresh
+// built-in supervisor and measures what clients saw; ab measures the -base
+// build and this one alternately, with pgbench between rounds, and prints
+// the ratios (ab.go). Every run uses a fresh
 // SQLite file or a fresh Postgres database, dropped afterwards.
 package main
 
@@ -42,7 +45,9 @@ var errFailed = errors.New("invariants violated (see above)")
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	mode := fs.String("mode", "load", "load, chaos or restart")
+	mode := fs.String("mode", "load", "load, chaos, restart or ab")
+	base := fs.String("base", "HEAD", "ab: the build to compare with, a binary or a git revision of this repository (built with CGO_ENABLED=0)")
+	rounds := fs.Int("rounds", 3, "ab: rounds; each runs both builds, in alternating order")
 	dbKind := fs.String("db", "sqlite", "sqlite or postgres")
 	pgAdmin := fs.String("pg-admin-url", getenv("TEST_DATABASE_URL"), "Postgres server URL where a fresh database is created and dropped (default $TEST_DATABASE_URL)")
 	c := fs.Int("c", 8, "concurrent shoppers")
@@ -61,12 +66,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return err
 	}
-	if *mode != "load" && *mode != "chaos" && *mode != "restart" {
-		return fmt.Errorf("-mode %q: want load, chaos or restart", *mode)
+	if *mode != "load" && *mode != "chaos" && *mode != "restart" && *mode != "ab" {
+		return fmt.Errorf("-mode %q: want load, chaos, restart or ab", *mode)
+	}
+	if *rounds < 1 || *rounds > 20 {
+		return fmt.Errorf("-rounds %d: want 1 to 20", *rounds)
 	}
 	if *decline < 0 {
 		*decline = 0.2
-		if *mode == "load" {
+		if *mode == "load" || *mode == "ab" {
 			*decline = 0
 		}
 	}
@@ -102,30 +110,54 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer logFile.Close()
 
-	var db *loadgen.Database
-	switch *dbKind {
-	case "sqlite":
-		db = loadgen.NewSQLiteDB(tmp)
-	case "postgres":
-		if *pgAdmin == "" {
-			return errors.New("-db postgres needs -pg-admin-url (or TEST_DATABASE_URL)")
-		}
-		if db, err = loadgen.NewPostgresDB(ctx, *pgAdmin); err != nil {
-			return err
-		}
-		defer func() {
-			if err := db.Drop(context.Background()); err != nil {
-				fmt.Fprintf(stderr, "drop the test database: %v\n", err)
+	// newDB makes a fresh database for one run, and the function that drops it.
+	newDB := func() (*loadgen.Database, func(), error) {
+		switch *dbKind {
+		case "sqlite":
+			dir, err := os.MkdirTemp(tmp, "db-")
+			if err != nil {
+				return nil, nil, err
 			}
-		}()
-	default:
-		return fmt.Errorf("-db %q: want sqlite or postgres", *dbKind)
+			return loadgen.NewSQLiteDB(dir), func() {}, nil
+		case "postgres":
+			if *pgAdmin == "" {
+				return nil, nil, errors.New("-db postgres needs -pg-admin-url (or TEST_DATABASE_URL)")
+			}
+			db, err := loadgen.NewPostgresDB(ctx, *pgAdmin)
+			if err != nil {
+				return nil, nil, err
+			}
+			return db, func() {
+				if err := db.Drop(context.Background()); err != nil {
+					fmt.Fprintf(stderr, "drop the test database: %v\n", err)
+				}
+			}, nil
+		}
+		return nil, nil, fmt.Errorf("-db %q: want sqlite or postgres", *dbKind)
 	}
-
+	db, drop, err := newDB()
+	if err != nil {
+		return err
+	}
+	defer drop()
 	opts := loadgen.Options{
 		Bin: *bin, DB: db, Concurrency: *c, Duration: *duration, Kills: *kills, Seed: *seed,
 		Decline: *decline, Abandon: *abandon, PaymentTimeout: *payTimeout, Stock: *stock,
 		StoreLog: logFile, Progress: stdout,
+	}
+	if *mode == "ab" {
+		fmt.Fprintf(stdout, "building the base build %s…\n", *base)
+		baseDir, err := os.MkdirTemp(tmp, "base-")
+		if err != nil {
+			return err
+		}
+		baseBin, err := baseBinary(*base, baseDir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "old: %s (%s)\nnew: %s\n", *base, baseBin, *bin)
+		return runAB(ctx, stdout, &abRun{name: "old", bin: baseBin}, &abRun{name: "new", bin: *bin},
+			*rounds, opts, newDB, *pgAdmin)
 	}
 	fmt.Fprintf(stdout, "mode %s, %s, C=%d, seed %d, decline %.2f, abandon %.2f; store log: %s\n",
 		*mode, *dbKind, *c, *seed, *decline, *abandon, logPath)

@@ -161,8 +161,17 @@ func (t Tally) String() string {
 
 // finish settles the run, stops the store and checks the invariants.
 func finish(ctx context.Context, o *Options, st *Store, sampler *Sampler, ledger *Ledger) (Tally, time.Duration, Checks, error) {
+	return finishWith(ctx, o, st, sampler, ledger, nil)
+}
+
+// finishWith is finish, calling settled (when not nil) once every order is
+// final, before the store stops.
+func finishWith(ctx context.Context, o *Options, st *Store, sampler *Sampler, ledger *Ledger, settled func()) (Tally, time.Duration, Checks, error) {
 	fmt.Fprintf(o.Progress, "waiting for every order to settle (at most %v)…\n", o.settleTimeout())
 	settle, settleErr := sampler.WaitSettled(ctx, o.settleTimeout())
+	if settled != nil {
+		settled()
+	}
 	snap, err := StopAndSnapshot(ctx, st, 5)
 	if err != nil {
 		return Tally{}, settle, nil, fmt.Errorf("read the database: %w", err)
@@ -198,6 +207,17 @@ type LoadReport struct {
 	RunWall           time.Duration
 	Settle            time.Duration
 	Checks            Checks
+	// Cost is what the measured purchases cost, from the first until every
+	// order was final (so every dispatch is in); CostErr why it could not be
+	// read, if so.
+	Cost    Cost
+	CostErr error
+}
+
+// PerPurchase is the cost per paid purchase.
+func (r *LoadReport) PerPurchase() (storeCPU, postgresCPU time.Duration, roundTrips float64) {
+	n := max(r.Tally.Paid, 1)
+	return r.Cost.StoreCPU / time.Duration(n), r.Cost.PostgresCPU / time.Duration(n), r.Cost.RoundTrips / float64(n)
 }
 
 // PurchasesPerSec is paid purchases per second of load.
@@ -279,6 +299,7 @@ func Load(ctx context.Context, o Options) (*LoadReport, error) {
 	var wg sync.WaitGroup
 	wg.Go(func() { rss.Run(bg, st, 100*time.Millisecond) })
 	wg.Go(func() { rg.sampler.Run(bg) })
+	cost0, costErr := ReadCost(ctx, st)
 	loadCtx, cancel := context.WithTimeout(ctx, o.Duration)
 	start := time.Now()
 	Shoppers(loadCtx, rg.client, ShopperConfig{
@@ -292,7 +313,10 @@ func Load(ctx context.Context, o Options) (*LoadReport, error) {
 	r.RSSLoad = rss.Max()
 
 	var checks Checks
-	r.Tally, r.Settle, checks, err = finish(ctx, &o, st, rg.sampler, rg.ledger)
+	r.Tally, r.Settle, checks, err = finishWith(ctx, &o, st, rg.sampler, rg.ledger, func() {
+		cost1, err := ReadCost(ctx, st)
+		r.Cost, r.CostErr = cost1.Sub(cost0), errors.Join(costErr, err)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -328,12 +352,24 @@ func (r *LoadReport) Print(w io.Writer) {
 		fmt.Fprintf(w, "                     %.1f without the idle background: the idle store commits %.1f/s (DBOS pollers), ≈%.0f over the %v run\n",
 			(float64(r.Commits)-idle)/float64(r.Tally.Paid), r.IdleCommitsPerSec, idle, r.RunWall.Round(time.Second))
 	}
+	if r.CostErr != nil {
+		fmt.Fprintf(w, "  cost               not measured: %v\n", r.CostErr)
+	} else if r.Tally.Paid > 0 {
+		storeCPU, pgCPU, trips := r.PerPurchase()
+		fmt.Fprintf(w, "  CPU/purchase       store %.2f ms", millis(storeCPU))
+		if r.DB == "postgres" {
+			fmt.Fprintf(w, ", Postgres server %.2f ms; round trips/purchase %.1f", millis(pgCPU), trips)
+		}
+		fmt.Fprintf(w, " (first purchase until every order final, dispatches included)\n")
+	}
 	fmt.Fprintf(w, "  settled            %v after the load\n", r.Settle.Round(time.Millisecond))
 	fmt.Fprintln(w, "  invariants:")
 	r.Checks.Print(w)
 }
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
+
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func formatErrors(m map[string]int) string {
 	if len(m) == 0 {

@@ -64,6 +64,22 @@ func Build(moduleDir, outDir string) (string, error) {
 	return bin, nil
 }
 
+// BuildRevision builds the store as it was at git revision rev of the
+// repository in moduleDir (git archive into a fresh directory under outDir,
+// then Build), for comparing builds and for the upgrade test. It needs the
+// repository's history, so a shallow clone may lack old revisions.
+func BuildRevision(moduleDir, rev, outDir string) (string, error) {
+	src, err := os.MkdirTemp(outDir, "src-")
+	if err != nil {
+		return "", err
+	}
+	archive := exec.Command("sh", "-c", `git -C "$1" archive --format=tar "$2" | tar -x -C "$3"`, "sh", moduleDir, rev, src)
+	if out, err := archive.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("git archive %s: %v\n%s", rev, err, out)
+	}
+	return Build(src, outDir)
+}
+
 // Database is the store's database for one run.
 type Database struct {
 	Kind string // "sqlite" or "postgres"

@@ -2,7 +2,6 @@ package storetest
 
 import (
 	"context"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -28,14 +27,9 @@ func buildPrevious(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := t.TempDir()
-	archive := exec.Command("sh", "-c", "git -C \"$1\" archive --format=tar \"$2\" | tar -x -C \"$3\"", "sh", root, previousBuild, src)
-	if out, err := archive.CombinedOutput(); err != nil {
-		t.Fatalf("check out the previous build %s (a clone with history is needed): %v\n%s", previousBuild[:7], err, out)
-	}
-	bin, err := loadgen.Build(src, t.TempDir())
+	bin, err := loadgen.BuildRevision(root, previousBuild, t.TempDir())
 	if err != nil {
-		t.Fatalf("build the previous build: %v", err)
+		t.Fatalf("build the previous build %s (a clone with history is needed): %v", previousBuild[:7], err)
 	}
 	return bin
 }

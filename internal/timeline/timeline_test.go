@@ -1,6 +1,7 @@
 package timeline
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -161,3 +162,35 @@ func TestTimelineWaitingText(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestDispatchLegsFromProgress checks the legs the timeline shows for a
+// dispatch, which DBOS does not record: as many as the order's progress says
+// are written, numbered, one second apart from the dispatch's start.
+func TestDispatchLegsFromProgress(t *testing.T) {
+	started := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	cases := []struct {
+		o    shop.Order
+		want int
+	}{
+		{shop.Order{Status: shop.StatusPaid, ProgressRemaining: shop.DispatchLegs}, 0},
+		{shop.Order{Status: shop.StatusPaid, ProgressRemaining: 7}, 3},
+		{shop.Order{Status: shop.StatusDispatched, ProgressRemaining: 0}, shop.DispatchLegs},
+	}
+	for _, tc := range cases {
+		legs := dispatchLegs(tc.o, started)
+		if len(legs) != tc.want {
+			t.Fatalf("%s with %d to go: %d legs, want %d", tc.o.Status, tc.o.ProgressRemaining, len(legs), tc.want)
+		}
+		for i, l := range legs {
+			if l.StepName != shop.StepDispatchLeg || l.StepID != i || !l.CompletedAt.Equal(started.Add(time.Duration(i+1)*time.Second)) {
+				t.Errorf("leg %d: %+v", i+1, l)
+			}
+		}
+		w := buildWorkflow("Dispatch", dbos.WorkflowStatus{ID: "dispatch/1", Name: shop.DispatchWorkflow, Status: dbos.WorkflowStatusPending, CreatedAt: started}, legs, nil, started.Add(time.Minute))
+		for i, r := range w.Rows {
+			if want := fmt.Sprintf("dispatch-leg %d/%d", i+1, shop.DispatchLegs); r.Title != want {
+				t.Errorf("row %d titled %q, want %q", i, r.Title, want)
+			}
+		}
+	}
+}
