@@ -3,6 +3,8 @@ package timeline
 import (
 	"strconv"
 	"time"
+
+	"widget-store/internal/shop"
 )
 
 // Timeline is the durable execution behind one order: its checkout workflow
@@ -36,6 +38,9 @@ type Workflow struct {
 	Rows       []Row
 	// Waiting describes what a PENDING workflow does between its checkpoints.
 	Waiting string
+	// Writes: the rows are idempotent writes, not checkpoints (a dispatch's
+	// legs, which DBOS does not record).
+	Writes bool
 }
 
 // Terminal reports a workflow status that will not change.
@@ -47,7 +52,24 @@ func (w Workflow) Terminal() bool {
 	return false
 }
 
-// StepCount is how many checkpointed steps the workflow has.
+// StepsText counts the rows for the card's header: checkpointed steps, or
+// for a dispatch the legs written.
+func (w Workflow) StepsText() string {
+	if w.Writes {
+		return strconv.Itoa(w.StepCount()) + " of " + strconv.Itoa(shop.DispatchLegs) + " legs written (idempotent writes, not checkpoints)"
+	}
+	return strconv.Itoa(w.StepCount()) + " steps checkpointed"
+}
+
+// RecoveryText says what a recovery row means for the rows above it.
+func (w Workflow) RecoveryText() string {
+	if w.Writes {
+		return "— the legs above were written before the crash; the recovered dispatch writes the leg due now, once"
+	}
+	return "— the steps above were checkpointed before the crash and are not run again"
+}
+
+// StepCount is how many checkpointed steps (or written legs) the workflow has.
 func (w Workflow) StepCount() int {
 	n := 0
 	for _, r := range w.Rows {

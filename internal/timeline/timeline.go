@@ -120,6 +120,7 @@ func (r *Reader) Order(ctx context.Context, o shop.Order) (Timeline, error) {
 		}
 		w := buildWorkflow(title, st, steps, runs, r.now())
 		if i == 1 {
+			w.Writes = true
 			for k := range w.Rows {
 				if !w.Rows[k].Recovery {
 					w.Rows[k].Raw = "an idempotent write, not a checkpoint"
