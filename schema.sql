@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS late_payments (
     received_at BIGINT NOT NULL
 );
 
+-- GET /late_payments pages through the rows in this order (received_at, then
+-- payment_id, which makes each position unique): one index range per page.
+CREATE INDEX IF NOT EXISTS late_payments_received ON late_payments (received_at, payment_id);
+
 -- One row per store instance (DBOS executor) that ever ran on this database,
 -- for dead-instance takeover (Postgres only; see takeover.go). heartbeat_at
 -- is the database's clock in Unix ms, refreshed every couple of seconds.

@@ -3,7 +3,6 @@ package loadgen
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -40,7 +39,7 @@ type seenOrder struct {
 }
 
 // Sampler watches the store through its API while it runs: every order's
-// status and progress over time (GET /orders, the newest 1000) and the stock
+// status and progress over time (GET /orders, every page) and the stock
 // (GET /product). It records any step backwards, a progress that rises, a
 // DISPATCHED order with progress left (or the reverse) and negative stock.
 type Sampler struct {
@@ -119,11 +118,23 @@ func (s *Sampler) Sample(ctx context.Context) (allFinal bool, err error) {
 	return allFinal, nil
 }
 
-// readAPI reads the newest 1000 orders and the stock through the API.
+// samplePageSize is the page size the sampler asks GET /orders for: the
+// largest there is, so a sample of thousands of orders is a few requests.
+const samplePageSize = 1000
+
+// readAPI reads every order (GET /orders, following its pages, oldest first)
+// and the stock through the API. A page that fails fails the whole read, so a
+// sample is never a part of the orders.
 func (s *Sampler) readAPI(ctx context.Context) ([]apiOrder, int, bool, error) {
-	var orders []apiOrder
-	if err := s.getJSON(ctx, "/orders", &orders); err != nil {
+	orders, requests, err := ReadPages[apiOrder](ctx, s.HTTP, s.Base+"/orders?limit="+strconv.Itoa(samplePageSize), nil)
+	s.Reads.Add(int64(requests))
+	if err != nil {
 		return nil, 0, false, err
+	}
+	for i := 1; i < len(orders); i++ {
+		if orders[i].OrderID <= orders[i-1].OrderID {
+			return nil, 0, false, fmt.Errorf("GET /orders: order %d listed after order %d: the pages are not in ascending order_id", orders[i].OrderID, orders[i-1].OrderID)
+		}
 	}
 	var product struct {
 		Inventory int `json:"inventory"`
@@ -151,9 +162,6 @@ func (s *Sampler) getJSON(ctx context.Context, path string, v any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		return errNotFound
-	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: %s", path, resp.Status)
 	}
@@ -176,9 +184,6 @@ func (s *Sampler) WaitSettled(ctx context.Context, timeout time.Duration) (time.
 	for {
 		ok, err := s.Sample(ctx)
 		if err == nil && ok {
-			ok, err = s.olderFinal(ctx)
-		}
-		if err == nil && ok {
 			return time.Since(start), nil
 		}
 		if time.Now().After(deadline) {
@@ -194,49 +199,6 @@ func (s *Sampler) WaitSettled(ctx context.Context, timeout time.Duration) (time.
 		}
 	}
 }
-
-// olderFinal checks, one by one, the orders below /orders' window of the
-// newest 1000 that were last seen (or never seen) not final.
-func (s *Sampler) olderFinal(ctx context.Context) (bool, error) {
-	if s.read != nil {
-		return true, nil // a database sampler sees every order: no window
-	}
-	s.mu.Lock()
-	var maxID int64
-	for id := range s.orders {
-		maxID = max(maxID, id)
-	}
-	var check []int64
-	for id := int64(1); id <= maxID-1000; id++ {
-		if o, ok := s.orders[id]; !ok || o.status == shop.StatusPending || o.status == shop.StatusPaid {
-			check = append(check, id)
-		}
-	}
-	s.mu.Unlock()
-	for _, id := range check {
-		var o apiOrder
-		err := s.getJSON(ctx, "/order/"+strconv.FormatInt(id, 10), &o)
-		if errors.Is(err, errNotFound) {
-			continue // an id the database skipped (a rolled-back insert)
-		}
-		if err != nil {
-			return false, err
-		}
-		s.mu.Lock()
-		prev, seen := s.orders[id]
-		if seen && !forward(prev.status, o.OrderStatus) {
-			s.violation("order %d went from %s back to %s", id, prev.status, o.OrderStatus)
-		}
-		s.orders[id] = seenOrder{o.OrderStatus, o.ProgressRemaining}
-		s.mu.Unlock()
-		if o.OrderStatus == shop.StatusPending || o.OrderStatus == shop.StatusPaid {
-			return false, nil
-		}
-	}
-	return true, nil
-}
-
-var errNotFound = errors.New("not found")
 
 // RSSSampler records the highest RSS of a store while it runs.
 type RSSSampler struct {

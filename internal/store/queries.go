@@ -88,6 +88,39 @@ func (db *DB) RecentOrders(ctx context.Context, shopper string, limit int) ([]sh
 	return out, rows.Err()
 }
 
+// OrdersPage lists up to limit orders with ids above afterID (0: from the
+// first), in ascending order_id (oldest first, the primary key's order);
+// more reports that another page follows. It reads limit+1 rows to know, so
+// the last page needs no extra query.
+//
+// Order ids are handed out in commit order: every order is inserted by the
+// reserve step, whose transaction first updates (and so locks) the product
+// row, so no order can commit with an id below one already visible. A client
+// that follows the pages therefore sees every order exactly once, including
+// the ones created while it reads: they land after its position.
+func (db *DB) OrdersPage(ctx context.Context, afterID int64, limit int) (page []shop.Order, more bool, err error) {
+	rows, err := db.q.Query(ctx, `SELECT `+orderColumns+` FROM orders WHERE order_id > $1 ORDER BY order_id LIMIT $2`, afterID, limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("list orders: %w", err)
+	}
+	defer rows.Close() // its error is rows.Err's, returned below
+	page = make([]shop.Order, 0, min(limit+1, 64))
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, false, fmt.Errorf("list orders: %w", err)
+		}
+		page = append(page, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("list orders: %w", err)
+	}
+	if len(page) > limit {
+		return page[:limit], true, nil
+	}
+	return page, false, nil
+}
+
 // NewestOrderID is the id of the newest order, 0 when there is none.
 func (db *DB) NewestOrderID(ctx context.Context) (int64, error) {
 	var id int64
@@ -149,24 +182,60 @@ type LatePayment struct {
 	ReceivedAt time.Time `json:"received_at"`
 }
 
-// LatePayments lists the payments recorded for refund, oldest first.
-func (db *DB) LatePayments(ctx context.Context) ([]LatePayment, error) {
-	rows, err := db.q.Query(ctx, `SELECT payment_id, order_id, received_at FROM late_payments ORDER BY received_at, payment_id`)
+// LatePaymentPos is a late payment's place in the list's order, received_at
+// (Unix ms) then payment_id: unique, since payment_id is.
+type LatePaymentPos struct {
+	ReceivedAtMs int64
+	PaymentID    string
+}
+
+// Pos is p's place in the list.
+func (p LatePayment) Pos() LatePaymentPos {
+	return LatePaymentPos{ReceivedAtMs: p.ReceivedAt.UnixMilli(), PaymentID: p.PaymentID}
+}
+
+// LatePaymentsPage lists up to limit payments recorded for refund, oldest
+// first (received_at, then payment_id), from just after position after (nil:
+// from the start); more reports that another page follows. It reads limit+1
+// rows to know, so the last page needs no extra query. The index
+// late_payments_received serves it.
+//
+// A payment recorded before a client starts following the pages is on
+// exactly one of them. One recorded while it follows them is on at most one:
+// received_at is the recording instance's clock, taken before the insert, so
+// a payment recorded concurrently can sort just behind a page already read.
+func (db *DB) LatePaymentsPage(ctx context.Context, after *LatePaymentPos, limit int) (page []LatePayment, more bool, err error) {
+	q := `SELECT payment_id, order_id, received_at FROM late_payments
+		ORDER BY received_at, payment_id LIMIT $1`
+	args := []any{limit + 1}
+	if after != nil {
+		q = `SELECT payment_id, order_id, received_at FROM late_payments
+			WHERE (received_at, payment_id) > ($1, $2)
+			ORDER BY received_at, payment_id LIMIT $3`
+		args = []any{after.ReceivedAtMs, after.PaymentID, limit + 1}
+	}
+	rows, err := db.q.Query(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list late payments: %w", err)
+		return nil, false, fmt.Errorf("list late payments: %w", err)
 	}
 	defer rows.Close() // its error is rows.Err's, returned below
-	out := []LatePayment{}
+	page = make([]LatePayment, 0, min(limit+1, 64))
 	for rows.Next() {
 		var p LatePayment
 		var ms int64
 		if err := rows.Scan(&p.PaymentID, &p.OrderID, &ms); err != nil {
-			return nil, fmt.Errorf("list late payments: %w", err)
+			return nil, false, fmt.Errorf("list late payments: %w", err)
 		}
 		p.ReceivedAt = time.UnixMilli(ms).UTC()
-		out = append(out, p)
+		page = append(page, p)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("list late payments: %w", err)
+	}
+	if len(page) > limit {
+		return page[:limit], true, nil
+	}
+	return page, false, nil
 }
 
 // Restock sets the stock to n: an operator action, not part of any workflow.

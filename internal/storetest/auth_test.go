@@ -296,7 +296,7 @@ func TestCrossSitePostsRefused(t *testing.T) {
 		if got := Inventory(t, base); got != 42 { // the last same-origin restock set it
 			t.Errorf("inventory %d, want 42", got)
 		}
-		if n := len(GetJSON[[]Order](t, base+"/orders")); n != 3 {
+		if n := len(Orders(t, base)); n != 3 {
 			t.Errorf("%d orders, want 3 (the first checkout and two same-origin buys)", n)
 		}
 	})

@@ -28,6 +28,8 @@
 //     loadgen's shoppers in the background until Stop.
 //   - HTTP: Call, MustCall, GetJSON, Orders, Inventory, WaitOrder,
 //     WaitHealthy, MetricValue…, which fail the test on a transport error.
+//     The lists (GET /orders, GET /late_payments) come in pages: Orders,
+//     LatePayments and GetPages follow every Link rel="next" to the end.
 //   - The database, read directly: WorkflowCount and RecordedSteps (DBOS's
 //     own tables), and CheckInvariants, which stops the store and checks
 //     loadgen's five invariants against the clients' acknowledgements and

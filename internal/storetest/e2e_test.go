@@ -377,7 +377,7 @@ func TestBrowserSoldOutAndErrors(t *testing.T) {
 		t.Fatalf("sold-out page at %s, want /pay/<key> (reloadable)", p.path())
 	}
 	p.shot("sold-out")
-	if got := GetJSON[[]Order](t, base+"/orders"); len(got) != 0 {
+	if got := Orders(t, base); len(got) != 0 {
 		t.Fatalf("a sold-out checkout made orders: %+v", got)
 	}
 	p.click("back-to-store")
@@ -507,7 +507,7 @@ func TestBrowserNoDoubleSubmitAndStalePage(t *testing.T) {
 		t.Fatal("Buy was not disabled and busy right after the click")
 	}
 	p.waitFor("the payment page", `location.pathname.startsWith("/pay/") && !!document.querySelector("[data-testid=pay]")`, 30*time.Second)
-	if orders := GetJSON[[]Order](t, base+"/orders"); len(orders) != 1 {
+	if orders := Orders(t, base); len(orders) != 1 {
 		t.Fatalf("a double click on Buy made %d orders, want 1", len(orders))
 	}
 	key := strings.TrimPrefix(p.path(), "/pay/")

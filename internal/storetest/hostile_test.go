@@ -1,7 +1,6 @@
 package storetest
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -79,8 +78,8 @@ func do(t *testing.T, c *http.Client, base string, q hreq) hresp {
 // storeState is everything a rejected request must leave alone.
 type storeState struct {
 	Inventory    int
-	Orders       string // GET /orders, verbatim
-	LatePayments string // GET /late_payments, verbatim
+	Orders       string // GET /orders, every page verbatim
+	LatePayments string // GET /late_payments, every page verbatim
 	Workflows    int    // rows in DBOS's workflow_status
 }
 
@@ -96,12 +95,27 @@ func snapshot(t *testing.T, base string, db *loadgen.Database, adminToken string
 	for _, p := range []struct {
 		path string
 		dst  *string
-	}{{"/orders", &s.Orders}, {"/late_payments", &s.LatePayments}} {
-		r := do(t, c, base, hreq{method: "GET", path: p.path, header: hdr})
-		if r.status != http.StatusOK {
-			t.Fatalf("GET %s: %d %q", p.path, r.status, r.body)
+	}{{"/orders?limit=1000", &s.Orders}, {"/late_payments?limit=1000", &s.LatePayments}} {
+		var all strings.Builder
+		for path, n := p.path, 0; path != ""; n++ {
+			if n == 100 {
+				t.Fatalf("GET %s: still a next page after %d pages", p.path, n)
+			}
+			r := do(t, c, base, hreq{method: "GET", path: path, header: hdr})
+			if r.status != http.StatusOK {
+				t.Fatalf("GET %s: %d %q", path, r.status, r.body)
+			}
+			all.WriteString(r.body)
+			next, ok, err := loadgen.NextLink(r.header)
+			if err != nil {
+				t.Fatalf("GET %s: %v", path, err)
+			}
+			path = ""
+			if ok {
+				path = next.RequestURI() // the store's links are relative to its root
+			}
 		}
-		*p.dst = r.body
+		*p.dst = all.String()
 	}
 	return s
 }
@@ -295,7 +309,7 @@ func TestHostileInputIsRefusedCleanly(t *testing.T) {
 		lat.log(t)
 
 		// After all that, the pending order is still pending and payable.
-		o := GetJSON[[]Order](t, base+"/orders")
+		o := Orders(t, base)
 		if len(o) != 1 || o[0].OrderStatus != shop.StatusPending {
 			t.Fatalf("orders after the hostile table: %+v, want the one PENDING order", o)
 		}
@@ -325,12 +339,8 @@ func TestPaymentReplaysAndContradictions(t *testing.T) {
 			return do(t, c, base, hreq{method: "POST", path: "/payment_webhook/" + pid + "/" + status})
 		}
 		latePaymentIDs := func(t *testing.T) []string {
-			var late []LatePayment
-			if err := json.Unmarshal([]byte(MustCall(t, "GET", base+"/late_payments", http.StatusOK)), &late); err != nil {
-				t.Fatal(err)
-			}
 			var ids []string
-			for _, p := range late {
+			for _, p := range LatePayments(t, base) {
 				ids = append(ids, p.PaymentID)
 			}
 			return ids
@@ -403,7 +413,7 @@ func TestPaymentReplaysAndContradictions(t *testing.T) {
 				for _, s := range []string{"PAID", "Failed", "refund", "cancelled", "paid.", "0", "-1"} {
 					expect(t, "status "+s, webhook(t, pid, s), http.StatusBadRequest, "nothing was changed")
 				}
-				o := GetJSON[[]Order](t, base+"/orders")[0] // newest first: this checkout's order
+				o := NewestOrder(t, base) // this checkout's order
 				if o.OrderStatus != shop.StatusPending {
 					t.Fatalf("order after bad statuses: %+v, want PENDING", o)
 				}
@@ -413,13 +423,13 @@ func TestPaymentReplaysAndContradictions(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
 				stock := Inventory(t, base)
-				orders := len(GetJSON[[]Order](t, base+"/orders"))
+				orders := len(Orders(t, base))
 				pid := MustCall(t, "POST", base+"/checkout/"+NewKey(), http.StatusOK)
 				tc.run(t, pid)
 				if got := Inventory(t, base); got != stock+tc.stockDelta {
 					t.Errorf("inventory %d → %d, want a change of %d", stock, got, tc.stockDelta)
 				}
-				if got := len(GetJSON[[]Order](t, base+"/orders")); got != orders+1 {
+				if got := len(Orders(t, base)); got != orders+1 {
 					t.Errorf("orders %d → %d, want exactly one more", orders, got)
 				}
 			})
@@ -433,7 +443,7 @@ func TestPaymentAfterWindowIsRecordedForRefund(t *testing.T) {
 	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
 		base := Start(t, db, "PAYMENT_TIMEOUT=1s").Base()
 		pid := MustCall(t, "POST", base+"/checkout/"+NewKey(), http.StatusOK)
-		id := strconv.FormatInt(GetJSON[[]Order](t, base+"/orders")[0].OrderID, 10)
+		id := strconv.FormatInt(NewestOrder(t, base).OrderID, 10)
 		WaitOrder(t, base, id, 15*time.Second, IsFinal)
 		c := noRedirectClient(hostileDeadline)
 		for i := range 2 {
@@ -443,10 +453,7 @@ func TestPaymentAfterWindowIsRecordedForRefund(t *testing.T) {
 				t.Fatalf("late paid #%d: %d %q, want 409 explaining the window", i+1, r.status, r.body)
 			}
 		}
-		var late []LatePayment
-		if err := json.Unmarshal([]byte(MustCall(t, "GET", base+"/late_payments", http.StatusOK)), &late); err != nil {
-			t.Fatal(err)
-		}
+		late := LatePayments(t, base)
 		if len(late) != 1 || late[0].PaymentID != pid || strconv.FormatInt(late[0].OrderID, 10) != id {
 			t.Fatalf("late payments %+v, want one row for payment %s, order %s", late, pid, id)
 		}
@@ -547,7 +554,7 @@ func TestConcurrentCheckouts(t *testing.T) {
 				if got := Inventory(t, base); got != tc.stock-tc.wantSold {
 					t.Fatalf("inventory %d, want %d", got, tc.stock-tc.wantSold)
 				}
-				orders := GetJSON[[]Order](t, base+"/orders")
+				orders := Orders(t, base)
 				if len(orders) != tc.wantSold {
 					t.Fatalf("%d orders, want %d", len(orders), tc.wantSold)
 				}

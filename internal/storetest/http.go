@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"widget-store/internal/loadgen"
 	"widget-store/internal/shop"
 )
 
@@ -90,16 +92,43 @@ func Inventory(t testing.TB, base string) int {
 	return GetJSON[Product](t, base+"/product").Inventory
 }
 
-// Orders is GET /orders: the newest orders first.
-func Orders(t testing.TB, base string) []Order {
+// GetPages reads a paged list (GET /orders, GET /late_payments) from url,
+// following every Link rel="next" (loadgen.ReadPages), and returns the items
+// of every page in order; header goes with every request. Any failed page
+// fails the test.
+func GetPages[T any](t testing.TB, url string, header http.Header) []T {
 	t.Helper()
-	return GetJSON[[]Order](t, base+"/orders")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	items, _, err := loadgen.ReadPages[T](ctx, http.DefaultClient, url, header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return items
 }
 
-// LatePayments is GET /late_payments (in demo mode: no admin token).
+// Orders is every order, oldest first: GET /orders, 1000 a page, following
+// the pages.
+func Orders(t testing.TB, base string) []Order {
+	t.Helper()
+	return GetPages[Order](t, base+"/orders?limit=1000", nil)
+}
+
+// NewestOrder is the newest order; it fails the test if there is none.
+func NewestOrder(t testing.TB, base string) Order {
+	t.Helper()
+	o := Orders(t, base)
+	if len(o) == 0 {
+		t.Fatal("GET /orders: no orders")
+	}
+	return o[len(o)-1]
+}
+
+// LatePayments is every late payment, oldest first: GET /late_payments (in
+// demo mode: no admin token), 1000 a page, following the pages.
 func LatePayments(t testing.TB, base string) []LatePayment {
 	t.Helper()
-	return GetJSON[[]LatePayment](t, base+"/late_payments")
+	return GetPages[LatePayment](t, base+"/late_payments?limit=1000", nil)
 }
 
 // WaitOrder polls order id (every 50 ms) until cond holds, and returns it;

@@ -88,15 +88,32 @@ func toOrderJSON(o shop.Order) orderJSON {
 	}
 }
 
+// handleListOrders is GET /orders: every order, oldest first (ascending
+// order_id), one page at a time: ?limit=N orders per page (default
+// defaultPageSize = 100, at most maxPageSize = 1000), ?after=CURSOR from the
+// previous page's Link rel="next" header; the last page has no Link. Orders
+// created while a client follows the pages land after its cursor, so it sees
+// every order exactly once (store.OrdersPage). See paging.go.
 func handleListOrders(db *store.DB) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		orders, err := db.RecentOrders(r.Context(), "", 1000)
+		limit, after, err := parsePage(r, "orders", orderCursorPos)
+		if err != nil {
+			return err
+		}
+		var afterID int64
+		if after != nil {
+			afterID = *after
+		}
+		orders, more, err := db.OrdersPage(r.Context(), afterID, limit)
 		if err != nil {
 			return err
 		}
 		out := make([]orderJSON, 0, len(orders))
 		for _, o := range orders {
 			out = append(out, toOrderJSON(o))
+		}
+		if more {
+			setNextLink(w, "/orders", limit, orderCursor(orders[len(orders)-1].ID))
 		}
 		return writeJSON(w, http.StatusOK, out)
 	}
@@ -190,12 +207,21 @@ func handleCrash(logger *slog.Logger, crash func()) handlerFunc {
 
 // handleLatePayments lists the payments to refund: each came for an order
 // that was already cancelled. Payment ids are checkout keys, so the list is
-// an operator's (admin token) outside demo mode.
+// an operator's (admin token) outside demo mode. It pages like GET /orders
+// (?limit=N, default 100, at most 1000; ?after=CURSOR; Link rel="next"), in
+// the order the payments were received (received_at, then payment_id).
 func handleLatePayments(db *store.DB) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		late, err := db.LatePayments(r.Context())
+		limit, after, err := parsePage(r, "late_payments", latePaymentCursorPos)
 		if err != nil {
 			return err
+		}
+		late, more, err := db.LatePaymentsPage(r.Context(), after, limit)
+		if err != nil {
+			return err
+		}
+		if more {
+			setNextLink(w, "/late_payments", limit, latePaymentCursor(late[len(late)-1].Pos()))
 		}
 		return writeJSON(w, http.StatusOK, late)
 	}
