@@ -30,6 +30,7 @@ import (
 	"widget-store/internal/cluster"
 	"widget-store/internal/metrics"
 	"widget-store/internal/paywait"
+	"widget-store/internal/reconcile"
 	"widget-store/internal/store"
 	"widget-store/internal/supervisor"
 	"widget-store/internal/timeline"
@@ -56,18 +57,19 @@ var schemaSQL string
 // config is everything the store reads from flags and the environment.
 // Flags mirror the environment variables and win over them.
 type config struct {
-	Port          string        // PORT: TCP port to listen on (0 picks a free one)
-	DatabaseURL   string        // DATABASE_URL: sqlite:PATH or postgres://…
-	ExecutorID    string        // EXECUTOR_ID: this process's identity for DBOS recovery
-	Supervise     bool          // SUPERVISE: run the store as a restarted child process
-	LogFormat     string        // LOG_FORMAT: text or json
-	LogLevel      slog.Level    // LOG_LEVEL: debug, info, warn, error
-	PayTimeout    time.Duration // PAYMENT_TIMEOUT: how long checkout waits for the payment webhook
-	CrashAt       crashPoint    // CRASH_AT: "workflow:step", exit right after that step commits (tests)
-	WebhookKey    string        // PAYMENT_WEBHOOK_SECRET: require signed webhooks when set
-	AdminToken    string        // ADMIN_TOKEN: require it for crash/restock when set
-	TakeoverAfter time.Duration // TAKEOVER_AFTER: resume the workflows of a peer silent this long (Postgres; 0 off)
-	SQLiteSync    string        // SQLITE_SYNCHRONOUS: normal or full
+	Port           string        // PORT: TCP port to listen on (0 picks a free one)
+	DatabaseURL    string        // DATABASE_URL: sqlite:PATH or postgres://…
+	ExecutorID     string        // EXECUTOR_ID: this process's identity for DBOS recovery
+	Supervise      bool          // SUPERVISE: run the store as a restarted child process
+	LogFormat      string        // LOG_FORMAT: text or json
+	LogLevel       slog.Level    // LOG_LEVEL: debug, info, warn, error
+	PayTimeout     time.Duration // PAYMENT_TIMEOUT: how long checkout waits for the payment webhook
+	CrashAt        crashPoint    // CRASH_AT: "workflow:step", exit right after that step commits (tests)
+	WebhookKey     string        // PAYMENT_WEBHOOK_SECRET: require signed webhooks when set
+	AdminToken     string        // ADMIN_TOKEN: require it for crash/restock when set
+	TakeoverAfter  time.Duration // TAKEOVER_AFTER: resume the workflows of a peer silent this long (Postgres; 0 off)
+	SQLiteSync     string        // SQLITE_SYNCHRONOUS: normal or full
+	ReconcileEvery time.Duration // RECONCILE_EVERY: how often orders no workflow will finish are looked for
 
 	// pgTracer, when set (benchmarks only, never from the environment),
 	// sees every Postgres statement the store sends: bench_test.go counts them.
@@ -89,7 +91,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		hostname = "local"
 	}
 	var cfg config
-	var supervise, payTimeout, logLevel, takeoverAfter, crashAt string
+	var supervise, payTimeout, logLevel, takeoverAfter, crashAt, reconcileEvery string
 	fs := flag.NewFlagSet("widget-store", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Port, "port", env("PORT", "8080"), "TCP port to listen on (env PORT)")
@@ -102,6 +104,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&crashAt, "crash-at", env("CRASH_AT", ""), "testing: exit right after step N of workflow W commits, as W:N (env CRASH_AT)")
 	fs.StringVar(&takeoverAfter, "takeover-after", env("TAKEOVER_AFTER", cluster.DefaultTakeoverAfter.String()), "resume the workflows of a peer instance silent this long; 0: never (env TAKEOVER_AFTER)")
 	fs.StringVar(&cfg.SQLiteSync, "sqlite-synchronous", env("SQLITE_SYNCHRONOUS", "normal"), "SQLite: normal (survives any process crash) or full (also a power loss, slower) (env SQLITE_SYNCHRONOUS)")
+	fs.StringVar(&reconcileEvery, "reconcile-every", env("RECONCILE_EVERY", "10s"), "how often to look for orders whose workflow will not finish them (env RECONCILE_EVERY)")
 	cfg.WebhookKey = getenv("PAYMENT_WEBHOOK_SECRET")
 	cfg.AdminToken = getenv("ADMIN_TOKEN")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -131,6 +134,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		return cfg, fmt.Errorf("LOG_FORMAT %q: want text or json", cfg.LogFormat)
+	}
+	if cfg.ReconcileEvery, err = time.ParseDuration(reconcileEvery); err != nil || cfg.ReconcileEvery < 100*time.Millisecond {
+		return cfg, fmt.Errorf("RECONCILE_EVERY %q: want a duration of at least 100ms, such as 10s", reconcileEvery)
 	}
 	if cfg.SQLiteSync != "normal" && cfg.SQLiteSync != "full" {
 		return cfg, fmt.Errorf("SQLITE_SYNCHRONOUS %q: want normal or full", cfg.SQLiteSync)
@@ -227,6 +233,7 @@ type services struct {
 	handoffs  *paywait.Hub
 	workflows *workflows
 	cluster   *cluster.Cluster
+	reconcile *reconcile.Reconciler
 	ready     atomic.Bool // /healthz answers 200 only while true
 }
 
@@ -307,12 +314,15 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 		return nil, fmt.Errorf("dbos launch: %w", err)
 	}
 	s.cluster.Start()
+	s.reconcile = reconcile.New(db, s.dctx, s.workflows, cfg.ReconcileEvery, logger)
+	s.reconcile.Start()
 	return s, nil
 }
 
 // shutdown stops DBOS, which also closes the database handle shared with it.
 func (s *services) shutdown(logger *slog.Logger) {
-	s.cluster.Stop() // before DBOS: a takeover in progress uses it
+	s.reconcile.Stop() // before DBOS: a pass in progress uses it
+	s.cluster.Stop()
 	s.handoffs.Stop()
 	if err := dbos.Shutdown(s.dctx, 5*time.Second); err != nil {
 		logger.Warn("dbos shutdown", "err", err)

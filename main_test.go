@@ -158,6 +158,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{"crash point step", nil, map[string]string{"CRASH_AT": "checkout:0"}, `CRASH_AT "checkout:0"`},
 		{"database URL scheme", nil, map[string]string{"DATABASE_URL": "mysql://shop:s3cret@db/widgets"}, `DATABASE_URL "mysql://shop:xxxxx@db/widgets": want sqlite:PATH or postgres://`},
 		{"in-memory SQLite", nil, map[string]string{"DATABASE_URL": "sqlite::memory:"}, "DATABASE_URL: SQLite needs a file"},
+		{"reconcile interval", nil, map[string]string{"RECONCILE_EVERY": "1ms"}, `RECONCILE_EVERY "1ms": want a duration of at least 100ms`},
 		{"sqlite synchronous", nil, map[string]string{"SQLITE_SYNCHRONOUS": "off"}, `SQLITE_SYNCHRONOUS "off": want normal or full`},
 		{"unknown flag", []string{"-prot", "8080"}, nil, "flag provided but not defined: -prot"},
 		{"stray argument", []string{"serve"}, nil, `unexpected arguments: ["serve"]`},

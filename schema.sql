@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS orders (
 
 CREATE INDEX IF NOT EXISTS orders_shopper ON orders (shopper, order_id);
 
+-- The few orders not final yet (PENDING 0, PAID 2), for the reconciler
+-- (internal/reconcile), which reads them every few seconds.
+CREATE INDEX IF NOT EXISTS orders_unfinished ON orders (order_id) WHERE order_status IN (0, 2);
+
 -- A checkout that found the shelf empty: it made no order, and this row is
 -- what tells a retried checkout (and its payment page) "sold out". It is
 -- written in the transaction that found no stock, with that step's checkpoint.

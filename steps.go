@@ -112,6 +112,27 @@ func (s steps) cancel(orderID int64, payment string) func(context.Context, dbos.
 	}
 }
 
+// release cancels the order of a checkout that will never finish it, and
+// returns its unit, in one transaction; released is false when the order was
+// no longer PENDING (its checkout did finish it after all).
+func (s steps) release(orderID int64) func(context.Context, dbos.Tx) (bool, error) {
+	return func(ctx context.Context, tx dbos.Tx) (bool, error) {
+		res, err := tx.Exec(ctx, `UPDATE orders SET order_status = $1, last_update_time = $2 WHERE order_id = $3 AND order_status = $4`,
+			shop.StatusCancelled, s.now().UnixMilli(), orderID, shop.StatusPending)
+		if err != nil {
+			return false, err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return false, err
+		}
+		res, err = tx.Exec(ctx, `UPDATE products SET inventory = inventory + 1 WHERE product_id = (SELECT product_id FROM orders WHERE order_id = $1)`, orderID)
+		if err != nil {
+			return false, err
+		}
+		return true, expectOneRow(res, orderID, "return stock")
+	}
+}
+
 // dispatchLeg writes one leg of a dispatch: the order's progress_remaining
 // becomes remaining, and at 0 the order is DISPATCHED. It is not a DBOS step
 // but an idempotent write (see dispatch in workflow.go): a set, never a
@@ -125,17 +146,20 @@ func (s steps) cancel(orderID int64, payment string) func(context.Context, dbos.
 // until it succeeds or the workflow stops: DBOS retries its own steps'
 // transactions the same way, and a dispatch must not end in ERROR with its
 // order left PAID because Postgres blinked.
-func (s steps) dispatchLeg(ctx context.Context, db dbos.Querier, logger *slog.Logger, orderID int64, remaining int) error {
+//
+// dispatched reports an order now DISPATCHED (by this leg, or before it: a
+// second dispatch of the same order finds its work done).
+func (s steps) dispatchLeg(ctx context.Context, db dbos.Querier, logger *slog.Logger, orderID int64, remaining int) (dispatched bool, err error) {
 	defer s.metrics.Step(shop.DispatchWorkflow, "progress", time.Now())
 	for pause := 50 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
-		done, err := s.writeLeg(ctx, db, orderID, remaining)
+		dispatched, done, err := s.writeLeg(ctx, db, orderID, remaining)
 		if done || err == nil {
-			return err
+			return dispatched, err
 		}
 		logger.Warn("dispatch: writing a leg failed; retrying", "order_id", orderID, "remaining", remaining, "err", err)
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		case <-time.After(pause):
 		}
 	}
@@ -143,7 +167,7 @@ func (s steps) dispatchLeg(ctx context.Context, db dbos.Querier, logger *slog.Lo
 
 // writeLeg is one attempt at a leg. done reports an outcome that trying again
 // cannot change: success, or the order in a state no leg may write.
-func (s steps) writeLeg(ctx context.Context, db dbos.Querier, orderID int64, remaining int) (done bool, err error) {
+func (s steps) writeLeg(ctx context.Context, db dbos.Querier, orderID int64, remaining int) (dispatched, done bool, err error) {
 	status := shop.StatusPaid
 	if remaining == 0 {
 		status = shop.StatusDispatched
@@ -153,20 +177,20 @@ func (s steps) writeLeg(ctx context.Context, db dbos.Querier, orderID int64, rem
 		WHERE order_id = $4 AND order_status = $5 AND progress_remaining > $1`,
 		remaining, status, s.now().UnixMilli(), orderID, shop.StatusPaid)
 	if err != nil {
-		return false, fmt.Errorf("dispatch leg: %w", err)
+		return false, false, fmt.Errorf("dispatch leg: %w", err)
 	}
 	if n, err := res.RowsAffected(); err != nil || n == 1 {
-		return err == nil, err
+		return remaining == 0, err == nil, err
 	}
 	var cur shop.Status
 	var progress int
 	if err := db.QueryRow(ctx, `SELECT order_status, progress_remaining FROM orders WHERE order_id = $1`, orderID).Scan(&cur, &progress); err != nil {
-		return false, fmt.Errorf("dispatch leg: read order %d: %w", orderID, err)
+		return false, false, fmt.Errorf("dispatch leg: read order %d: %w", orderID, err)
 	}
 	if progress > remaining || (cur != shop.StatusPaid && cur != shop.StatusDispatched) {
-		return true, fmt.Errorf("dispatch leg: order %d is %s with %d legs to go, cannot go to %d", orderID, cur, progress, remaining)
+		return false, true, fmt.Errorf("dispatch leg: order %d is %s with %d legs to go, cannot go to %d", orderID, cur, progress, remaining)
 	}
-	return true, nil // written before
+	return cur == shop.StatusDispatched, true, nil // written before
 }
 
 // settle moves a PENDING order to its fate (PAID or CANCELLED) at nowMs.

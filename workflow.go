@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 
 	"widget-store/internal/paywait"
+	"widget-store/internal/reconcile"
 	"widget-store/internal/shop"
 	"widget-store/internal/store"
 	"widget-store/internal/supervisor"
@@ -60,11 +62,17 @@ type workflows struct {
 func (w *workflows) register() {
 	dbos.RegisterWorkflow(w.dctx, w.checkout, dbos.WithWorkflowName(shop.CheckoutWorkflow))
 	dbos.RegisterWorkflow(w.dctx, w.dispatch, dbos.WithWorkflowName(shop.DispatchWorkflow))
+	dbos.RegisterWorkflow(w.dctx, w.release, dbos.WithWorkflowName(shop.ReleaseWorkflow))
 }
 
 // checkoutInput is the checkout workflow's recorded input.
 type checkoutInput struct {
 	Shopper string `json:"shopper,omitempty"` // the browser that bought, for "your orders"
+	// Key is the client's idempotency key, which the workflow ID is too,
+	// recorded so that an execution forked by an operator (dbos workflow
+	// fork), which runs under another ID with the same input, knows it is
+	// one. Empty in the previous build's inputs.
+	Key string `json:"key,omitempty"`
 }
 
 // orderResult is the checkout's recorded result. OrderID is 0 when the
@@ -81,6 +89,13 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 	key, err := dbos.GetWorkflowID(ctx)
 	if err != nil {
 		return orderResult{}, err
+	}
+	if in.Key != "" && in.Key != key {
+		// A forked execution (dbos workflow fork) runs under another ID: a
+		// checkout's order, stock and payment belong to its client's key, so
+		// it does nothing (resume the original instead).
+		w.logger.Warn("checkout: a forked execution does nothing; the checkout acts under its key only", "workflow_id", key, "key", in.Key)
+		return orderResult{}, nil
 	}
 	handoff := w.handoffs.Checkout(key) // tells the requests waiting in this process, at once
 	defer handoff.Close()
@@ -171,13 +186,28 @@ func (w *workflows) dispatch(ctx dbos.Context, in dispatchInput) (int64, error) 
 		if err := sleepUntil(ctx, w.steps.now, in.FirstDueMs+int64(leg-1)*time.Second.Milliseconds()); err != nil {
 			return 0, err
 		}
-		if err := w.steps.dispatchLeg(ctx, w.db.Q(), w.logger, in.OrderID, shop.DispatchLegs-leg); err != nil {
+		dispatched, err := w.steps.dispatchLeg(ctx, w.db.Q(), w.logger, in.OrderID, shop.DispatchLegs-leg)
+		if err != nil {
 			return 0, err
 		}
 		w.crashAfter(shop.DispatchWorkflow, leg)
+		if dispatched {
+			break // the last leg, or another dispatch of this order got there first
+		}
 	}
 	w.log(ctx, in.OrderID).Info("dispatch: order dispatched")
 	return in.OrderID, nil
+}
+
+// release cancels order orderID, whose checkout will never finish it, and
+// returns its unit: one step, exactly once (its workflow ID is per order).
+// It changes nothing if the order is no longer PENDING.
+func (w *workflows) release(ctx dbos.Context, orderID int64) (bool, error) {
+	released, err := dbos.RunAsTransaction(ctx, w.ds, w.steps.release(orderID), dbos.WithStepName(shop.StepRelease))
+	if err == nil && released {
+		w.log(ctx, orderID).Warn("release: the order's checkout will not finish it; cancelled, unit returned")
+	}
+	return released, err
 }
 
 // sleepUntil waits until the Unix-ms time due, or until ctx ends (a graceful stop),
@@ -217,7 +247,7 @@ func (w *workflows) Start(ctx context.Context, key, shopper string) (soldOut boo
 	return w.handoffs.AwaitStart(ctx, key, func() error {
 		// On the store's root DBOS context, never the request's: a cancelled
 		// request context would durably cancel the workflow.
-		_, err := dbos.RunWorkflow(w.dctx, w.checkout, checkoutInput{Shopper: shopper}, dbos.WithWorkflowID(key))
+		_, err := dbos.RunWorkflow(w.dctx, w.checkout, checkoutInput{Shopper: shopper, Key: key}, dbos.WithWorkflowID(key))
 		return err
 	})
 }
@@ -227,7 +257,17 @@ func (w *workflows) Start(ctx context.Context, key, shopper string) (soldOut boo
 // that contradicts the order's fate is a conflict, and a payment for an order
 // already cancelled is recorded for refund.
 func (w *workflows) Pay(ctx context.Context, pid, status string) (int64, error) {
-	o, err := w.handoffs.Deliver(ctx, pid, status)
+	o, err := w.handoffs.Deliver(ctx, pid, status, func(ctx context.Context) (bool, error) {
+		return w.checkoutGone(ctx, pid)
+	})
+	if errors.Is(err, paywait.ErrOrphaned) {
+		// Its checkout will never take the payment: release the order now
+		// (the reconciler would, a little later) and answer from it.
+		if err := w.Release(ctx, o.ID); err != nil {
+			return 0, err
+		}
+		o, err = w.db.OrderByKey(ctx, pid)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -274,4 +314,49 @@ func (w *workflows) crashAfter(name string, n int) {
 		w.logger.Warn("CRASH_AT: exiting", "workflow", name, "step", n)
 		os.Exit(supervisor.ExitCrash)
 	}
+}
+
+// Release and Redispatch are the durable actions the reconciler takes
+// (internal/reconcile.Actions).
+
+// Release starts (or finds) the release workflow of an order and waits for it.
+func (w *workflows) Release(ctx context.Context, orderID int64) error {
+	h, err := dbos.RunWorkflow(w.dctx, w.release, orderID, dbos.WithWorkflowID(shop.ReleaseWorkflowID(orderID)))
+	if err != nil {
+		return fmt.Errorf("release order %d: %w", orderID, err)
+	}
+	if _, err := h.GetResult(); err != nil {
+		return fmt.Errorf("release order %d: %w", orderID, err)
+	}
+	return nil
+}
+
+// Redispatch starts (or finds) a second dispatch of a paid order whose own
+// will not run again; it runs on by itself.
+//
+// Its schedule goes on from the order's progress: the next leg is due in a
+// second.
+func (w *workflows) Redispatch(ctx context.Context, orderID int64) error {
+	o, err := w.db.OrderByID(ctx, orderID)
+	if err != nil {
+		return fmt.Errorf("redispatch order %d: %w", orderID, err)
+	}
+	done := int64(shop.DispatchLegs - o.ProgressRemaining)
+	in := dispatchInput{OrderID: orderID, FirstDueMs: w.steps.now().Add(time.Second).UnixMilli() - done*time.Second.Milliseconds()}
+	if _, err := dbos.RunWorkflow(w.dctx, w.dispatch, in, dbos.WithWorkflowID(shop.RedispatchWorkflowID(orderID))); err != nil {
+		return fmt.Errorf("redispatch order %d: %w", orderID, err)
+	}
+	w.logger.Warn("redispatch: the order's dispatch will not run again; dispatching it once more", "order_id", orderID)
+	return nil
+}
+
+// checkoutGone reports a checkout that will never run again: its workflow
+// cancelled, failed, dead-lettered or deleted.
+func (w *workflows) checkoutGone(ctx context.Context, key string) (bool, error) {
+	st, err := dbos.ListWorkflows(dbos.From(w.dctx, ctx), dbos.WithFilterWorkflowIDs(key),
+		dbos.WithFilterLoadInput(false), dbos.WithFilterLoadOutput(false))
+	if err != nil {
+		return false, err
+	}
+	return len(st) == 0 || reconcile.Dead(st[0].Status), nil
 }

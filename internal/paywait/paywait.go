@@ -310,6 +310,10 @@ func (h *Hub) paymentSent(ctx context.Context, key string) (bool, error) {
 	return found, nil
 }
 
+// ErrOrphaned is Deliver's "the checkout will never take this payment": the
+// caller releases the order (a durable action) and answers from it.
+var ErrOrphaned = errors.New("the checkout of this payment will not run again")
+
 // errDeadline is await's "neither the hand-off nor the database said so in time".
 var errDeadline = errors.New("deadline passed")
 
@@ -394,7 +398,12 @@ func (h *Hub) AwaitStart(ctx context.Context, key string, start func() error) (s
 //
 // The order read and the Send are one transaction, so a webhook costs one
 // commit.
-func (h *Hub) Deliver(ctx context.Context, pid, status string) (shop.Order, error) {
+//
+// orphaned tells a checkout that will never take the payment (an operator
+// cancelled it, or it failed): while the order stays PENDING, Deliver asks it
+// about once a second, and when it says so returns ErrOrphaned at once
+// instead of waiting out its 60 s.
+func (h *Hub) Deliver(ctx context.Context, pid, status string, orphaned func(context.Context) (bool, error)) (shop.Order, error) {
 	ho := h.acquire(pid, false)
 	defer h.release(pid, ho, false)
 	o, err := h.sendIfPending(ctx, pid, status)
@@ -402,13 +411,22 @@ func (h *Hub) Deliver(ctx context.Context, pid, status string) (shop.Order, erro
 		return o, err
 	}
 	ho.kick(true)
+	var asked time.Time
 	err = h.await(ctx, ho, ho.finished, time.Now().Add(60*time.Second), func() (bool, error) {
 		cur, err := h.db.OrderByKey(ctx, pid)
 		if err != nil {
 			return false, err
 		}
 		o = cur
-		return cur.Status != shop.StatusPending, nil
+		if cur.Status != shop.StatusPending || time.Since(asked) < time.Second {
+			return cur.Status != shop.StatusPending, nil
+		}
+		asked = time.Now()
+		gone, err := orphaned(ctx)
+		if err == nil && gone {
+			err = ErrOrphaned
+		}
+		return gone, err
 	})
 	if errors.Is(err, errDeadline) {
 		return o, shop.Errorf(shop.Busy, "payment for order %d received; the order is still being processed, retry to see its outcome", o.ID)

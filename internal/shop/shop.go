@@ -111,6 +111,10 @@ const (
 const (
 	CheckoutWorkflow = "checkout"
 	DispatchWorkflow = "dispatch"
+	// ReleaseWorkflow cancels an order no checkout will finish (its checkout
+	// was cancelled by an operator, failed, or was deleted) and returns its
+	// unit: see internal/reconcile.
+	ReleaseWorkflow = "release"
 )
 
 // Step names, recorded by DBOS with every checkpoint and checked when one is
@@ -121,6 +125,7 @@ const (
 	StepReserve  = "reserve"   // checkout: reserve a unit and create the order
 	StepMarkPaid = "mark-paid" // checkout: the payment came in
 	StepCancel   = "cancel"    // checkout: declined or timed out; the unit goes back
+	StepRelease  = "release"   // release: the order of a dead checkout cancelled, its unit back
 )
 
 // StepDispatchLeg names a leg of a dispatch on the timeline. The legs are not
@@ -134,6 +139,20 @@ const StepDispatchLeg = "dispatch-leg"
 // never collide.
 func DispatchWorkflowID(orderID int64) string {
 	return "dispatch/" + strconv.FormatInt(orderID, 10)
+}
+
+// ReleaseWorkflowID is the ID of the workflow that releases an order: one
+// per order, so however many instances or requests ask, it runs once.
+func ReleaseWorkflowID(orderID int64) string {
+	return "release/" + strconv.FormatInt(orderID, 10)
+}
+
+// RedispatchWorkflowID is the ID of a second dispatch of a paid order whose
+// dispatch workflow will not run again (cancelled by an operator, failed):
+// the same dispatch, started once more by internal/reconcile. Its legs are
+// idempotent, so it picks up where the order's progress is.
+func RedispatchWorkflowID(orderID int64) string {
+	return "redispatch/" + strconv.FormatInt(orderID, 10)
 }
 
 // MaxKeyLen bounds idempotency keys. A key is a workflow ID, which DBOS puts

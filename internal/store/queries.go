@@ -121,6 +121,27 @@ func (db *DB) OrdersPage(ctx context.Context, afterID int64, limit int) (page []
 	return page, false, nil
 }
 
+// UnfinishedOrders lists up to limit orders still PENDING or PAID that were
+// created before before, oldest first (the partial index orders_unfinished
+// keeps this a read of the few unfinished rows, however many orders there are).
+func (db *DB) UnfinishedOrders(ctx context.Context, before time.Time, limit int) ([]shop.Order, error) {
+	rows, err := db.q.Query(ctx, `SELECT `+orderColumns+` FROM orders
+		WHERE order_status IN (0, 2) AND created_at < $1 ORDER BY order_id LIMIT $2`, before.UnixMilli(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("list unfinished orders: %w", err)
+	}
+	defer rows.Close() // its error is rows.Err's, returned below
+	var out []shop.Order
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list unfinished orders: %w", err)
+		}
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}
+
 // NewestOrderID is the id of the newest order, 0 when there is none.
 func (db *DB) NewestOrderID(ctx context.Context) (int64, error) {
 	var id int64
