@@ -72,20 +72,29 @@ func (db *DB) RecentOrders(ctx context.Context, shopper string, limit int) ([]sh
 		q = `SELECT ` + orderColumns + ` FROM orders WHERE shopper = $1 ORDER BY order_id DESC LIMIT $2`
 		args = []any{shopper, limit}
 	}
+	return db.orders(ctx, "list orders", q, args...)
+}
+
+// orders runs q, a SELECT of orderColumns, and scans every row; what names
+// the list in errors.
+func (db *DB) orders(ctx context.Context, what, q string, args ...any) ([]shop.Order, error) {
 	rows, err := db.q.Query(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list orders: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close() // its error is rows.Err's, returned below
 	var out []shop.Order
 	for rows.Next() {
 		o, err := scanOrder(rows)
 		if err != nil {
-			return nil, fmt.Errorf("list orders: %w", err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		out = append(out, o)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return out, nil
 }
 
 // OrdersPage lists up to limit orders with ids above afterID (0: from the
@@ -99,21 +108,9 @@ func (db *DB) RecentOrders(ctx context.Context, shopper string, limit int) ([]sh
 // that follows the pages therefore sees every order exactly once, including
 // the ones created while it reads: they land after its position.
 func (db *DB) OrdersPage(ctx context.Context, afterID int64, limit int) (page []shop.Order, more bool, err error) {
-	rows, err := db.q.Query(ctx, `SELECT `+orderColumns+` FROM orders WHERE order_id > $1 ORDER BY order_id LIMIT $2`, afterID, limit+1)
+	page, err = db.orders(ctx, "list orders", `SELECT `+orderColumns+` FROM orders WHERE order_id > $1 ORDER BY order_id LIMIT $2`, afterID, limit+1)
 	if err != nil {
-		return nil, false, fmt.Errorf("list orders: %w", err)
-	}
-	defer rows.Close() // its error is rows.Err's, returned below
-	page = make([]shop.Order, 0, min(limit+1, 64))
-	for rows.Next() {
-		o, err := scanOrder(rows)
-		if err != nil {
-			return nil, false, fmt.Errorf("list orders: %w", err)
-		}
-		page = append(page, o)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, false, fmt.Errorf("list orders: %w", err)
+		return nil, false, err
 	}
 	if len(page) > limit {
 		return page[:limit], true, nil
@@ -125,21 +122,8 @@ func (db *DB) OrdersPage(ctx context.Context, afterID int64, limit int) (page []
 // created before before, oldest first (the partial index orders_unfinished
 // keeps this a read of the few unfinished rows, however many orders there are).
 func (db *DB) UnfinishedOrders(ctx context.Context, before time.Time, limit int) ([]shop.Order, error) {
-	rows, err := db.q.Query(ctx, `SELECT `+orderColumns+` FROM orders
+	return db.orders(ctx, "list unfinished orders", `SELECT `+orderColumns+` FROM orders
 		WHERE order_status IN (0, 2) AND created_at < $1 ORDER BY order_id LIMIT $2`, before.UnixMilli(), limit)
-	if err != nil {
-		return nil, fmt.Errorf("list unfinished orders: %w", err)
-	}
-	defer rows.Close() // its error is rows.Err's, returned below
-	var out []shop.Order
-	for rows.Next() {
-		o, err := scanOrder(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list unfinished orders: %w", err)
-		}
-		out = append(out, o)
-	}
-	return out, rows.Err()
 }
 
 // NewestOrderID is the id of the newest order, 0 when there is none.
