@@ -17,9 +17,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -30,6 +32,7 @@ import (
 	"widget-store/internal/cluster"
 	"widget-store/internal/metrics"
 	"widget-store/internal/paywait"
+	"widget-store/internal/provider"
 	"widget-store/internal/reconcile"
 	"widget-store/internal/store"
 	"widget-store/internal/supervisor"
@@ -70,6 +73,13 @@ type config struct {
 	TakeoverAfter  time.Duration // TAKEOVER_AFTER: resume the workflows of a peer silent this long (Postgres; 0 off)
 	SQLiteSync     string        // SQLITE_SYNCHRONOUS: normal or full
 	ReconcileEvery time.Duration // RECONCILE_EVERY: how often orders no workflow will finish are looked for
+	// ProviderURL is PROVIDER_URL, the payment provider's API the refund
+	// workflow calls, without a trailing slash. Empty: the store's own
+	// stand-in, http://<its listener address>/provider, set once it listens.
+	ProviderURL string
+	// providerIsSelf: PROVIDER_URL was not set, so the refunds go to the
+	// store's own stand-in, which takes the ADMIN_TOKEN.
+	providerIsSelf bool
 
 	// pgTracer, when set (benchmarks only, never from the environment),
 	// sees every Postgres statement the store sends: bench_test.go counts them.
@@ -104,6 +114,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&crashAt, "crash-at", env("CRASH_AT", ""), "testing: exit right after step N of workflow W commits, as W:N (env CRASH_AT)")
 	fs.StringVar(&takeoverAfter, "takeover-after", env("TAKEOVER_AFTER", cluster.DefaultTakeoverAfter.String()), "resume the workflows of a peer instance silent this long; 0: never (env TAKEOVER_AFTER)")
 	fs.StringVar(&cfg.SQLiteSync, "sqlite-synchronous", env("SQLITE_SYNCHRONOUS", "normal"), "SQLite: normal (survives any process crash) or full (also a power loss, slower) (env SQLITE_SYNCHRONOUS)")
+	fs.StringVar(&cfg.ProviderURL, "provider-url", env("PROVIDER_URL", ""), "the payment provider's API for refunds, http(s)://…; default: the store's own stand-in at /provider (env PROVIDER_URL)")
 	fs.StringVar(&reconcileEvery, "reconcile-every", env("RECONCILE_EVERY", "10s"), "how often to look for orders whose workflow will not finish them (env RECONCILE_EVERY)")
 	cfg.WebhookKey = getenv("PAYMENT_WEBHOOK_SECRET")
 	cfg.AdminToken = getenv("ADMIN_TOKEN")
@@ -144,12 +155,34 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if cfg.ExecutorID == "" || len(cfg.ExecutorID) > 128 {
 		return cfg, fmt.Errorf("EXECUTOR_ID must be 1 to 128 characters")
 	}
+	if cfg.ProviderURL != "" {
+		if cfg.ProviderURL, err = parseProviderURL(cfg.ProviderURL); err != nil {
+			return cfg, err
+		}
+	}
 	if crashAt != "" {
 		if cfg.CrashAt, err = parseCrashPoint(crashAt); err != nil {
 			return cfg, err
 		}
 	}
 	return cfg, nil
+}
+
+// parseProviderURL checks PROVIDER_URL: an absolute http or https URL with
+// a host, and no query or fragment (the refund path is appended to it). It
+// returns it without a trailing slash. A password in it is never shown.
+func parseProviderURL(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		shown := s
+		if err == nil && u.User != nil {
+			shown = u.Redacted()
+		} else if err != nil {
+			shown = "(unparsable)"
+		}
+		return "", fmt.Errorf("PROVIDER_URL %q: want an http:// or https:// URL with a host and no query, such as https://provider.example/v1", shown)
+	}
+	return strings.TrimRight(u.String(), "/"), nil
 }
 
 // run is the whole program: main only calls it, tests call it too.
@@ -182,6 +215,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	defer ln.Close() // closed by Shutdown already on the normal path; this covers the early returns
+
+	if cfg.ProviderURL == "" {
+		// The store's own stand-in provider, on the socket it serves: under
+		// the supervisor the child inherits the parent's socket, so this is
+		// the port clients use too.
+		cfg.ProviderURL, cfg.providerIsSelf = "http://"+loopbackAddr(ln.Addr())+"/provider", true
+	}
 
 	began := time.Now()
 	s, err := startServices(ctx, cfg, logger)
@@ -297,7 +337,11 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 	s.handoffs = paywait.New(db, s.dctx, logger, s.metrics)
 	s.workflows = &workflows{
 		dctx: s.dctx, ds: ds, db: db, handoffs: s.handoffs, logger: logger, crash: cfg.CrashAt,
-		steps: steps{metrics: s.metrics, now: time.Now, payTimeout: cfg.PayTimeout},
+		steps:    steps{metrics: s.metrics, now: time.Now, payTimeout: cfg.PayTimeout},
+		provider: &provider.Client{URL: cfg.ProviderURL, HTTP: &http.Client{Timeout: provider.CallTimeout}},
+	}
+	if cfg.providerIsSelf { // the store's own stand-in takes the admin token as its API key
+		s.workflows.provider.Token = cfg.AdminToken
 	}
 	s.workflows.register()
 	s.cluster = cluster.New(cluster.Config{ExecutorID: cfg.ExecutorID, AppVersion: appVersion, TakeoverAfter: cfg.TakeoverAfter},
@@ -329,6 +373,15 @@ func (s *services) shutdown(logger *slog.Logger) {
 	}
 	s.db.Close()
 	logger.Info("stopped")
+}
+
+// loopbackAddr is how this process reaches its own listener: a wildcard
+// address (":8080") becomes the loopback address on its port.
+func loopbackAddr(addr net.Addr) string {
+	if tcp, ok := addr.(*net.TCPAddr); ok && (tcp.IP == nil || tcp.IP.IsUnspecified()) {
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(tcp.Port))
+	}
+	return addr.String()
 }
 
 // newLogger makes the process's logger. Every line carries executor_id: with

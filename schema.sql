@@ -62,6 +62,30 @@ CREATE TABLE IF NOT EXISTS late_payments (
 -- payment_id, which makes each position unique): one index range per page.
 CREATE INDEX IF NOT EXISTS late_payments_received ON late_payments (received_at, payment_id);
 
+-- A late payment paid back: written by the refund workflow's last step (in
+-- one transaction with its checkpoint) once the provider confirmed the refund.
+-- A table of its own rather than a column of late_payments: the schema runs
+-- at every start, and CREATE TABLE IF NOT EXISTS is idempotent on both
+-- databases where SQLite has no ADD COLUMN IF NOT EXISTS. A late payment with
+-- no row here is a refund still pending.
+CREATE TABLE IF NOT EXISTS refunds (
+    payment_id         TEXT   PRIMARY KEY,
+    provider_refund_id TEXT   NOT NULL,
+    refunded_at        BIGINT NOT NULL
+);
+
+-- The stand-in payment provider's own record of the refunds it made
+-- (POST /provider/refunds/{payment_id}): one per Idempotency-Key, so a
+-- request repeated with the same key refunds nothing more. A real deployment
+-- points PROVIDER_URL at the real provider and never writes this table.
+CREATE TABLE IF NOT EXISTS provider_refunds (
+    idempotency_key TEXT   PRIMARY KEY,
+    refund_id       TEXT   NOT NULL,
+    payment_id      TEXT   NOT NULL,
+    amount_cents    BIGINT NOT NULL,
+    created_at      BIGINT NOT NULL
+);
+
 -- One row per store instance (DBOS executor) that ever ran on this database,
 -- for dead-instance takeover (Postgres only; see takeover.go). heartbeat_at
 -- is the database's clock in Unix ms, refreshed every couple of seconds.

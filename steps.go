@@ -216,3 +216,20 @@ func expectOneRow(res dbos.Result, orderID int64, what string) error {
 	}
 	return nil
 }
+
+// recordRefund records that the provider refunded late payment pid as
+// refundID, in one transaction with the step's checkpoint, and returns when
+// (Unix ms). ON CONFLICT DO NOTHING only guards against a second refund
+// workflow of the same payment, which its fixed workflow ID (one per
+// payment) rules out: with the checkpoint in the same transaction, the step
+// itself never commits twice.
+func (s steps) recordRefund(pid, refundID string) func(context.Context, dbos.Tx) (int64, error) {
+	return func(ctx context.Context, tx dbos.Tx) (int64, error) {
+		now := s.now().UnixMilli()
+		if _, err := tx.Exec(ctx, `INSERT INTO refunds (payment_id, provider_refund_id, refunded_at) VALUES ($1, $2, $3) ON CONFLICT (payment_id) DO NOTHING`,
+			pid, refundID, now); err != nil {
+			return 0, fmt.Errorf("record refund of %s: %w", pid, err)
+		}
+		return now, nil
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 
 	"widget-store/internal/paywait"
+	"widget-store/internal/provider"
 	"widget-store/internal/reconcile"
 	"widget-store/internal/shop"
 	"widget-store/internal/store"
@@ -55,7 +56,8 @@ type workflows struct {
 	handoffs *paywait.Hub
 	steps    steps // the transactional steps (steps.go)
 	logger   *slog.Logger
-	crash    crashPoint // CRASH_AT, for tests
+	crash    crashPoint       // CRASH_AT, for tests
+	provider *provider.Client // the payment provider's refund API
 }
 
 // register registers the workflows under their durable names.
@@ -63,6 +65,7 @@ func (w *workflows) register() {
 	dbos.RegisterWorkflow(w.dctx, w.checkout, dbos.WithWorkflowName(shop.CheckoutWorkflow))
 	dbos.RegisterWorkflow(w.dctx, w.dispatch, dbos.WithWorkflowName(shop.DispatchWorkflow))
 	dbos.RegisterWorkflow(w.dctx, w.release, dbos.WithWorkflowName(shop.ReleaseWorkflow))
+	dbos.RegisterWorkflow(w.dctx, w.refund, dbos.WithWorkflowName(shop.RefundWorkflow))
 }
 
 // checkoutInput is the checkout workflow's recorded input.
@@ -210,6 +213,72 @@ func (w *workflows) release(ctx dbos.Context, orderID int64) (bool, error) {
 	return released, err
 }
 
+// The refund workflow pays back a late payment: one that came for an order
+// already cancelled (declined first, past the payment window, or released by
+// the reconciler after an operator cancelled its checkout). Pay starts it
+// right after recording the late payment, and the reconciler starts it for a
+// late payment whose refund workflow does not exist (a crash between the two).
+// Its ID is per payment (shop.RefundWorkflowID), so however often it is
+// started (a retried webhook, two instances, two passes) it runs once.
+//
+//  1. [refund-provider] POST {PROVIDER_URL}/refunds/{payment id} with
+//     Idempotency-Key: <payment id>. A DBOS step is at least once: a crash
+//     after the call but before its checkpoint calls again on recovery, and
+//     failed attempts are retried in process. The provider's idempotency key
+//     turns that into exactly once: a repeat answers the first refund and
+//     refunds nothing more. Transport errors and 5xx are retried with
+//     backoff (up to about a day, refundRetries); a 4xx, or an answer that
+//     is not a refund of this payment, is not (trying again cannot change it),
+//     and the workflow ends in ERROR for an operator: fix the cause, then
+//     `dbos workflow resume refund/<payment id>`, which calls again with the
+//     same key.
+//  2. [refund-record] record the refund (table refunds) in one transaction
+//     with the step's checkpoint: GET /late_payments shows it refunded.
+
+// refundInput is the refund workflow's recorded input.
+type refundInput struct {
+	PaymentID   string `json:"payment_id"`
+	OrderID     int64  `json:"order_id"`
+	AmountCents int64  `json:"amount_cents"` // the order's price: what was paid
+}
+
+// Retries of the provider call: 100 ms doubling to a minute between
+// attempts, about a day in all (every recovery starts the count again).
+const (
+	refundRetries     = 1500
+	refundBaseBackoff = 100 * time.Millisecond
+	refundMaxBackoff  = time.Minute
+)
+
+// refund is the refund workflow. Steps 1 and 2 are the crash points of
+// CRASH_AT=refund:N.
+func (w *workflows) refund(ctx dbos.Context, in refundInput) (string, error) {
+	// 1. Ask the provider, with the payment id as idempotency key.
+	got, err := dbos.RunAsStep(ctx, func(ctx context.Context) (provider.Refund, error) {
+		r, err := w.provider.Refund(ctx, in.PaymentID, in.AmountCents)
+		if err != nil && !provider.Permanent(err) {
+			w.logger.Warn("refund: the provider call failed; retrying", "payment_id", in.PaymentID, "err", err)
+		}
+		return r, err
+	}, dbos.WithStepName(shop.StepRefundCall),
+		dbos.WithStepMaxRetries(refundRetries),
+		dbos.WithStepBaseInterval(refundBaseBackoff),
+		dbos.WithStepBackoffFactor(2),
+		dbos.WithStepMaxInterval(refundMaxBackoff),
+		dbos.WithStepRetryPredicate(func(err error) bool { return !provider.Permanent(err) }))
+	if err != nil {
+		return "", err
+	}
+	w.crashAfter(shop.RefundWorkflow, 1)
+	// 2. Record the refund.
+	if _, err := dbos.RunAsTransaction(ctx, w.ds, w.steps.recordRefund(in.PaymentID, got.RefundID), dbos.WithStepName(shop.StepRefundRecord)); err != nil {
+		return "", err
+	}
+	w.crashAfter(shop.RefundWorkflow, 2)
+	w.log(ctx, in.OrderID).Info("refund: late payment refunded", "payment_id", in.PaymentID, "refund_id", got.RefundID, "replayed", got.Replayed)
+	return got.RefundID, nil
+}
+
 // sleepUntil waits until the Unix-ms time due, or until ctx ends (a graceful stop),
 // in which case the workflow stays PENDING and resumes at the next start.
 func sleepUntil(ctx context.Context, now func() time.Time, dueMs int64) error {
@@ -255,7 +324,8 @@ func (w *workflows) Start(ctx context.Context, key, shopper string) (soldOut boo
 // Pay applies a payment status to the order behind payment id pid and
 // returns the order id. A replay is answered from the order's state; a status
 // that contradicts the order's fate is a conflict, and a payment for an order
-// already cancelled is recorded for refund.
+// already cancelled is recorded for refund and its refund workflow started
+// (refund.go).
 func (w *workflows) Pay(ctx context.Context, pid, status string) (int64, error) {
 	o, err := w.handoffs.Deliver(ctx, pid, status, func(ctx context.Context) (bool, error) {
 		return w.checkoutGone(ctx, pid)
@@ -284,6 +354,13 @@ func (w *workflows) Pay(ctx context.Context, pid, status string) (int64, error) 
 		if first { // a retried webhook is not a second refund
 			w.logger.Warn("payment for a cancelled order recorded for refund", "payment_id", pid, "order_id", o.ID)
 		}
+		// Started on every delivery, not only the first: a crash between the
+		// record and this start leaves the retried webhook (or, without one,
+		// the reconciler) to start it, and with its fixed ID a second start
+		// finds the first.
+		if err := w.startRefund(o); err != nil {
+			return 0, err
+		}
 		return 0, shop.Errorf(shop.Conflict, "order %d was already cancelled (declined, or not paid within the payment window); this payment is recorded for refund", o.ID)
 	default: // failed, but the order is paid
 		return 0, shop.Errorf(shop.Conflict, "order %d is already paid; a decline cannot cancel it", o.ID)
@@ -302,8 +379,8 @@ type crashPoint struct {
 func parseCrashPoint(s string) (crashPoint, error) {
 	name, num, ok := strings.Cut(s, ":")
 	step, err := strconv.Atoi(num)
-	if !ok || err != nil || step < 1 || (name != "checkout" && name != "dispatch") {
-		return crashPoint{}, fmt.Errorf("CRASH_AT %q: want checkout:N or dispatch:N with N ≥ 1", s)
+	if !ok || err != nil || step < 1 || (name != shop.CheckoutWorkflow && name != shop.DispatchWorkflow && name != shop.RefundWorkflow) {
+		return crashPoint{}, fmt.Errorf("CRASH_AT %q: want checkout:N, dispatch:N or refund:N with N ≥ 1", s)
 	}
 	return crashPoint{workflow: name, step: step}, nil
 }
@@ -316,7 +393,7 @@ func (w *workflows) crashAfter(name string, n int) {
 	}
 }
 
-// Release and Redispatch are the durable actions the reconciler takes
+// Release, Redispatch and Refund (refund.go) are the durable actions the reconciler takes
 // (internal/reconcile.Actions).
 
 // Release starts (or finds) the release workflow of an order and waits for it.
@@ -359,4 +436,26 @@ func (w *workflows) checkoutGone(ctx context.Context, key string) (bool, error) 
 		return false, err
 	}
 	return len(st) == 0 || reconcile.Dead(st[0].Status), nil
+}
+
+// Refund starts (or finds) the refund workflow of late payment pid; it runs
+// on by itself. It is the reconciler's action (internal/reconcile.Actions)
+// for a late payment whose refund workflow does not exist.
+func (w *workflows) Refund(ctx context.Context, pid string) error {
+	o, err := w.db.OrderByKey(ctx, pid)
+	if err != nil {
+		return fmt.Errorf("refund %s: %w", pid, err)
+	}
+	return w.startRefund(o)
+}
+
+// startRefund starts the refund workflow of the late payment for order o
+// (whose key is the payment id), on the store's root DBOS context: a
+// request's would cancel it with the request.
+func (w *workflows) startRefund(o shop.Order) error {
+	in := refundInput{PaymentID: o.Key, OrderID: o.ID, AmountCents: o.PriceCents}
+	if _, err := dbos.RunWorkflow(w.dctx, w.refund, in, dbos.WithWorkflowID(shop.RefundWorkflowID(o.Key))); err != nil {
+		return fmt.Errorf("refund %s: %w", o.Key, err)
+	}
+	return nil
 }

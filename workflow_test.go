@@ -99,6 +99,12 @@ func TestDeclinedPurchaseIsCancelledAndRestocked(t *testing.T) {
 		}
 		// The cancel step commits with the order's CANCELLED: it is recorded.
 		checkSteps(t, db, key, []string{shop.StepReserve, "DBOS.recv", shop.StepCancel})
+		// The late payment is refunded by its refund workflow, in two named steps.
+		storetest.WaitUntil(t, 10*time.Second, "the late payment is refunded", func() bool {
+			late := storetest.LatePayments(t, base)
+			return len(late) == 1 && late[0].PaymentID == pid && late[0].RefundStatus == "refunded"
+		})
+		checkSteps(t, db, shop.RefundWorkflowID(pid), []string{shop.StepRefundCall, shop.StepRefundRecord})
 	})
 }
 

@@ -4,6 +4,7 @@ package views
 
 import (
 	"embed"
+	"time"
 
 	"widget-store/internal/shop"
 )
@@ -30,6 +31,19 @@ type Store struct {
 	NewKey    string // idempotency key of the next Buy: a double submit buys once
 	MyOrders  []shop.Order
 	AllOrders []shop.Order
+	// LatePayments are the newest payments for cancelled orders, with
+	// their refunds, for the internals panel.
+	LatePayments []LatePayment
+}
+
+// LatePayment is a payment that came for a cancelled order, as the
+// internals panel shows it: by order, never by payment id (a payment id is
+// a checkout key, which the public page must not show).
+type LatePayment struct {
+	OrderID    int64
+	ReceivedAt time.Time
+	Refunded   bool
+	RefundedAt time.Time // when Refunded
 }
 
 // Pay is the payment page of one checkout.

@@ -30,6 +30,16 @@ type Snapshot struct {
 	Stock        int
 	Orders       []Order
 	LatePayments map[string]int64 // payment id → order id
+	// ProviderRefunds counts the stand-in provider's refunds by payment id
+	// (table provider_refunds: one per idempotency key).
+	ProviderRefunds map[string]int
+	// Refunded is the late payments whose refund the store recorded (table
+	// refunds): payment id → the provider's refund id.
+	Refunded map[string]string
+	// NoRefunds: the database has no refund tables, a build from before the
+	// refund workflow (-mode ab compares against such builds); check 6 then
+	// checks only that no paid acknowledgement went unanswered by a widget.
+	NoRefunds bool
 	// Workflows counts DBOS workflows by "name status", e.g. "checkout SUCCESS".
 	Workflows map[string]int
 }
@@ -38,7 +48,7 @@ type Snapshot struct {
 // is stopped (the store's rule: one handle to the file); it is opened with
 // query_only so this reader cannot change anything.
 func ReadSnapshot(ctx context.Context, db *Database) (Snapshot, error) {
-	snap := Snapshot{LatePayments: map[string]int64{}, Workflows: map[string]int{}}
+	snap := Snapshot{LatePayments: map[string]int64{}, ProviderRefunds: map[string]int{}, Refunded: map[string]string{}, Workflows: map[string]int{}}
 	// Every read below is of one snapshot of the database (one read-only
 	// transaction), so a store still running beside the reader cannot commit
 	// between two of them: a checkout timing out between the stock read and
@@ -99,7 +109,46 @@ func ReadSnapshot(ctx context.Context, db *Database) (Snapshot, error) {
 	if err != nil {
 		return snap, fmt.Errorf("read late payments: %w", err)
 	}
-	err = each(ctx, q, `SELECT name, status, count(*) FROM `+workflowTable+` GROUP BY name, status`, func(r scanner) error {
+	hasRefunds := `SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'provider_refunds')`
+	if db.Kind == "postgres" {
+		hasRefunds = `SELECT to_regclass('provider_refunds') IS NOT NULL`
+	}
+	var has bool
+	if err := q.queryRow(ctx, hasRefunds).Scan(&has); err != nil {
+		return snap, fmt.Errorf("look for the refund tables: %w", err)
+	}
+	snap.NoRefunds = !has
+	if snap.NoRefunds {
+		return readWorkflows(ctx, q, workflowTable, snap)
+	}
+	err = each(ctx, q, `SELECT payment_id FROM provider_refunds`, func(r scanner) error {
+		var pid string
+		if err := r.Scan(&pid); err != nil {
+			return err
+		}
+		snap.ProviderRefunds[pid]++
+		return nil
+	})
+	if err != nil {
+		return snap, fmt.Errorf("read provider refunds: %w", err)
+	}
+	err = each(ctx, q, `SELECT payment_id, provider_refund_id FROM refunds`, func(r scanner) error {
+		var pid, id string
+		if err := r.Scan(&pid, &id); err != nil {
+			return err
+		}
+		snap.Refunded[pid] = id
+		return nil
+	})
+	if err != nil {
+		return snap, fmt.Errorf("read refunds: %w", err)
+	}
+	return readWorkflows(ctx, q, workflowTable, snap)
+}
+
+// readWorkflows adds the count of DBOS workflows by name and status.
+func readWorkflows(ctx context.Context, q querier, workflowTable string, snap Snapshot) (Snapshot, error) {
+	err := each(ctx, q, `SELECT name, status, count(*) FROM `+workflowTable+` GROUP BY name, status`, func(r scanner) error {
 		var name, status string
 		var n int
 		if err := r.Scan(&name, &status, &n); err != nil {
@@ -229,7 +278,7 @@ type Observed struct {
 	SettleErr  error    // the orders did not all become final in time
 }
 
-// CheckInvariants checks the store's five invariants against the database
+// CheckInvariants checks the store's six invariants against the database
 // snapshot taken after the run and the clients' acknowledgements.
 func CheckInvariants(initialStock int, snap Snapshot, purchases []Purchase, obs Observed) Checks {
 	byKey := map[string]Order{}
@@ -400,15 +449,87 @@ func CheckInvariants(initialStock int, snap Snapshot, purchases []Purchase, obs 
 		wf += n
 	}
 	cs = append(cs, o5.check("5 everything settled",
-		fmt.Sprintf("no order PENDING or PAID, all %d workflows SUCCESS, every call answered", wf)))
+		fmt.Sprintf("no order PENDING or PAID, all %d workflows SUCCESS (refunds included), every call answered", wf)))
+
+	// 6. Every payment received ships a widget or is refunded, exactly once.
+	// A payment is received when a paid call was acknowledged (200: its
+	// order ships; 409: its order was cancelled and it is a late payment)
+	// or when the store recorded it as a late payment (a call whose answer
+	// the client never saw).
+	var o6 offences
+	shipped, refunded := 0, 0
+
+	for _, p := range purchases {
+		if p.Sent != shop.PaymentPaid || (p.Payment.Status != http.StatusOK && p.Payment.Status != http.StatusConflict) {
+			continue
+		}
+		o, has := byKey[p.Key]
+		_, late := snap.LatePayments[p.Key]
+		switch {
+		case has && o.Status == shop.StatusDispatched && !late:
+			shipped++
+			if n := snap.ProviderRefunds[p.Key]; n != 0 {
+				o6.add("payment %s shipped order %d and was refunded %d times too", p.Key, o.ID, n)
+			}
+		case late:
+			// checked with every late payment below
+		default:
+			o6.add("payment %s was acknowledged (%d) but neither shipped a widget nor is recorded for refund", p.Key, p.Payment.Status)
+		}
+	}
+	for pid, orderID := range snap.LatePayments {
+		if o, has := byKey[pid]; has && o.Status != shop.StatusCancelled {
+			o6.add("late payment %s is for order %d, which is %s, not CANCELLED", pid, orderID, o.Status)
+		}
+		if snap.NoRefunds {
+			continue // a build from before refunds: recorded for refund is all it does
+		}
+		switch n := snap.ProviderRefunds[pid]; {
+		case n == 0:
+			o6.add("late payment %s (order %d) was not refunded", pid, orderID)
+		case n > 1:
+			o6.add("late payment %s (order %d) was refunded %d times", pid, orderID, n)
+		default:
+			refunded++
+		}
+		if _, ok := snap.Refunded[pid]; !ok {
+			o6.add("late payment %s (order %d): the store has not recorded its refund", pid, orderID)
+		}
+	}
+	for pid, n := range snap.ProviderRefunds {
+		if _, late := snap.LatePayments[pid]; !late {
+			o6.add("payment %s was refunded %d times but is no late payment", pid, n)
+		}
+	}
+	for pid := range snap.Refunded {
+		if _, late := snap.LatePayments[pid]; !late {
+			o6.add("the store recorded a refund of %s, which is no late payment", pid)
+		}
+	}
+	detail := fmt.Sprintf("%d paid shipped, %d late payments refunded once each", shipped, refunded)
+	if snap.NoRefunds {
+		detail = fmt.Sprintf("%d paid shipped; refunds not checked: this build has no refund tables", shipped)
+	}
+	cs = append(cs, o6.check("6 every payment received ships a widget or is refunded, exactly once", detail))
 	return cs
 }
 
-// unfinished counts the workflows not yet finished: PENDING, or ENQUEUED
-// (DBOS recovers a workflow by putting it on its internal queue, which a
-// poller drains, so a just-restarted store holds ENQUEUED ones for a moment).
+// unfinished counts the work not yet finished: workflows PENDING, or
+// ENQUEUED (DBOS recovers a workflow by putting it on its internal queue,
+// which a poller drains, so a just-restarted store holds ENQUEUED ones for a
+// moment), and late payments whose refund is not recorded (a crash between
+// recording one and starting its refund leaves it to the reconciler's next
+// pass, which a restarted store runs at once).
 func (s Snapshot) unfinished() int {
 	n := 0
+	for pid := range s.LatePayments {
+		if s.NoRefunds {
+			break
+		}
+		if _, ok := s.Refunded[pid]; !ok {
+			n++
+		}
+	}
 	for k, c := range s.Workflows {
 		if strings.HasSuffix(k, " PENDING") || strings.HasSuffix(k, " ENQUEUED") {
 			n += c

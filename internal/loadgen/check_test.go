@@ -19,8 +19,10 @@ func TestCheckInvariantsCatchesEachViolation(t *testing.T) {
 				{ID: 3, Key: "c", Status: shop.StatusDispatched, Progress: 0},
 				{ID: 4, Key: "d", Status: shop.StatusCancelled, Progress: shop.DispatchLegs},
 			},
-			LatePayments: map[string]int64{"d": 4},
-			Workflows:    map[string]int{"checkout SUCCESS": 5, "dispatch SUCCESS": 2},
+			LatePayments:    map[string]int64{"d": 4},
+			ProviderRefunds: map[string]int{"d": 1},
+			Refunded:        map[string]string{"d": "re_1"},
+			Workflows:       map[string]int{"checkout SUCCESS": 5, "dispatch SUCCESS": 2, "refund SUCCESS": 1},
 		}
 		ps := []Purchase{
 			{Key: "a", Checkout: Answer{200, "a"}, Sent: "paid", Payment: Answer{200, "1"}},
@@ -63,6 +65,25 @@ func TestCheckInvariantsCatchesEachViolation(t *testing.T) {
 		{"dispatched with progress left", func(s *Snapshot, _ []Purchase, _ *Observed) { s.Orders[0].Progress = 3 }, "4"},
 		{"a workflow stuck", func(s *Snapshot, _ []Purchase, _ *Observed) { s.Workflows["dispatch PENDING"] = 1 }, "5"},
 		{"a client gave up", func(_ *Snapshot, ps []Purchase, _ *Observed) { ps[4].GaveUp = "timeout" }, "5"},
+		{"a refund stuck", func(s *Snapshot, _ []Purchase, _ *Observed) {
+			s.Workflows["refund SUCCESS"], s.Workflows["refund PENDING"] = 0, 1
+		}, "5"},
+		{"a late payment never refunded", func(s *Snapshot, _ []Purchase, _ *Observed) {
+			delete(s.ProviderRefunds, "d")
+			delete(s.Refunded, "d")
+		}, "6"},
+		{"a late payment refunded twice", func(s *Snapshot, _ []Purchase, _ *Observed) { s.ProviderRefunds["d"] = 2 }, "6"},
+		{"a refund the store did not record", func(s *Snapshot, _ []Purchase, _ *Observed) { delete(s.Refunded, "d") }, "6"},
+		{"a shipped payment refunded", func(s *Snapshot, _ []Purchase, _ *Observed) { s.ProviderRefunds["a"] = 1 }, "6"},
+		{"a refund of no late payment", func(s *Snapshot, _ []Purchase, _ *Observed) { s.Refunded["c"] = "re_2" }, "6"},
+		{"a late payment for an order that shipped", func(s *Snapshot, _ []Purchase, _ *Observed) {
+			s.LatePayments["a"], s.ProviderRefunds["a"], s.Refunded["a"] = 1, 1, "re_3"
+		}, "6"},
+		{"a paid acknowledgement neither shipped nor refunded", func(s *Snapshot, ps []Purchase, _ *Observed) {
+			delete(s.LatePayments, "d")
+			delete(s.ProviderRefunds, "d")
+			delete(s.Refunded, "d")
+		}, "6"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			snap, ps := good()

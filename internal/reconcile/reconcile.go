@@ -16,8 +16,17 @@
 //     order's progress is.
 //   - anything else: a workflow is alive and will finish it; leave it.
 //
+// It also looks at the late payments (payments that came for an order
+// already cancelled) whose refund is not recorded yet: one whose refund
+// workflow ("refund/<payment id>") does not exist, because the process died
+// between recording the payment and starting its refund, gets it started
+// (Actions.Refund). One whose refund workflow exists is left to it, alive or
+// dead: a dead refund (ERROR after the provider refused it, or cancelled)
+// is an operator's to look at and resume, not to start again.
+//
 // The actions are durable and exactly once by construction: each is a DBOS
-// workflow whose ID is derived from the order ("release/N", "redispatch/N"),
+// workflow whose ID is derived from the order or payment ("release/N",
+// "redispatch/N", "refund/<payment id>"),
 // so however many instances or passes ask, it runs once, and a crash halfway
 // resumes it. That is also why every instance may run a Reconciler: two that
 // find the same order start the same workflow, which DBOS runs once.
@@ -42,6 +51,7 @@ import (
 type Actions interface {
 	Release(ctx context.Context, orderID int64) error
 	Redispatch(ctx context.Context, orderID int64) error
+	Refund(ctx context.Context, paymentID string) error
 }
 
 // Dead reports a workflow status that will not change by itself: the
@@ -97,8 +107,54 @@ func (r *Reconciler) Start() {
 // Stop stops the service and waits for a pass in progress. Safe without Start.
 func (r *Reconciler) Stop() { r.stop() }
 
-// Pass reconciles once and returns how many orders it acted on.
+// Pass reconciles once and returns how many orders and late payments it
+// acted on.
 func (r *Reconciler) Pass(ctx context.Context) (int, error) {
+	acted, err := r.orders(ctx)
+	if err != nil {
+		return acted, err
+	}
+	refunds, err := r.refunds(ctx)
+	return acted + refunds, err
+}
+
+// refunds starts the refund of every unrefunded late payment whose refund
+// workflow does not exist. No grace period: a refund started twice (here and
+// by the webhook that recorded the payment) is one workflow.
+func (r *Reconciler) refunds(ctx context.Context) (int, error) {
+	pids, err := r.db.UnrefundedLatePayments(ctx, batch)
+	if err != nil || len(pids) == 0 {
+		return 0, err
+	}
+	ids := make([]string, 0, len(pids))
+	for _, pid := range pids {
+		ids = append(ids, shop.RefundWorkflowID(pid))
+	}
+	statuses, err := dbos.ListWorkflows(dbos.From(r.dctx, ctx), dbos.WithFilterWorkflowIDs(ids...),
+		dbos.WithFilterLoadInput(false), dbos.WithFilterLoadOutput(false))
+	if err != nil {
+		return 0, err
+	}
+	exists := make(map[string]bool, len(statuses))
+	for _, s := range statuses {
+		exists[s.ID] = true
+	}
+	acted := 0
+	for _, pid := range pids {
+		if exists[shop.RefundWorkflowID(pid)] {
+			continue
+		}
+		r.logger.Warn("a late payment has no refund workflow; starting it", "payment_id", pid)
+		if err := r.actions.Refund(ctx, pid); err != nil {
+			return acted, err
+		}
+		acted++
+	}
+	return acted, nil
+}
+
+// orders acts on the unfinished orders no workflow will finish.
+func (r *Reconciler) orders(ctx context.Context) (int, error) {
 	orders, err := r.db.UnfinishedOrders(ctx, time.Now().Add(-Grace), batch)
 	if err != nil || len(orders) == 0 {
 		return 0, err

@@ -115,6 +115,9 @@ const (
 	// was cancelled by an operator, failed, or was deleted) and returns its
 	// unit: see internal/reconcile.
 	ReleaseWorkflow = "release"
+	// RefundWorkflow pays back a payment that came for an order already
+	// cancelled (a late payment): one per payment id, see RefundWorkflowID.
+	RefundWorkflow = "refund"
 )
 
 // Step names, recorded by DBOS with every checkpoint and checked when one is
@@ -126,6 +129,9 @@ const (
 	StepMarkPaid = "mark-paid" // checkout: the payment came in
 	StepCancel   = "cancel"    // checkout: declined or timed out; the unit goes back
 	StepRelease  = "release"   // release: the order of a dead checkout cancelled, its unit back
+
+	StepRefundCall   = "refund-provider" // refund: ask the payment provider to refund (idempotency key = payment id)
+	StepRefundRecord = "refund-record"   // refund: record the provider's refund in the store
 )
 
 // StepDispatchLeg names a leg of a dispatch on the timeline. The legs are not
@@ -145,6 +151,14 @@ func DispatchWorkflowID(orderID int64) string {
 // per order, so however many instances or requests ask, it runs once.
 func ReleaseWorkflowID(orderID int64) string {
 	return "release/" + strconv.FormatInt(orderID, 10)
+}
+
+// RefundWorkflowID is the ID of the workflow that refunds late payment pid:
+// one per payment, so a retried webhook or a reconciler pass that asks again
+// starts nothing new. A payment id is a checkout key, which cannot contain
+// "/", so it never collides with a checkout's ID.
+func RefundWorkflowID(pid string) string {
+	return "refund/" + pid
 }
 
 // RedispatchWorkflowID is the ID of a second dispatch of a paid order whose

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"time"
@@ -180,11 +181,21 @@ func (db *DB) RecordLatePayment(ctx context.Context, pid string, orderID int64) 
 	return n == 1, nil
 }
 
-// LatePayment is a payment that came for an already cancelled order.
+// Refund states of a late payment (LatePayment.RefundStatus).
+const (
+	RefundPending  = "pending"  // the refund workflow has not recorded the provider's refund yet
+	RefundRefunded = "refunded" // paid back: the provider confirmed it and the store recorded it
+)
+
+// LatePayment is a payment that came for an already cancelled order, and
+// where its refund stands.
 type LatePayment struct {
-	PaymentID  string    `json:"payment_id"`
-	OrderID    int64     `json:"order_id"`
-	ReceivedAt time.Time `json:"received_at"`
+	PaymentID    string     `json:"payment_id"`
+	OrderID      int64      `json:"order_id"`
+	ReceivedAt   time.Time  `json:"received_at"`
+	RefundStatus string     `json:"refund_status"`         // RefundPending or RefundRefunded
+	RefundedAt   *time.Time `json:"refunded_at,omitempty"` // when RefundRefunded
+	RefundID     string     `json:"refund_id,omitempty"`   // the provider's refund id, when RefundRefunded
 }
 
 // LatePaymentPos is a late payment's place in the list's order, received_at
@@ -201,22 +212,23 @@ func (p LatePayment) Pos() LatePaymentPos {
 
 // LatePaymentsPage lists up to limit payments recorded for refund, oldest
 // first (received_at, then payment_id), from just after position after (nil:
-// from the start); more reports that another page follows. It reads limit+1
-// rows to know, so the last page needs no extra query. The index
-// late_payments_received serves it.
+// from the start), each with its refund state; more reports that another
+// page follows. It reads limit+1 rows to know, so the last page needs no
+// extra query. The index late_payments_received serves it; the refund is one
+// primary-key lookup per row.
 //
 // A payment recorded before a client starts following the pages is on
 // exactly one of them. One recorded while it follows them is on at most one:
 // received_at is the recording instance's clock, taken before the insert, so
 // a payment recorded concurrently can sort just behind a page already read.
 func (db *DB) LatePaymentsPage(ctx context.Context, after *LatePaymentPos, limit int) (page []LatePayment, more bool, err error) {
-	q := `SELECT payment_id, order_id, received_at FROM late_payments
-		ORDER BY received_at, payment_id LIMIT $1`
+	const cols = `SELECT l.payment_id, l.order_id, l.received_at, r.refunded_at, r.provider_refund_id
+		FROM late_payments l LEFT JOIN refunds r ON r.payment_id = l.payment_id`
+	q := cols + ` ORDER BY l.received_at, l.payment_id LIMIT $1`
 	args := []any{limit + 1}
 	if after != nil {
-		q = `SELECT payment_id, order_id, received_at FROM late_payments
-			WHERE (received_at, payment_id) > ($1, $2)
-			ORDER BY received_at, payment_id LIMIT $3`
+		q = cols + ` WHERE (l.received_at, l.payment_id) > ($1, $2)
+			ORDER BY l.received_at, l.payment_id LIMIT $3`
 		args = []any{after.ReceivedAtMs, after.PaymentID, limit + 1}
 	}
 	rows, err := db.q.Query(ctx, q, args...)
@@ -228,10 +240,17 @@ func (db *DB) LatePaymentsPage(ctx context.Context, after *LatePaymentPos, limit
 	for rows.Next() {
 		var p LatePayment
 		var ms int64
-		if err := rows.Scan(&p.PaymentID, &p.OrderID, &ms); err != nil {
+		var refundedAt sql.NullInt64
+		var refundID sql.NullString
+		if err := rows.Scan(&p.PaymentID, &p.OrderID, &ms, &refundedAt, &refundID); err != nil {
 			return nil, false, fmt.Errorf("list late payments: %w", err)
 		}
 		p.ReceivedAt = time.UnixMilli(ms).UTC()
+		p.RefundStatus = RefundPending
+		if refundedAt.Valid {
+			at := time.UnixMilli(refundedAt.Int64).UTC()
+			p.RefundStatus, p.RefundedAt, p.RefundID = RefundRefunded, &at, refundID.String
+		}
 		page = append(page, p)
 	}
 	if err := rows.Err(); err != nil {
@@ -241,6 +260,97 @@ func (db *DB) LatePaymentsPage(ctx context.Context, after *LatePaymentPos, limit
 		return page[:limit], true, nil
 	}
 	return page, false, nil
+}
+
+// RecentLatePayments lists the newest limit late payments with their refund
+// state, newest first (the internals panel).
+func (db *DB) RecentLatePayments(ctx context.Context, limit int) ([]LatePayment, error) {
+	rows, err := db.q.Query(ctx, `SELECT l.payment_id, l.order_id, l.received_at, r.refunded_at, r.provider_refund_id
+		FROM late_payments l LEFT JOIN refunds r ON r.payment_id = l.payment_id
+		ORDER BY l.received_at DESC, l.payment_id DESC LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list recent late payments: %w", err)
+	}
+	defer rows.Close() // its error is rows.Err's, returned below
+	var out []LatePayment
+	for rows.Next() {
+		var p LatePayment
+		var ms int64
+		var refundedAt sql.NullInt64
+		var refundID sql.NullString
+		if err := rows.Scan(&p.PaymentID, &p.OrderID, &ms, &refundedAt, &refundID); err != nil {
+			return nil, fmt.Errorf("list recent late payments: %w", err)
+		}
+		p.ReceivedAt = time.UnixMilli(ms).UTC()
+		p.RefundStatus = RefundPending
+		if refundedAt.Valid {
+			at := time.UnixMilli(refundedAt.Int64).UTC()
+			p.RefundStatus, p.RefundedAt, p.RefundID = RefundRefunded, &at, refundID.String
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// UnrefundedLatePayments lists up to limit payment ids of late payments whose
+// refund is not recorded yet, oldest first: the reconciler looks for the ones
+// whose refund workflow was never started.
+func (db *DB) UnrefundedLatePayments(ctx context.Context, limit int) ([]string, error) {
+	rows, err := db.q.Query(ctx, `SELECT l.payment_id FROM late_payments l
+		WHERE NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = l.payment_id)
+		ORDER BY l.received_at, l.payment_id LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list unrefunded late payments: %w", err)
+	}
+	defer rows.Close() // its error is rows.Err's, returned below
+	var out []string
+	for rows.Next() {
+		var pid string
+		if err := rows.Scan(&pid); err != nil {
+			return nil, fmt.Errorf("list unrefunded late payments: %w", err)
+		}
+		out = append(out, pid)
+	}
+	return out, rows.Err()
+}
+
+// ProviderRefund is a refund made by the stand-in payment provider.
+type ProviderRefund struct {
+	RefundID    string
+	PaymentID   string
+	AmountCents int64
+	Replayed    bool // an earlier request with the same Idempotency-Key made it
+}
+
+// ProviderRefundOnce is the stand-in provider's refund: it records one
+// refund per idempotency key (newID names it) and answers it; a repeat with
+// the same key inserts nothing and answers the first one, Replayed. A key
+// reused for another payment or amount is a shop.Conflict, as a real
+// provider refuses it. It is a plain write outside any workflow: the
+// provider is another party, and the key is its idempotency.
+func (db *DB) ProviderRefundOnce(ctx context.Context, key, pid string, amountCents int64, newID string) (ProviderRefund, error) {
+	res, err := db.q.Exec(ctx, `INSERT INTO provider_refunds (idempotency_key, refund_id, payment_id, amount_cents, created_at)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idempotency_key) DO NOTHING`, key, newID, pid, amountCents, db.now().UnixMilli())
+	if err != nil {
+		return ProviderRefund{}, fmt.Errorf("provider refund: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return ProviderRefund{}, fmt.Errorf("provider refund: %w", err)
+	}
+	if n == 1 {
+		return ProviderRefund{RefundID: newID, PaymentID: pid, AmountCents: amountCents}, nil
+	}
+	r := ProviderRefund{Replayed: true}
+	if err := db.q.QueryRow(ctx, `SELECT refund_id, payment_id, amount_cents FROM provider_refunds WHERE idempotency_key = $1`, key).
+		Scan(&r.RefundID, &r.PaymentID, &r.AmountCents); err != nil {
+		return ProviderRefund{}, fmt.Errorf("provider refund: read the first: %w", err)
+	}
+	if r.PaymentID != pid || r.AmountCents != amountCents {
+		return ProviderRefund{}, shop.Errorf(shop.Conflict, "Idempotency-Key %s was used for payment %s, %d cents; this request is for %s, %d cents",
+			key, r.PaymentID, r.AmountCents, pid, amountCents)
+	}
+	return r, nil
 }
 
 // Restock sets the stock to n: an operator action, not part of any workflow.

@@ -160,7 +160,7 @@ func SumMetric(t testing.TB, name, match string, nodes ...*Store) float64 {
 
 // CheckInvariants waits, for at most settle, until every workflow of the
 // cluster has finished and every order is final, with the instances
-// running, then checks loadgen's five invariants against that snapshot, the
+// running, then checks loadgen's six invariants against that snapshot, the
 // purchases as their clients were told, and what the watch saw so far. A
 // violation fails the test with every check's verdict. It returns the
 // snapshot.

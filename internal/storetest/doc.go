@@ -32,7 +32,7 @@
 //     LatePayments and GetPages follow every Link rel="next" to the end.
 //   - The database, read directly: WorkflowCount and RecordedSteps (DBOS's
 //     own tables), and CheckInvariants, which stops the store and checks
-//     loadgen's five invariants against the clients' acknowledgements and
+//     loadgen's six invariants against the clients' acknowledgements and
 //     what Settle saw while the orders settled.
 //
 // Every wait polls for a condition (an HTTP answer, a process exit) with a

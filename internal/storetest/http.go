@@ -37,11 +37,14 @@ type Product struct {
 }
 
 // LatePayment is one row of GET /late_payments: a payment that came for an
-// order already cancelled, to refund.
+// order already cancelled, to refund, and its refund's state.
 type LatePayment struct {
-	PaymentID  string    `json:"payment_id"`
-	OrderID    int64     `json:"order_id"`
-	ReceivedAt time.Time `json:"received_at"`
+	PaymentID    string     `json:"payment_id"`
+	OrderID      int64      `json:"order_id"`
+	ReceivedAt   time.Time  `json:"received_at"`
+	RefundStatus string     `json:"refund_status"` // "pending" or "refunded"
+	RefundedAt   *time.Time `json:"refunded_at"`   // when refunded
+	RefundID     string     `json:"refund_id"`     // the provider's, when refunded
 }
 
 // Call makes one request without a body and returns the status and body.

@@ -26,8 +26,9 @@ func Settle(t testing.TB, st *Store, timeout time.Duration) loadgen.Observed {
 }
 
 // CheckInvariants stops the store, reads its database and checks loadgen's
-// five invariants (stock conserved, one order per key, every acknowledgement
-// matches its order, status only forward, everything settled) against the
+// six invariants (stock conserved, one order per key, every acknowledgement
+// matches its order, status only forward, everything settled, every payment
+// shipped or refunded exactly once) against the
 // purchases the clients made, as they were acknowledged, and obs (see
 // Settle). A violation fails the test with every check's verdict. It returns
 // the snapshot for the test's own assertions.

@@ -357,6 +357,17 @@ func TestLatePaymentsPaging(t *testing.T) {
 			}
 		}
 
+		// Each late payment's refund workflow runs beside the walks and
+		// changes its refund_status once: wait for all of them, so that every
+		// final walk reads the same state.
+		WaitUntil(t, 15*time.Second, "every late payment refunded", func() bool {
+			for _, p := range itemsOf(walkPages[LatePayment](t, c, base, "/late_payments", 100, admin, nil)) {
+				if p.RefundStatus != "refunded" {
+					return false
+				}
+			}
+			return true
+		})
 		var all []LatePayment
 		for _, limit := range []int{3, 5, 12, 23, 24, 100} {
 			pages := walkPages[LatePayment](t, c, base, "/late_payments", limit, admin, nil)

@@ -74,12 +74,14 @@ func NewReader(db *store.DB, dctx dbos.Context, currentRun int64, now func() tim
 	return &Reader{db: db, dctx: dctx, currentRun: currentRun, now: now}
 }
 
-// Order reads the checkout and dispatch workflows of order o.
+// Order reads the checkout and dispatch workflows of order o, and its refund
+// workflow when a payment came for it after it was cancelled.
 func (r *Reader) Order(ctx context.Context, o shop.Order) (Timeline, error) {
 	tl := Timeline{OrderID: o.ID, CurrentRun: r.currentRun}
 	dctx := dbos.From(r.dctx, ctx)
 	ids := []string{o.Key, shop.DispatchWorkflowID(o.ID)}
-	statuses, err := dbos.ListWorkflows(dctx, dbos.WithFilterWorkflowIDs(ids...),
+	refundID := shop.RefundWorkflowID(o.Key)
+	statuses, err := dbos.ListWorkflows(dctx, dbos.WithFilterWorkflowIDs(append(ids, refundID)...),
 		dbos.WithFilterLoadInput(false), dbos.WithFilterLoadOutput(false))
 	if err != nil {
 		return tl, fmt.Errorf("list workflows of order %d: %w", o.ID, err)
@@ -127,6 +129,19 @@ func (r *Reader) Order(ctx context.Context, o shop.Order) (Timeline, error) {
 				}
 			}
 		}
+		final = final && w.Terminal()
+		tl.Workflows = append(tl.Workflows, w)
+	}
+	if st, ok := byID[refundID]; ok { // only a late payment has one
+		steps, err := dbos.GetWorkflowSteps(dctx, refundID, dbos.WithStepsLoadOutput(false))
+		if err != nil {
+			return tl, fmt.Errorf("steps of workflow %s: %w", refundID, err)
+		}
+		runs, err := r.db.RunsSince(ctx, st.ExecutorID, st.CreatedAt)
+		if err != nil {
+			return tl, err
+		}
+		w := buildWorkflow("Refund", st, steps, runs, r.now())
 		final = final && w.Terminal()
 		tl.Workflows = append(tl.Workflows, w)
 	}

@@ -257,8 +257,12 @@ func handleStorePage(db *store.DB, page views.PageInfo) handlerFunc {
 		if err != nil {
 			return err
 		}
+		late, err := recentLatePayments(r, db)
+		if err != nil {
+			return err
+		}
 		return render(w, r, http.StatusOK, views.StorePage(page, views.Store{
-			Product: p, NewKey: newKey(), MyOrders: mine, AllOrders: all,
+			Product: p, NewKey: newKey(), MyOrders: mine, AllOrders: all, LatePayments: late,
 		}))
 	}
 }
@@ -385,8 +389,30 @@ func handleInternalsPartial(db *store.DB, page views.PageInfo) handlerFunc {
 		if err != nil {
 			return err
 		}
-		return render(w, r, http.StatusOK, views.Internals(page, p, all))
+		late, err := recentLatePayments(r, db)
+		if err != nil {
+			return err
+		}
+		return render(w, r, http.StatusOK, views.Internals(page, p, all, late))
 	}
+}
+
+// recentLatePayments is the internals panel's few newest late payments,
+// with their refunds.
+func recentLatePayments(r *http.Request, db *store.DB) ([]views.LatePayment, error) {
+	late, err := db.RecentLatePayments(r.Context(), 5)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]views.LatePayment, 0, len(late))
+	for _, l := range late {
+		v := views.LatePayment{OrderID: l.OrderID, ReceivedAt: l.ReceivedAt.Local(), Refunded: l.RefundStatus == store.RefundRefunded}
+		if l.RefundedAt != nil {
+			v.RefundedAt = l.RefundedAt.Local()
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 func handleStatic() http.Handler {

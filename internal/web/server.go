@@ -118,6 +118,12 @@ func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder
 	mux.Handle("POST /crash_application", handle(requireAdmin(admin, handleCrash(logger, proc.Crash))))
 	mux.Handle("GET /late_payments", handle(requireAdmin(admin, handleLatePayments(db))))
 
+	// The demo's stand-in payment provider (provider.go), which the refund
+	// workflow calls unless PROVIDER_URL names a real one. The admin token
+	// stands in for the provider's API key: with ADMIN_TOKEN set, nobody but
+	// the store can make the stand-in refund.
+	mux.Handle("POST /provider/refunds/{payment_id}", handle(requireAdmin(admin, handleProviderRefund(db))))
+
 	// Pages and the fragments they poll.
 	mux.Handle("GET /{$}", handle(handleStorePage(db, page)))
 	mux.Handle("POST /buy", handle(handleBuy(checkout)))
