@@ -12,10 +12,11 @@ import (
 	"widget-store/internal/shop"
 )
 
-// The transactional steps of the workflows: every database write a workflow
-// makes. Each returns the function dbos.RunAsTransaction runs, in one
-// transaction with the step's checkpoint on the handle DBOS itself uses; the
-// workflow names the step (workflow.go).
+// Every database write a workflow makes. Each step returns the function
+// dbos.RunAsTransaction runs, in one transaction with the step's checkpoint on
+// the handle DBOS itself uses; the workflow names the step (workflow.go). The
+// one exception is a dispatch leg (dispatchLeg), an idempotent write that is
+// no step, for the reason given there.
 
 // steps makes the steps; the workflows hold one.
 type steps struct {

@@ -20,11 +20,14 @@ import (
 	"widget-store/internal/supervisor"
 )
 
-// The store's two durable workflows, checkout and dispatch. Every database
-// write they make is a step in steps.go, executed by dbos.RunAsTransaction on the
-// handle DBOS itself uses, so the write and the step's checkpoint commit
-// together: after a crash a step either happened (and is replayed from its
-// checkpoint) or did not (and runs again), never twice.
+// The store's durable workflows: checkout and dispatch, the purchase; release
+// and refund, which make good what a checkout cannot finish (see
+// internal/reconcile). Every database write they make is in steps.go: a step
+// executed by dbos.RunAsTransaction on the handle DBOS itself uses, so the
+// write and the step's checkpoint commit together (after a crash a step
+// either happened, and is replayed from its checkpoint, or did not, and runs
+// again, never twice), or, for the dispatch legs, an idempotent write whose
+// reason is written next to it.
 
 // appVersion is the DBOS application version. DBOS recovers only workflows of
 // its own version (its default, a hash of the binary, would strand every
