@@ -244,20 +244,11 @@ func shopper(w http.ResponseWriter, r *http.Request) string {
 
 func handleStorePage(db *store.DB, page views.PageInfo) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		who := shopper(w, r)
-		p, err := db.Product(r.Context())
+		mine, err := db.RecentOrders(r.Context(), shopper(w, r), 10)
 		if err != nil {
 			return err
 		}
-		mine, err := db.RecentOrders(r.Context(), who, 10)
-		if err != nil {
-			return err
-		}
-		all, err := db.RecentOrders(r.Context(), "", 20)
-		if err != nil {
-			return err
-		}
-		late, err := recentLatePayments(r, db)
+		p, all, late, err := internals(r, db)
 		if err != nil {
 			return err
 		}
@@ -379,17 +370,24 @@ func handleMyOrdersPartial(db *store.DB) handlerFunc {
 	}
 }
 
+// internals reads what the internals panel shows: the product, the newest
+// orders and the newest late payments with their refunds.
+func internals(r *http.Request, db *store.DB) (shop.Product, []shop.Order, []views.LatePayment, error) {
+	p, err := db.Product(r.Context())
+	if err != nil {
+		return p, nil, nil, err
+	}
+	all, err := db.RecentOrders(r.Context(), "", 20)
+	if err != nil {
+		return p, nil, nil, err
+	}
+	late, err := recentLatePayments(r, db)
+	return p, all, late, err
+}
+
 func handleInternalsPartial(db *store.DB, page views.PageInfo) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		p, err := db.Product(r.Context())
-		if err != nil {
-			return err
-		}
-		all, err := db.RecentOrders(r.Context(), "", 20)
-		if err != nil {
-			return err
-		}
-		late, err := recentLatePayments(r, db)
+		p, all, late, err := internals(r, db)
 		if err != nil {
 			return err
 		}
