@@ -34,6 +34,7 @@ import (
 	"widget-store/internal/paywait"
 	"widget-store/internal/provider"
 	"widget-store/internal/reconcile"
+	"widget-store/internal/retention"
 	"widget-store/internal/store"
 	"widget-store/internal/supervisor"
 	"widget-store/internal/timeline"
@@ -73,6 +74,7 @@ type config struct {
 	TakeoverAfter  time.Duration // TAKEOVER_AFTER: resume the workflows of a peer silent this long (Postgres; 0 off)
 	SQLiteSync     string        // SQLITE_SYNCHRONOUS: normal or full
 	ReconcileEvery time.Duration // RECONCILE_EVERY: how often orders no workflow will finish are looked for
+	Retention      time.Duration // RETENTION: delete DBOS's records of purchases finished this long ago (0: keep them)
 	// ProviderURL is PROVIDER_URL, the payment provider's API the refund
 	// workflow calls, without a trailing slash. Empty: the store's own
 	// stand-in, http://<its listener address>/provider, set once it listens.
@@ -101,7 +103,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		hostname = "local"
 	}
 	var cfg config
-	var supervise, payTimeout, logLevel, takeoverAfter, crashAt, reconcileEvery string
+	var supervise, payTimeout, logLevel, takeoverAfter, crashAt, reconcileEvery, retention string
 	fs := flag.NewFlagSet("widget-store", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Port, "port", env("PORT", "8080"), "TCP port to listen on (env PORT)")
@@ -116,6 +118,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&cfg.SQLiteSync, "sqlite-synchronous", env("SQLITE_SYNCHRONOUS", "normal"), "SQLite: normal (survives any process crash) or full (also a power loss, slower) (env SQLITE_SYNCHRONOUS)")
 	fs.StringVar(&cfg.ProviderURL, "provider-url", env("PROVIDER_URL", ""), "the payment provider's API for refunds, http(s)://…; default: the store's own stand-in at /provider (env PROVIDER_URL)")
 	fs.StringVar(&reconcileEvery, "reconcile-every", env("RECONCILE_EVERY", "10s"), "how often to look for orders whose workflow will not finish them (env RECONCILE_EVERY)")
+	fs.StringVar(&retention, "retention", env("RETENTION", "off"), "delete DBOS's records of purchases finished this long ago, such as 30d or 72h; off keeps them (env RETENTION)")
 	cfg.WebhookKey = getenv("PAYMENT_WEBHOOK_SECRET")
 	cfg.AdminToken = getenv("ADMIN_TOKEN")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -149,6 +152,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if cfg.ReconcileEvery, err = time.ParseDuration(reconcileEvery); err != nil || cfg.ReconcileEvery < 100*time.Millisecond {
 		return cfg, fmt.Errorf("RECONCILE_EVERY %q: want a duration of at least 100ms, such as 10s", reconcileEvery)
 	}
+	if cfg.Retention, err = parseRetention(retention); err != nil {
+		return cfg, err
+	}
 	if cfg.SQLiteSync != "normal" && cfg.SQLiteSync != "full" {
 		return cfg, fmt.Errorf("SQLITE_SYNCHRONOUS %q: want normal or full", cfg.SQLiteSync)
 	}
@@ -166,6 +172,26 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		}
 	}
 	return cfg, nil
+}
+
+// parseRetention reads RETENTION: off (or 0), a number of days such as 30d,
+// or a Go duration of at least a second such as 72h.
+func parseRetention(s string) (time.Duration, error) {
+	if s == "off" || s == "0" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, perr := strconv.Atoi(days)
+		d, err = time.Duration(n)*24*time.Hour, perr
+		if n > 100*365 {
+			err = errors.New("too long")
+		}
+	}
+	if err != nil || d < time.Second {
+		return 0, fmt.Errorf("RETENTION %q: want off, a number of days such as 30d, or a duration of at least 1s such as 72h", s)
+	}
+	return d, nil
 }
 
 // parseProviderURL checks PROVIDER_URL: an absolute http or https URL with
@@ -274,14 +300,15 @@ type services struct {
 	workflows *workflows
 	cluster   *cluster.Cluster
 	reconcile *reconcile.Reconciler
-	ready     atomic.Bool // /healthz answers 200 only while true
+	retention *retention.Service // nil when RETENTION is off
+	ready     atomic.Bool        // /healthz answers 200 only while true
 }
 
 // handler is the store's HTTP handler, with every dependency passed in.
 func (s *services) handler(cfg config, logger *slog.Logger) http.Handler {
 	return web.NewServer(logger,
 		web.Config{AdminToken: cfg.AdminToken, WebhookSecret: cfg.WebhookKey, ExecutorID: cfg.ExecutorID},
-		s.db, s.workflows, timeline.NewReader(s.db, s.dctx, s.run.ID, time.Now), s.metrics,
+		s.db, s.workflows, operations{w: s.workflows, reconcile: s.reconcile, payWindow: cfg.PayTimeout}, timeline.NewReader(s.db, s.dctx, s.run.ID, time.Now), s.metrics,
 		web.Process{RunID: s.run.ID, Ready: s.ready.Load, Crash: func() { os.Exit(supervisor.ExitCrash) }})
 }
 
@@ -325,6 +352,9 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 	if s.dctx, err = dbos.NewContext(context.WithoutCancel(ctx), dbosCfg); err != nil {
 		return nil, fmt.Errorf("dbos: %w", err)
 	}
+	if err := db.IndexDBOSTables(ctx); err != nil {
+		return nil, err
+	}
 	if n, err := db.UpgradeWorkflows(ctx, previousAppVersion, appVersion, upgradeRenames()); err != nil {
 		return nil, err
 	} else if n > 0 {
@@ -360,12 +390,19 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 	s.cluster.Start()
 	s.reconcile = reconcile.New(db, s.dctx, s.workflows, cfg.ReconcileEvery, logger)
 	s.reconcile.Start()
+	if cfg.Retention > 0 {
+		s.retention = retention.New(db, s.dctx, cfg.Retention, retention.Interval(cfg.Retention), time.Now, logger)
+		s.retention.Start()
+	}
 	return s, nil
 }
 
 // shutdown stops DBOS, which also closes the database handle shared with it.
 func (s *services) shutdown(logger *slog.Logger) {
 	s.reconcile.Stop() // before DBOS: a pass in progress uses it
+	if s.retention != nil {
+		s.retention.Stop()
+	}
 	s.cluster.Stop()
 	s.handoffs.Stop()
 	if err := dbos.Shutdown(s.dctx, 5*time.Second); err != nil {

@@ -112,3 +112,14 @@ CREATE TABLE IF NOT EXISTS process_runs (
 );
 
 CREATE INDEX IF NOT EXISTS process_runs_executor ON process_runs (executor_id, started_at);
+
+-- One row per retention pass that deleted DBOS records (internal/retention):
+-- when it ran and its cutoff (it deleted the finished workflows of settled
+-- orders last updated before it). The timeline reads it to tell "deleted by
+-- retention on …" from "not in DBOS's records". Times are Unix ms.
+CREATE TABLE IF NOT EXISTS retention_passes (
+    ran_at BIGINT NOT NULL,
+    cutoff BIGINT NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS retention_passes_cutoff ON retention_passes (cutoff);

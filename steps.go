@@ -10,6 +10,7 @@ import (
 
 	"widget-store/internal/metrics"
 	"widget-store/internal/shop"
+	"widget-store/internal/store"
 )
 
 // Every database write a workflow makes. Each step returns the function
@@ -35,16 +36,32 @@ type reserved struct {
 	// a new order from a replayed one by it. 0 in checkpoints of the
 	// previous build, which then count as replayed (the safe side).
 	CreatedAtMs int64 `json:"created_at_ms,omitempty"`
+	// Existing reports an order this key had made before this execution
+	// began: the checkout's DBOS records were deleted (retention, or an
+	// operator's dbos workflow delete) and its client asked again. Status is
+	// that order's status; the checkout answers from it and changes nothing.
+	Existing bool        `json:"existing,omitempty"`
+	Status   shop.Status `json:"status,omitempty"`
 }
 
 // reserve takes one unit of stock and creates the PENDING order, in one
 // transaction. When the product is sold out it records that instead
 // (sold_out_checkouts, which tells a retried checkout and its payment page)
 // and returns OrderID 0.
+//
+// A key that already made an order or found the shelf empty takes nothing:
+// DBOS runs a workflow ID once only while it keeps the workflow's records,
+// and retention (internal/retention) or an operator deletes them, after
+// which the same key starts a new execution. The reserve's UPDATE checks for
+// both in the same statement (two index lookups, no extra round trip), and
+// only when it took no unit does a second read tell which.
 func (s steps) reserve(key, shopper string) func(context.Context, dbos.Tx) (reserved, error) {
 	return func(ctx context.Context, tx dbos.Tx) (reserved, error) {
 		defer s.metrics.Step(shop.CheckoutWorkflow, "reserve", time.Now())
-		res, err := tx.Exec(ctx, `UPDATE products SET inventory = inventory - 1 WHERE product_id = $1 AND inventory > 0`, shop.ProductID)
+		res, err := tx.Exec(ctx, `
+			UPDATE products SET inventory = inventory - 1 WHERE product_id = $1 AND inventory > 0
+			AND NOT EXISTS (SELECT 1 FROM orders WHERE checkout_key = $2)
+			AND NOT EXISTS (SELECT 1 FROM sold_out_checkouts WHERE checkout_key = $2)`, shop.ProductID, key)
 		if err != nil {
 			return reserved{}, fmt.Errorf("reserve: %w", err)
 		}
@@ -54,6 +71,13 @@ func (s steps) reserve(key, shopper string) func(context.Context, dbos.Tx) (rese
 		}
 		now := s.now().UnixMilli()
 		if n == 0 {
+			o, err := store.OrderByKey(ctx, tx, key)
+			if err == nil {
+				return reserved{OrderID: o.ID, CreatedAtMs: o.CreatedAt.UnixMilli(), Existing: true, Status: o.Status}, nil
+			}
+			if shop.KindOf(err) != shop.NotFound {
+				return reserved{}, err
+			}
 			if _, err := tx.Exec(ctx, `INSERT INTO sold_out_checkouts (checkout_key, at) VALUES ($1, $2) ON CONFLICT (checkout_key) DO NOTHING`, key, now); err != nil {
 				return reserved{}, fmt.Errorf("record sold out: %w", err)
 			}
@@ -232,5 +256,64 @@ func (s steps) recordRefund(pid, refundID string) func(context.Context, dbos.Tx)
 			return 0, fmt.Errorf("record refund of %s: %w", pid, err)
 		}
 		return now, nil
+	}
+}
+
+// cancelled is the cancel-order step's checkpointed output.
+type cancelled struct {
+	// Cancelled reports that this step cancelled the order; false when it
+	// was already final (Status says how).
+	Cancelled bool        `json:"cancelled"`
+	Status    shop.Status `json:"status"`
+	WasPaid   bool        `json:"was_paid"` // it was PAID: its payment is now a late payment, to refund
+	Key       string      `json:"key"`
+	Price     int64       `json:"price_cents"`
+}
+
+// cancelOrder is an operator's cancel of an unfinished order, in one
+// transaction: the order CANCELLED, its unit back, and, if it was paid, its
+// payment recorded as a late payment (the refund workflow pays it back). It
+// changes nothing for an order that is final, or that changed between the
+// read and the write (a dispatch's last leg): Status says what it is now.
+func (s steps) cancelOrder(orderID int64) func(context.Context, dbos.Tx) (cancelled, error) {
+	return func(ctx context.Context, tx dbos.Tx) (cancelled, error) {
+		o, err := store.OrderByID(ctx, tx, orderID)
+		if err != nil {
+			return cancelled{}, err
+		}
+		out := cancelled{Status: o.Status, Key: o.Key, Price: o.PriceCents}
+		if o.Status != shop.StatusPending && o.Status != shop.StatusPaid {
+			return out, nil
+		}
+		now := s.now().UnixMilli()
+		res, err := tx.Exec(ctx, `UPDATE orders SET order_status = $1, last_update_time = $2 WHERE order_id = $3 AND order_status = $4`,
+			shop.StatusCancelled, now, orderID, o.Status)
+		if err != nil {
+			return cancelled{}, err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			if err == nil { // it moved on under us: say what it is now
+				o, err = store.OrderByID(ctx, tx, orderID)
+				out.Status = o.Status
+			}
+			return out, err
+		}
+		res, err = tx.Exec(ctx, `UPDATE products SET inventory = inventory + 1 WHERE product_id = (SELECT product_id FROM orders WHERE order_id = $1)`, orderID)
+		if err != nil {
+			return cancelled{}, err
+		}
+		if err := expectOneRow(res, orderID, "return stock"); err != nil {
+			return cancelled{}, err
+		}
+		if o.Status == shop.StatusPaid {
+			// ON CONFLICT: the payment id is the key, recorded once; a
+			// late payment for this key cannot exist yet (the order was PAID).
+			if _, err := tx.Exec(ctx, `INSERT INTO late_payments (payment_id, order_id, received_at) VALUES ($1, $2, $3) ON CONFLICT (payment_id) DO NOTHING`,
+				o.Key, orderID, now); err != nil {
+				return cancelled{}, fmt.Errorf("record the payment for refund: %w", err)
+			}
+		}
+		out.Cancelled, out.Status, out.WasPaid = true, shop.StatusCancelled, o.Status == shop.StatusPaid
+		return out, nil
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -69,6 +70,7 @@ func (w *workflows) register() {
 	dbos.RegisterWorkflow(w.dctx, w.dispatch, dbos.WithWorkflowName(shop.DispatchWorkflow))
 	dbos.RegisterWorkflow(w.dctx, w.release, dbos.WithWorkflowName(shop.ReleaseWorkflow))
 	dbos.RegisterWorkflow(w.dctx, w.refund, dbos.WithWorkflowName(shop.RefundWorkflow))
+	dbos.RegisterWorkflow(w.dctx, w.cancelOrder, dbos.WithWorkflowName(shop.CancelOrderWorkflow))
 }
 
 // checkoutInput is the checkout workflow's recorded input.
@@ -121,6 +123,15 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 	if order.OrderID == 0 {
 		log.Info("checkout: sold out")
 		return orderResult{}, nil
+	}
+	if order.Existing {
+		// This key's order was made by an execution whose records are
+		// deleted: answer from the order, change nothing. An order left
+		// PENDING (an operator deleted a checkout in flight) has no checkout
+		// any more; the reconciler releases it.
+		log.Warn("checkout: this key's order was made before its workflow records were deleted; answering from it", "order_status", order.Status)
+		handoff.Outcome(order.Status)
+		return orderResult{OrderID: order.OrderID, Status: order.Status}, nil
 	}
 
 	// 3. Wait for the payment webhook, at most until the deadline.
@@ -233,8 +244,10 @@ func (w *workflows) release(ctx dbos.Context, orderID int64) (bool, error) {
 //     backoff (up to about a day, refundRetries); a 4xx, or an answer that
 //     is not a refund of this payment, is not (trying again cannot change it),
 //     and the workflow ends in ERROR for an operator: fix the cause, then
-//     `dbos workflow resume refund/<payment id>`, which calls again with the
-//     same key.
+//     press Retry in the internals panel, which forks the workflow from this
+//     step (a resume would replay the checkpointed error; see
+//     operations.Retry), or run `dbos workflow fork refund/<payment id>
+//     --step 0`: the fork calls again with the same key.
 //  2. [refund-record] record the refund (table refunds) in one transaction
 //     with the step's checkpoint: GET /late_payments shows it refunded.
 
@@ -333,6 +346,14 @@ func (w *workflows) Pay(ctx context.Context, pid, status string) (int64, error) 
 	o, err := w.handoffs.Deliver(ctx, pid, status, func(ctx context.Context) (bool, error) {
 		return w.checkoutGone(ctx, pid)
 	})
+	if errors.Is(err, dbos.ErrNonExistentWorkflow) {
+		// The order is PENDING but its checkout was deleted (dbos workflow
+		// delete): DBOS refuses to send a message to a workflow that does
+		// not exist. Nothing will take the payment: orphaned, as below.
+		if o, err = w.db.OrderByKey(ctx, pid); err == nil {
+			err = paywait.ErrOrphaned
+		}
+	}
 	if errors.Is(err, paywait.ErrOrphaned) {
 		// Its checkout will never take the payment: release the order now
 		// (the reconciler would, a little later) and answer from it.
@@ -430,15 +451,17 @@ func (w *workflows) Redispatch(ctx context.Context, orderID int64) error {
 	return nil
 }
 
-// checkoutGone reports a checkout that will never run again: its workflow
-// cancelled, failed, dead-lettered or deleted.
+// checkoutGone reports, for an order still PENDING, a checkout that will
+// never take its payment: its workflow cancelled, failed, dead-lettered or
+// deleted, or finished (SUCCESS with the order PENDING is a re-run of a
+// deleted checkout, which answered from the order and ended).
 func (w *workflows) checkoutGone(ctx context.Context, key string) (bool, error) {
 	st, err := dbos.ListWorkflows(dbos.From(w.dctx, ctx), dbos.WithFilterWorkflowIDs(key),
 		dbos.WithFilterLoadInput(false), dbos.WithFilterLoadOutput(false))
 	if err != nil {
 		return false, err
 	}
-	return len(st) == 0 || reconcile.Dead(st[0].Status), nil
+	return len(st) == 0 || reconcile.Dead(st[0].Status) || st[0].Status == dbos.WorkflowStatusSuccess, nil
 }
 
 // Refund starts (or finds) the refund workflow of late payment pid; it runs
@@ -461,4 +484,136 @@ func (w *workflows) startRefund(o shop.Order) error {
 		return fmt.Errorf("refund %s: %w", o.Key, err)
 	}
 	return nil
+}
+
+// cancelOrder is an operator's Cancel-and-refund of an unfinished order (the
+// internals panel's button; see CancelOrder): one step cancels it, returns
+// its unit and, if it was paid, records the payment for refund; then the
+// refund workflow of that payment is started as a child (its ID is per
+// payment, so the reconciler, which also starts refunds of late payments,
+// finds it started). Its ID is per order (shop.CancelOrderWorkflowID): a
+// double click or two operators cancel once.
+func (w *workflows) cancelOrder(ctx dbos.Context, orderID int64) (cancelled, error) {
+	c, err := dbos.RunAsTransaction(ctx, w.ds, w.steps.cancelOrder(orderID), dbos.WithStepName(shop.StepCancelOrder))
+	if err != nil || !c.WasPaid {
+		return c, err
+	}
+	in := refundInput{PaymentID: c.Key, OrderID: orderID, AmountCents: c.Price}
+	if _, err := dbos.RunWorkflow(ctx, w.refund, in, dbos.WithWorkflowID(shop.RefundWorkflowID(c.Key))); err != nil {
+		return c, fmt.Errorf("start the refund of %s: %w", c.Key, err)
+	}
+	w.log(ctx, orderID).Warn("cancel-order: an operator cancelled the paid order; its payment is being refunded", "payment_id", c.Key)
+	return c, nil
+}
+
+// operations are the operator's actions of the internals panel
+// (web.Operations): the list of what needs attention, Retry and
+// Cancel-and-refund, on DBOS's own APIs.
+type operations struct {
+	w         *workflows
+	reconcile *reconcile.Reconciler
+	payWindow time.Duration
+}
+
+// attentionLimit bounds the orders and late payments one attention list
+// reads (the internals panel polls it every second).
+const attentionLimit = 50
+
+// Attention lists what an operator should look at (reconcile.Attention).
+func (o operations) Attention(ctx context.Context) ([]shop.Attention, error) {
+	return o.reconcile.Attention(ctx, o.payWindow, attentionLimit)
+}
+
+// Retry runs the stopped workflow behind order id that the attention list
+// offers to retry again, and returns the ID of the execution that does.
+//
+// A workflow stopped by a cancel (or a crash loop) is resumed
+// (dbos.ResumeWorkflow: it runs on from its last completed step). One that
+// failed at a step cannot be resumed usefully: DBOS checkpoints the step's
+// error with it, so a resumed execution replays the same error. It is
+// forked from that step instead (dbos.ForkWorkflow: a new execution, with
+// the checkpoints before the step, that runs the step again). That is safe
+// for every workflow offered here: a dispatch's legs are idempotent, and a
+// refund's provider call carries the payment id as its idempotency key. The
+// fork's ID is the original's plus "/retry-N" (reconcile.RetryIDs), N
+// counting the forks, so two clicks at once fork once.
+func (o operations) Retry(ctx context.Context, id int64) (string, error) {
+	list, err := o.Attention(ctx)
+	if err != nil {
+		return "", err
+	}
+	i := slices.IndexFunc(list, func(a shop.Attention) bool { return a.Order.ID == id && a.Retry != "" })
+	if i < 0 {
+		return "", shop.Errorf(shop.Conflict, "order %d has no stopped workflow to retry (it may have moved on; reload)", id)
+	}
+	wid := list[i].Retry
+	dctx := dbos.From(o.w.dctx, ctx)
+	steps, err := dbos.GetWorkflowSteps(dctx, wid, dbos.WithStepsLoadOutput(false))
+	if err != nil {
+		return "", fmt.Errorf("steps of %s: %w", wid, err)
+	}
+	failed := slices.IndexFunc(steps, func(s dbos.StepInfo) bool { return s.Error != nil })
+	if failed < 0 {
+		if _, err := dbos.ResumeWorkflow[any](o.w.dctx, wid); err != nil {
+			return "", fmt.Errorf("resume %s: %w", wid, err)
+		}
+		o.w.logger.Warn("an operator resumed a workflow", "workflow_id", wid, "order_id", id)
+		return wid, nil
+	}
+	retries := reconcile.RetryIDs(wid)
+	forks, err := dbos.ListWorkflows(dctx, dbos.WithFilterWorkflowIDs(retries...), dbos.WithFilterLoadInput(false), dbos.WithFilterLoadOutput(false))
+	if err != nil {
+		return "", fmt.Errorf("forks of %s: %w", wid, err)
+	}
+	if len(forks) >= len(retries) {
+		return "", shop.Errorf(shop.Conflict, "workflow %s was retried %d times already; look at its error (dbos workflow steps) before forking it again with DBOS's CLI", wid, len(forks))
+	}
+	fork := retries[len(forks)]
+	if _, err := dbos.ForkWorkflow[any](o.w.dctx, dbos.ForkWorkflowInput{
+		OriginalWorkflowID: wid, ForkedWorkflowID: fork, StartStep: uint(steps[failed].StepID),
+	}); err != nil {
+		return "", fmt.Errorf("fork %s from step %d: %w", wid, steps[failed].StepID, err)
+	}
+	o.w.logger.Warn("an operator retried a failed workflow from its failed step", "workflow_id", wid, "fork", fork,
+		"step", steps[failed].StepName, "order_id", id)
+	return fork, nil
+}
+
+// CancelOrder cancels unfinished order id and refunds its payment if it was
+// paid: it cancels the order's live workflows with DBOS (so none of them goes
+// on: their next step finds them cancelled), then runs the cancel-order
+// workflow and waits for it. A final order is a shop.Conflict.
+func (o operations) CancelOrder(ctx context.Context, id int64) (shop.Order, error) {
+	ord, err := o.w.db.OrderByID(ctx, id)
+	if err != nil {
+		return ord, err
+	}
+	if ord.Final() {
+		return ord, shop.Errorf(shop.Conflict, "order %d is already %s: nothing to cancel", id, ord.Status)
+	}
+	live, err := o.reconcile.Live(ctx, ord)
+	if err != nil {
+		return ord, err
+	}
+	for _, wid := range live {
+		if err := dbos.CancelWorkflow(o.w.dctx, wid); err != nil {
+			return ord, fmt.Errorf("cancel workflow %s of order %d: %w", wid, id, err)
+		}
+	}
+	h, err := dbos.RunWorkflow(o.w.dctx, o.w.cancelOrder, id, dbos.WithWorkflowID(shop.CancelOrderWorkflowID(id)))
+	if err != nil {
+		return ord, fmt.Errorf("cancel order %d: %w", id, err)
+	}
+	c, err := h.GetResult()
+	if err != nil {
+		return ord, fmt.Errorf("cancel order %d: %w", id, err)
+	}
+	if ord, err = o.w.db.OrderByID(ctx, id); err != nil {
+		return ord, err
+	}
+	if !c.Cancelled {
+		return ord, shop.Errorf(shop.Conflict, "order %d became %s before it could be cancelled", id, c.Status)
+	}
+	o.w.logger.Warn("an operator cancelled an order", "order_id", id, "was_paid", c.WasPaid)
+	return ord, nil
 }

@@ -5,7 +5,9 @@
 #
 # Postgres: set TEST_DATABASE_URL to a server where the tests may create and
 # drop databases. Unset, and running as root on Debian (CI, a fresh VM), this
-# script installs PostgreSQL and Chromium with apt-get and starts them itself.
+# script installs PostgreSQL, Chromium, Patroni and etcd with apt-get and
+# starts Postgres itself (the failover test starts its own Patroni cluster
+# with scripts/ha-cluster.sh, on ports 5541-5543).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
@@ -14,6 +16,10 @@ if [ -z "${TEST_DATABASE_URL:-}" ] && [ "$(id -u)" = 0 ] && command -v apt-get >
   need=()
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
   command -v chromium >/dev/null || need+=(chromium)
+  # The failover test (internal/storetest/failover_test.go) runs a Patroni
+  # cluster with etcd through scripts/ha-cluster.sh.
+  command -v patroni >/dev/null || need+=(patroni)
+  command -v etcd >/dev/null || need+=(etcd-server)
   if ((${#need[@]})); then
     echo "== installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

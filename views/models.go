@@ -34,6 +34,8 @@ type Store struct {
 	// LatePayments are the newest payments for cancelled orders, with
 	// their refunds, for the internals panel.
 	LatePayments []LatePayment
+	// Attention lists the orders that need an operator (internals panel).
+	Attention []Attention
 }
 
 // LatePayment is a payment that came for a cancelled order, as the
@@ -52,4 +54,21 @@ type Pay struct {
 	Product shop.Product
 	Order   *shop.Order // nil when the checkout sold out
 	SoldOut bool
+}
+
+// Attention is an order the internals panel lists as needing an operator,
+// with what its buttons may do.
+type Attention struct {
+	Order     shop.Order
+	Reason    string
+	Workflows []WorkflowState
+	CanRetry  bool // Retry resumes its stopped workflow
+	CanCancel bool // Cancel-and-refund applies
+	Refund    bool // it is the order's payment refund that is stuck
+}
+
+// WorkflowState is one workflow behind an order that needs attention, as
+// the panel names it ("checkout", "refund", or its ID).
+type WorkflowState struct {
+	Label, Status string
 }

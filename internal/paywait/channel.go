@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 )
 
 // channel is the Postgres NOTIFY channel on which a webhook announces, at the
@@ -14,17 +16,47 @@ import (
 // comment for why the store has a channel of its own).
 const channel = "widget_store_payment"
 
+// listenerTimeouts bound the listener's waits, so that it notices a server
+// that died without a word (a machine lost on a real network sends no
+// reset; its connection would look alive for the kernel's keepalive time,
+// minutes): each connection attempt gets connectTimeout, and a connection
+// silent for idlePing is pinged, with pingTimeout to answer.
+const (
+	connectTimeout = 5 * time.Second
+	idlePing       = 10 * time.Second
+	pingTimeout    = 3 * time.Second
+)
+
 // Start makes the hub listen for payments announced by any instance: on
 // Postgres it opens a connection of its own, LISTENs, and returns once it
 // listens; a goroutine then kicks the checkout of each announced key until
 // Stop. Call it before dbos.Launch, so that the checkouts Launch recovers miss
 // no announcement from then on. On SQLite (one process) it does nothing.
+//
+// The listener survives the loss of its server (a restart, or a failover to
+// another node of a replicated cluster): when the connection breaks, or a
+// ping on an idle one goes unanswered, it reconnects with backoff (100 ms
+// doubling to 2 s; the pool's connection settings, so with a multi-host
+// DATABASE_URL and target_session_attrs=read-write it finds the new
+// leader), and then kicks every waiting checkout to look for its payment in
+// the database: an announcement made while nobody listened is lost, the
+// payment message it announced is not.
 func (h *Hub) Start(ctx context.Context) error {
 	if !h.db.Dialect.Postgres {
 		return nil
 	}
 	connect := func(ctx context.Context) (*pgx.Conn, error) {
-		conn, err := pgx.ConnectConfig(ctx, h.db.Pool.Config().ConnConfig.Copy())
+		ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+		defer cancel()
+		cfg := h.db.Pool.Config().ConnConfig.Copy()
+		// A wait that times out (idlePing) only sets a deadline on the
+		// socket, which leaves the connection usable; pgx's default would
+		// also send the server a cancel request, which could land on the
+		// ping that follows.
+		cfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+			return &pgconn.DeadlineContextWatcherHandler{Conn: c.Conn()}
+		}
+		conn, err := pgx.ConnectConfig(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -47,10 +79,22 @@ func (h *Hub) Start(ctx context.Context) error {
 		defer close(done)
 		backoff := 100 * time.Millisecond
 		for {
-			n, err := conn.WaitForNotification(loopCtx)
+			waitCtx, cancelWait := context.WithTimeout(loopCtx, idlePing)
+			n, err := conn.WaitForNotification(waitCtx)
+			cancelWait()
 			if err == nil {
 				h.kick(n.Payload)
 				continue
+			}
+			if loopCtx.Err() == nil && waitCtx.Err() != nil {
+				// Silent for idlePing: is the server still there? (pgx
+				// keeps the connection usable after a wait that timed out.)
+				pingCtx, cancelPing := context.WithTimeout(loopCtx, pingTimeout)
+				err = conn.Ping(pingCtx)
+				cancelPing()
+				if err == nil {
+					continue
+				}
 			}
 			conn.Close(context.Background()) // broken or cancelled: a close error adds nothing
 			if loopCtx.Err() != nil {

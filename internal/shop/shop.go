@@ -118,6 +118,11 @@ const (
 	// RefundWorkflow pays back a payment that came for an order already
 	// cancelled (a late payment): one per payment id, see RefundWorkflowID.
 	RefundWorkflow = "refund"
+	// CancelOrderWorkflow is an operator's "cancel and refund" of an order
+	// that needs attention (the internals panel): the order CANCELLED, its
+	// unit back, and, if it was paid, its payment refunded. One per order,
+	// see CancelOrderWorkflowID.
+	CancelOrderWorkflow = "cancel-order"
 )
 
 // Step names, recorded by DBOS with every checkpoint and checked when one is
@@ -129,6 +134,9 @@ const (
 	StepMarkPaid = "mark-paid" // checkout: the payment came in
 	StepCancel   = "cancel"    // checkout: declined or timed out; the unit goes back
 	StepRelease  = "release"   // release: the order of a dead checkout cancelled, its unit back
+	// cancel-order: an operator's cancel; the order CANCELLED, its unit back,
+	// a paid one's payment recorded for refund.
+	StepCancelOrder = "cancel-order"
 
 	StepRefundCall   = "refund-provider" // refund: ask the payment provider to refund (idempotency key = payment id)
 	StepRefundRecord = "refund-record"   // refund: record the provider's refund in the store
@@ -167,6 +175,12 @@ func RefundWorkflowID(pid string) string {
 // idempotent, so it picks up where the order's progress is.
 func RedispatchWorkflowID(orderID int64) string {
 	return "redispatch/" + strconv.FormatInt(orderID, 10)
+}
+
+// CancelOrderWorkflowID is the ID of an operator's cancel-and-refund of an
+// order: one per order, so a double click or two operators cancel it once.
+func CancelOrderWorkflowID(orderID int64) string {
+	return "cancel/" + strconv.FormatInt(orderID, 10)
 }
 
 // MaxKeyLen bounds idempotency keys. A key is a workflow ID, which DBOS puts
@@ -212,4 +226,25 @@ func ParseOrderID(s string) (int64, error) {
 		return 0, Errorf(Invalid, "order id must be a positive integer (got %.40q)", s)
 	}
 	return id, nil
+}
+
+// Attention is an order (or a payment of one) that an operator should look
+// at: no workflow will finish it by itself, or it has not moved for longer
+// than it should (internal/reconcile decides; the internals panel shows it).
+type Attention struct {
+	Order     Order
+	PaymentID string // set for a late payment whose refund is stuck
+	Reason    string // what is wrong, in a sentence
+	// Workflows are the workflows behind it, as DBOS has them.
+	Workflows []WorkflowState
+	// Retry is the workflow to resume (dbos.ResumeWorkflow), "" when there
+	// is none to resume.
+	Retry string
+	// CanCancel: Cancel-and-refund applies (an unfinished order).
+	CanCancel bool
+}
+
+// WorkflowState is one workflow's DBOS status.
+type WorkflowState struct {
+	ID, Status, Error string
 }

@@ -13,6 +13,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -94,6 +96,7 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 		if err != nil {
 			return nil, fmt.Errorf("DATABASE_URL: %w", err)
 		}
+		pcfg.ConnConfig.DialFunc = dialForFailover(pcfg.ConnConfig.DialFunc)
 		if opts.PgTracer != nil || opts.OnStatement != nil {
 			pcfg.ConnConfig.Tracer = statementTracer{next: opts.PgTracer, count: opts.OnStatement}
 		}
@@ -207,6 +210,120 @@ func (t statementTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, d pg
 	if t.next != nil {
 		t.next.TraceQueryEnd(ctx, conn, d)
 	}
+}
+
+// CheckWritable reports whether the store can write right now, for /healthz:
+// on Postgres, whether the pool reaches a server and that server takes
+// writes (a standby, or a leader Patroni is demoting, answers
+// transaction_read_only = on); on SQLite, whether the file answers. The
+// pool finds the leader of a replicated cluster by itself when DATABASE_URL
+// names every node with target_session_attrs=read-write: a new connection
+// tries each host in turn and keeps the first that accepts writes.
+func (db *DB) CheckWritable(ctx context.Context) error {
+	if db.Pool == nil {
+		return db.SQL.PingContext(ctx)
+	}
+	var readOnly string
+	if err := db.Pool.QueryRow(ctx, "SHOW transaction_read_only").Scan(&readOnly); err != nil {
+		return err
+	}
+	if readOnly != "off" {
+		return errors.New("the server is read-only (a standby)")
+	}
+	return nil
+}
+
+// IsUnavailable reports an error that says the database cannot be reached or
+// cannot take writes at the moment, rather than anything about the request:
+// no server accepted a connection (the leader is down and no replica has
+// been promoted yet), a connection broke mid-statement (the server died),
+// the server is shutting down or starting (57P01, 57P02, 57P03), or it is
+// read-only (25006, a standby). Trying again a little later is the cure:
+// the web layer answers 503 with Retry-After. A context cancelled or timed
+// out is not unavailability: it is the caller's.
+func IsUnavailable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "25006", // read_only_sql_transaction: a standby
+			"57P01", // admin_shutdown
+			"57P02", // crash_shutdown
+			"57P03", // cannot_connect_now: starting up or in recovery
+			"53300": // too_many_connections
+			return true
+		}
+		return strings.HasPrefix(pgErr.Code, "08") // connection exception
+	}
+	var connErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connErr) || pgconn.SafeToRetry(err) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.As(err, &netErr) || strings.Contains(err.Error(), "conn closed")
+}
+
+// Dead servers, as the store's connections see them. When the leader of a
+// replicated cluster dies, every connection to it must fail promptly and
+// with an error that says "the connection is gone", because that is what
+// DBOS retries (its steps, its checkpoints, the recording of a workflow's
+// outcome: sysdb's IsRetryable) and what the web layer answers with a 503
+// (IsUnavailable). Two things stand in the way, and dialForFailover, the
+// pool's dialer (and so that of the payment channel and the heartbeat, which
+// copy the pool's connection settings), removes both:
+//
+//   - A server that dies with its machine still up (its process killed)
+//     closes its sockets: a read gets io.EOF, which pgx reports as
+//     io.ErrUnexpectedEOF, which DBOS v1.8 does not count as retryable; a
+//     workflow whose outcome could not be recorded then stays PENDING in the
+//     database with nobody running it, until its instance restarts. So a
+//     connection's read reports the server's close as a *net.OpError (still
+//     io.EOF underneath), the kind of error DBOS retries.
+//   - A machine that dies on a real network sends nothing at all: a
+//     connection to it would look alive for minutes (the kernel's
+//     retransmission timeout, or keepalives after 5 idle minutes), with a
+//     DBOS step waiting on it under a context that cannot be cancelled. So
+//     TCP connections send keepalives after tcpKeepAliveIdle of silence and
+//     give up after tcpKeepAliveCount unanswered ones, and (Linux) unacknowledged
+//     data times out after tcpUserTimeout.
+const (
+	tcpKeepAliveIdle     = 5 * time.Second
+	tcpKeepAliveInterval = 2 * time.Second
+	tcpKeepAliveCount    = 3
+	tcpUserTimeout       = 10 * time.Second
+)
+
+func dialForFailover(dial pgconn.DialFunc) pgconn.DialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			err := tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: tcpKeepAliveIdle, Interval: tcpKeepAliveInterval, Count: tcpKeepAliveCount})
+			if err == nil {
+				err = setTCPUserTimeout(tc, tcpUserTimeout)
+			}
+			if err != nil {
+				c.Close() // the option error is the one to report
+				return nil, fmt.Errorf("set TCP keepalive and timeouts: %w", err)
+			}
+		}
+		return serverCloseIsNetError{c}, nil
+	}
+}
+
+// serverCloseIsNetError is a connection whose reads report the server
+// closing it as a *net.OpError wrapping io.EOF (see dialForFailover).
+type serverCloseIsNetError struct{ net.Conn }
+
+func (c serverCloseIsNetError) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err == io.EOF {
+		err = &net.OpError{Op: "read", Net: c.RemoteAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: io.EOF}
+	}
+	return n, err
 }
 
 // RedactURL hides a password before a URL goes into an error message.

@@ -36,8 +36,12 @@ type Workflow struct {
 	UpdatedAt  time.Time
 	Error      string
 	Rows       []Row
-	// Waiting describes what a PENDING workflow does between its checkpoints.
+	// Waiting describes what a PENDING workflow does between its checkpoints,
+	// or, for one not in DBOS's records, why.
 	Waiting string
+	// Deleted reports a workflow whose DBOS records are gone (retention, or
+	// an operator's delete): Waiting says which.
+	Deleted bool
 	// Writes: the rows are idempotent writes, not checkpoints (a dispatch's
 	// legs, which DBOS does not record).
 	Writes bool

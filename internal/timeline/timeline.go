@@ -96,15 +96,19 @@ func (r *Reader) Order(ctx context.Context, o shop.Order) (Timeline, error) {
 		st, ok := byID[id]
 		if !ok {
 			// Not started (yet): the dispatch starts once the order is paid.
+			// Or gone: deleted by retention, or by an operator.
 			w := Workflow{Title: title, ID: id}
 			switch {
 			case i == 1 && o.Status == shop.StatusCancelled:
 				w.Waiting = "Never started: the order was cancelled."
-			case i == 1:
+			case i == 1 && o.Status != shop.StatusDispatched:
 				w.Waiting = "Starts when the payment is in."
-				final = final && o.Status != shop.StatusPaid && o.Status != shop.StatusDispatched
+				final = final && o.Status != shop.StatusPaid
 			default:
-				w.Waiting = "Not found in DBOS's records."
+				if w.Waiting, err = r.gone(ctx, o); err != nil {
+					return tl, err
+				}
+				w.Deleted = true
 			}
 			tl.Workflows = append(tl.Workflows, w)
 			continue
@@ -147,6 +151,17 @@ func (r *Reader) Order(ctx context.Context, o shop.Order) (Timeline, error) {
 	}
 	tl.Final = final
 	return tl, nil
+}
+
+// gone says why a workflow of order o is not in DBOS's records: a
+// retention pass deleted it (the first whose cutoff is after the order's
+// last change), or someone else did.
+func (r *Reader) gone(ctx context.Context, o shop.Order) (string, error) {
+	ran, ok, err := r.db.RetentionPassAfter(ctx, o.LastUpdate)
+	if err != nil || !ok {
+		return "Not in DBOS's records: deleted by an operator (dbos workflow delete), or never recorded. The order above is the store's own record.", err
+	}
+	return "Deleted by retention on " + ran.Local().Format("2006-01-02 15:04") + ": DBOS's records of a finished purchase are kept for RETENTION, then removed. The order above is the store's own record.", nil
 }
 
 // dispatchLegs stands for the legs of the dispatch of order o, started at

@@ -35,16 +35,7 @@ func newKey() string {
 
 // ----- JSON API -----
 
-func handleHealthz(ready func() bool) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// A failed write means the client left: nobody to tell.
-		if !ready() {
-			_ = writeText(w, http.StatusServiceUnavailable, "starting\n")
-			return
-		}
-		_ = writeText(w, http.StatusOK, "ok\n")
-	})
-}
+// GET /healthz is in health.go.
 
 // productJSON is the reference store's product shape.
 type productJSON struct {
@@ -169,8 +160,8 @@ func handlePaymentWebhook(secret string, now func() time.Time, checkout Checkout
 
 // handleRestock sets the stock (?inventory=N or a form field, 100 by
 // default) and answers the product, or the internals panel for htmx.
-func handleRestock(logger *slog.Logger, db *store.DB, page views.PageInfo) handlerFunc {
-	product, internals := handleGetProduct(db), handleInternalsPartial(db, page)
+func handleRestock(logger *slog.Logger, db *store.DB, internals handlerFunc) handlerFunc {
+	product := handleGetProduct(db)
 	return func(w http.ResponseWriter, r *http.Request) error {
 		if err := parseForm(r); err != nil {
 			return err
@@ -242,19 +233,18 @@ func shopper(w http.ResponseWriter, r *http.Request) string {
 	return id
 }
 
-func handleStorePage(db *store.DB, page views.PageInfo) handlerFunc {
+func handleStorePage(db *store.DB, ops Operations, page views.PageInfo) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		mine, err := db.RecentOrders(r.Context(), shopper(w, r), 10)
 		if err != nil {
 			return err
 		}
-		p, all, late, err := internals(r, db)
+		s, err := internals(r, db, ops)
 		if err != nil {
 			return err
 		}
-		return render(w, r, http.StatusOK, views.StorePage(page, views.Store{
-			Product: p, NewKey: newKey(), MyOrders: mine, AllOrders: all, LatePayments: late,
-		}))
+		s.NewKey, s.MyOrders = newKey(), mine
+		return render(w, r, http.StatusOK, views.StorePage(page, s))
 	}
 }
 
@@ -371,27 +361,32 @@ func handleMyOrdersPartial(db *store.DB) handlerFunc {
 }
 
 // internals reads what the internals panel shows: the product, the newest
-// orders and the newest late payments with their refunds.
-func internals(r *http.Request, db *store.DB) (shop.Product, []shop.Order, []views.LatePayment, error) {
-	p, err := db.Product(r.Context())
-	if err != nil {
-		return p, nil, nil, err
+// orders, the newest late payments with their refunds, and what needs an
+// operator's attention.
+func internals(r *http.Request, db *store.DB, ops Operations) (views.Store, error) {
+	var s views.Store
+	var err error
+	if s.Product, err = db.Product(r.Context()); err != nil {
+		return s, err
 	}
-	all, err := db.RecentOrders(r.Context(), "", 20)
-	if err != nil {
-		return p, nil, nil, err
+	if s.AllOrders, err = db.RecentOrders(r.Context(), "", 20); err != nil {
+		return s, err
 	}
-	late, err := recentLatePayments(r, db)
-	return p, all, late, err
+	if s.LatePayments, err = recentLatePayments(r, db); err != nil {
+		return s, err
+	}
+	attention, err := ops.Attention(r.Context())
+	s.Attention = attentionViews(attention)
+	return s, err
 }
 
-func handleInternalsPartial(db *store.DB, page views.PageInfo) handlerFunc {
+func handleInternalsPartial(db *store.DB, ops Operations, page views.PageInfo) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		p, all, late, err := internals(r, db)
+		s, err := internals(r, db, ops)
 		if err != nil {
 			return err
 		}
-		return render(w, r, http.StatusOK, views.Internals(page, p, all, late))
+		return render(w, r, http.StatusOK, views.Internals(page, s.Product, s.AllOrders, s.LatePayments, s.Attention))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/a-h/templ"
 
 	"widget-store/internal/shop"
+	"widget-store/internal/store"
 	"widget-store/views"
 )
 
@@ -59,6 +60,8 @@ func statusOf(err error) (status int, msg string) {
 		}
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", mbe.Limit)
+	case store.IsUnavailable(err): // health.go
+		return http.StatusServiceUnavailable, unavailableMessage
 	}
 	return http.StatusInternalServerError, internalMessage
 }
@@ -76,8 +79,14 @@ func (rs responder) handle(h handlerFunc) http.Handler {
 		if status == http.StatusInternalServerError && errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 			return // the client went away; nobody to answer
 		}
-		if status >= 500 {
+		switch {
+		case store.IsUnavailable(err): // a failover: expected for seconds, and said by /healthz
+			rs.logger.Warn("request failed: no writable database", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+		case status >= 500:
 			rs.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+		}
+		if status == http.StatusServiceUnavailable {
+			setRetryHeaders(w, r, wantsHTML(r))
 		}
 		if wantsHTML(r) {
 			var buf bytes.Buffer

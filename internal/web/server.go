@@ -66,7 +66,7 @@ type Timelines interface {
 // All three fields must be set.
 type Process struct {
 	RunID int64       // this process run (the demo crash button's ?run= check)
-	Ready func() bool // /healthz answers 200 only while true
+	Ready func() bool // /healthz answers 200 only while true (and the database takes writes)
 	Crash func()      // exits the process at once (os.Exit(1) in production)
 }
 
@@ -83,7 +83,7 @@ const maxBodyBytes = 64 << 10
 
 // NewServer returns the store's HTTP handler: every route, behind the
 // cross-origin protection, the body limit and the request metrics.
-func NewServer(logger *slog.Logger, cfg Config, db *store.DB, checkout Checkout, timelines Timelines, m *metrics.Metrics, proc Process) http.Handler {
+func NewServer(logger *slog.Logger, cfg Config, db *store.DB, checkout Checkout, ops Operations, timelines Timelines, m *metrics.Metrics, proc Process) http.Handler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -95,7 +95,7 @@ func NewServer(logger *slog.Logger, cfg Config, db *store.DB, checkout Checkout,
 	}
 	rs := responder{logger: logger, page: page}
 	mux := http.NewServeMux()
-	addRoutes(mux, logger, cfg, rs, db, checkout, timelines, m, proc)
+	addRoutes(mux, logger, cfg, rs, db, checkout, ops, timelines, m, proc)
 	// Browser form posts from another site are refused (Sec-Fetch-Site /
 	// Origin checks); API clients that send neither header pass.
 	var h http.Handler = http.NewCrossOriginProtection().Handler(mux)
@@ -104,17 +104,18 @@ func NewServer(logger *slog.Logger, cfg Config, db *store.DB, checkout Checkout,
 
 // addRoutes is the one place every URL of the store is declared.
 func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder, db *store.DB,
-	checkout Checkout, timelines Timelines, m *metrics.Metrics, proc Process) {
+	checkout Checkout, ops Operations, timelines Timelines, m *metrics.Metrics, proc Process) {
 	handle, page, admin := rs.handle, rs.page, cfg.AdminToken
 
 	// JSON API, compatible with the reference widget store.
-	mux.Handle("GET /healthz", handleHealthz(proc.Ready))
+	mux.Handle("GET /healthz", handleHealthz(proc.Ready, db, cfg.Now))
 	mux.Handle("GET /product", handle(handleGetProduct(db)))
 	mux.Handle("GET /orders", handle(handleListOrders(db)))
 	mux.Handle("GET /order/{id}", handle(handleGetOrder(db)))
 	mux.Handle("POST /checkout/{key}", handle(handleCheckout(checkout)))
 	mux.Handle("POST /payment_webhook/{payment_id}/{status}", handle(handlePaymentWebhook(cfg.WebhookSecret, cfg.Now, checkout)))
-	mux.Handle("POST /restock", handle(requireAdmin(admin, handleRestock(logger, db, page))))
+	internalsPanel := handleInternalsPartial(db, ops, page)
+	mux.Handle("POST /restock", handle(requireAdmin(admin, handleRestock(logger, db, internalsPanel))))
 	mux.Handle("POST /crash_application", handle(requireAdmin(admin, handleCrash(logger, proc.Crash))))
 	mux.Handle("GET /late_payments", handle(requireAdmin(admin, handleLatePayments(db))))
 
@@ -125,19 +126,25 @@ func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder
 	mux.Handle("POST /provider/refunds/{payment_id}", handle(requireAdmin(admin, handleProviderRefund(db))))
 
 	// Pages and the fragments they poll.
-	mux.Handle("GET /{$}", handle(handleStorePage(db, page)))
+	mux.Handle("GET /{$}", handle(handleStorePage(db, ops, page)))
 	mux.Handle("POST /buy", handle(handleBuy(checkout)))
 	mux.Handle("GET /pay/{key}", handle(handlePayPage(db, page)))
 	mux.Handle("POST /pay/{key}", handle(handlePay(checkout)))
 	mux.Handle("GET /track/{id}", handle(handleOrderPage(db, page)))
 	mux.Handle("GET /partials/stock", handle(handleStockPartial(db)))
 	mux.Handle("GET /partials/my-orders", handle(handleMyOrdersPartial(db)))
-	mux.Handle("GET /partials/internals", handle(handleInternalsPartial(db, page)))
+	mux.Handle("GET /partials/internals", handle(internalsPanel))
 	mux.Handle("GET /partials/track/{id}", handle(handleOrderPartial(db)))
 	mux.Handle("GET /partials/timeline/{id}", handle(handleTimelinePartial(db, timelines)))
 	mux.Handle("GET /partials/internals/timeline", handle(handleInternalsTimelinePartial(db, timelines)))
 	mux.Handle("POST /demo/crash", handle(requireAdmin(admin, handleDemoCrash(proc.RunID, handleCrash(logger, proc.Crash)))))
 	mux.Handle("GET /static/", handleStatic())
+
+	// Operator actions on what needs attention (operations.go): the
+	// internals panel's Retry and Cancel-and-refund, and the list as JSON.
+	mux.Handle("GET /admin/attention", handle(requireAdmin(admin, handleAttention(ops))))
+	mux.Handle("POST /admin/orders/{id}/retry", handle(requireAdmin(admin, handleRetry(ops, internalsPanel))))
+	mux.Handle("POST /admin/orders/{id}/cancel", handle(requireAdmin(admin, handleCancelOrder(ops, internalsPanel))))
 
 	// Operations: Prometheus metrics (metrics.go).
 	mux.Handle("GET /metrics", handleMetrics(logger, m))

@@ -1,0 +1,223 @@
+// Package retention deletes the DBOS records of purchases finished long ago.
+//
+// Every purchase leaves DBOS rows behind: the checkout's and the dispatch's
+// workflow status, input, output and step checkpoints, the payment's
+// notification, a refund's. They are what recovery replays, and once the
+// order is final nothing will ever replay them again, but they grow with
+// every sale. With RETENTION set (say 30d), a Service deletes, through DBOS's
+// own API (dbos.DeleteWorkflows, which removes a workflow's status, inputs,
+// outputs and checkpoints in one transaction), every workflow that
+//
+//   - finished (SUCCESS, ERROR or CANCELLED) more than RETENTION ago, and
+//   - belongs to an order that is final (DISPATCHED or CANCELLED) with no
+//     refund still to make for its payment, or to no order at all (a
+//     checkout that found the shelf empty, or an operator's fork, which does
+//     nothing).
+//
+// It never deletes a workflow still PENDING or ENQUEUED, one of an order
+// not final yet, one of an order whose late payment is not refunded yet
+// (its refund workflow, dead or alive, is the record an operator resumes),
+// or a workflow that is not the store's. Dead-lettered workflows
+// (MAX_RECOVERY_ATTEMPTS_EXCEEDED) are an operator's to look at and stay.
+//
+// The store's own rows are not deleted: an order is the business record,
+// and the order row is also what answers a client that retries a key whose
+// workflow is gone (the checkout's reserve step finds the key's order and
+// answers from it; see steps.go). Each pass that deletes anything records
+// itself in retention_passes (when, and the cutoff), so the timeline can
+// say "deleted by retention on …" for an order whose workflows are gone.
+//
+// A pass sweeps DBOS's finished workflows in the order they finished, a page
+// at a time (store.FinishedWorkflows, which says why it reads DBOS's table
+// itself).
+// Deleted ones leave the list, so the next page starts after the ones it
+// kept (an offset of the kept count); a sweep ends at a short page. Every
+// instance may run one: a delete is idempotent, and two instances racing
+// delete the same rows once.
+package retention
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dbos-inc/dbos-transact-golang/dbos"
+
+	"widget-store/internal/shop"
+	"widget-store/internal/store"
+)
+
+// page is how many workflows one step of a sweep lists, and deletes in one
+// transaction at most: on SQLite the delete holds the one writer, so a page
+// is kept short enough not to be felt by a checkout waiting behind it.
+const page = 200
+
+// Service is the background service.
+type Service struct {
+	db     *store.DB
+	dctx   dbos.Context
+	after  time.Duration
+	every  time.Duration
+	now    func() time.Time
+	logger *slog.Logger
+	stop   func()
+}
+
+// New makes a Service that deletes what finished more than after ago,
+// looking every interval. now is the clock (time.Now if nil).
+func New(db *store.DB, dctx dbos.Context, after, every time.Duration, now func() time.Time, logger *slog.Logger) *Service {
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{db: db, dctx: dctx, after: after, every: every, now: now,
+		logger: logger.With("component", "retention"), stop: func() {}}
+}
+
+// Interval is how often a Service with retention after looks: a tenth of
+// it, between a second and an hour.
+func Interval(after time.Duration) time.Duration {
+	return min(max(after/10, time.Second), time.Hour)
+}
+
+// Start sweeps now and then every interval, until Stop.
+func (s *Service) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(s.every)
+		defer t.Stop()
+		for {
+			if n, err := s.Pass(ctx); err != nil && ctx.Err() == nil {
+				s.logger.Warn("retention pass failed; trying again at the next", "err", err, "deleted", n)
+			} else if n > 0 {
+				s.logger.Info("deleted the records of finished workflows", "workflows", n, "older_than", s.after.String())
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	s.stop = func() { cancel(); <-done }
+}
+
+// Stop stops the service and waits for a pass in progress. Safe without Start.
+func (s *Service) Stop() { s.stop() }
+
+// Pass sweeps once through every workflow that finished before the cutoff
+// and returns how many it deleted.
+func (s *Service) Pass(ctx context.Context) (int, error) {
+	now := s.now()
+	cutoff := now.Add(-s.after)
+	dctx := dbos.From(s.dctx, ctx)
+	deleted, kept := 0, 0
+	for {
+		list, err := s.db.FinishedWorkflows(ctx, cutoff, kept, page)
+		if err != nil {
+			return deleted, err
+		}
+		ids, err := s.deletable(ctx, list)
+		if err != nil {
+			return deleted, err
+		}
+		if len(ids) > 0 {
+			if err := dbos.DeleteWorkflows(dctx, ids); err != nil {
+				return deleted, fmt.Errorf("delete %d workflows: %w", len(ids), err)
+			}
+			if deleted == 0 { // one record per pass, written once it deleted something
+				if err := s.db.RecordRetentionPass(ctx, now, cutoff); err != nil {
+					return len(ids), err
+				}
+			}
+			deleted += len(ids)
+		}
+		kept += len(list) - len(ids)
+		if len(list) < page || ctx.Err() != nil {
+			return deleted, ctx.Err()
+		}
+	}
+}
+
+// owner is what a workflow belongs to: an order by id, or a checkout key
+// (a checkout's or a refund's).
+type owner struct {
+	orderID int64
+	key     string
+}
+
+// ownerOf says which order workflow st belongs to, from its durable name
+// and ID; ok is false for a workflow that is not the store's.
+func ownerOf(st store.FinishedWorkflow) (o owner, ok bool) {
+	id := st.ID
+	if st.ForkedFrom != "" { // a fork has an ID of its own and names the original
+		id = st.ForkedFrom
+	}
+	switch st.Name {
+	case shop.CheckoutWorkflow:
+		return owner{key: id}, true
+	case shop.RefundWorkflow:
+		pid, found := strings.CutPrefix(id, shop.RefundWorkflowID(""))
+		return owner{key: pid}, found
+	}
+	// dispatch/N, redispatch/N, release/N, cancel/N: the order's ID after
+	// the prefix.
+	for _, prefix := range []string{shop.DispatchWorkflowID(0), shop.RedispatchWorkflowID(0), shop.ReleaseWorkflowID(0), shop.CancelOrderWorkflowID(0)} {
+		if rest, found := strings.CutPrefix(id, strings.TrimSuffix(prefix, "0")); found {
+			n, err := strconv.ParseInt(rest, 10, 64)
+			return owner{orderID: n}, err == nil
+		}
+	}
+	return owner{}, false
+}
+
+// deletable picks, from one page of finished workflows, those the rules in
+// the package comment allow to delete.
+func (s *Service) deletable(ctx context.Context, list []store.FinishedWorkflow) ([]string, error) {
+	owners := make(map[string]owner, len(list))
+	var ids []int64
+	var keys []string
+	for _, st := range list {
+		o, ok := ownerOf(st)
+		if !ok {
+			continue
+		}
+		owners[st.ID] = o
+		if o.key != "" {
+			keys = append(keys, o.key)
+		} else {
+			ids = append(ids, o.orderID)
+		}
+	}
+	if len(owners) == 0 {
+		return nil, nil
+	}
+	settled, err := s.db.SettledOrders(ctx, ids, keys)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, st := range list {
+		o, ok := owners[st.ID]
+		if !ok {
+			continue
+		}
+		var state store.Settlement
+		if o.key != "" {
+			state = settled.ByKey[o.key]
+		} else {
+			state = settled.ByID[o.orderID]
+		}
+		// A checkout or refund whose key made no order (sold out, or a
+		// fork) made nothing to keep; an order id that is not there either
+		// (never happens, but is no order to protect) likewise.
+		if state == store.Settled || state == store.NoOrder {
+			out = append(out, st.ID)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,52 @@
+package store
+
+// The reads the pages make on every load (the store page, an order page and
+// its timeline, a page of GET /orders, the internals panel), kept here as
+// constants so that the methods that run them and the large-store test
+// (internal/storetest/large_test.go), which EXPLAINs each on a seeded
+// database and fails when one would read a whole table, share one text.
+const (
+	sqlProduct       = `SELECT product_id, name, description, price_cents, inventory FROM products WHERE product_id = $1`
+	sqlOrderByID     = `SELECT ` + orderColumns + ` FROM orders WHERE order_id = $1`
+	sqlRecentOrders  = `SELECT ` + orderColumns + ` FROM orders ORDER BY order_id DESC LIMIT $1`
+	sqlShopperOrders = `SELECT ` + orderColumns + ` FROM orders WHERE shopper = $1 ORDER BY order_id DESC LIMIT $2`
+	sqlOrdersPage    = `SELECT ` + orderColumns + ` FROM orders WHERE order_id > $1 ORDER BY order_id LIMIT $2`
+	sqlNewestOrderID = `SELECT COALESCE(MAX(order_id), 0) FROM orders`
+
+	sqlRecentLatePayments = `SELECT l.payment_id, l.order_id, l.received_at, r.refunded_at, r.provider_refund_id
+		FROM late_payments l LEFT JOIN refunds r ON r.payment_id = l.payment_id
+		ORDER BY l.received_at DESC, l.payment_id DESC LIMIT $1`
+
+	sqlRunsSince = `
+		SELECT run_id, executor_id, started_at FROM process_runs
+		WHERE executor_id = $1 AND started_at >= (
+			SELECT COALESCE(MAX(started_at), 0) FROM process_runs WHERE executor_id = $1 AND started_at <= $2)
+		ORDER BY started_at, run_id
+		LIMIT 200`
+)
+
+// PageQuery is one of the pages' reads, with arguments of the right types
+// for EXPLAIN.
+type PageQuery struct {
+	Name string
+	SQL  string
+	Args []any
+	// KeyOrder: the query reads rows in an index's order and stops at its
+	// LIMIT, so a plan that walks that index (SQLite: SCAN orders) is the
+	// right one, not a full scan.
+	KeyOrder bool
+}
+
+// PageQueries lists the pages' reads.
+func PageQueries() []PageQuery {
+	return []PageQuery{
+		{Name: "product", SQL: sqlProduct, Args: []any{1}},
+		{Name: "order by id", SQL: sqlOrderByID, Args: []any{int64(42)}},
+		{Name: "newest orders", SQL: sqlRecentOrders, Args: []any{20}, KeyOrder: true},
+		{Name: "a shopper's orders", SQL: sqlShopperOrders, Args: []any{"0123456789abcdef0123456789abcdef", 10}},
+		{Name: "a page of orders", SQL: sqlOrdersPage, Args: []any{int64(500_000), 101}},
+		{Name: "newest order id", SQL: sqlNewestOrderID},
+		{Name: "newest late payments", SQL: sqlRecentLatePayments, Args: []any{5}, KeyOrder: true},
+		{Name: "process runs", SQL: sqlRunsSince, Args: []any{"node-a", int64(1_700_000_000_000)}},
+	}
+}
