@@ -45,6 +45,7 @@ import (
 
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 
+	"widget-store/internal/periodic"
 	"widget-store/internal/shop"
 	"widget-store/internal/store"
 )
@@ -76,38 +77,25 @@ type Reconciler struct {
 	actions Actions
 	every   time.Duration
 	logger  *slog.Logger
-	stop    func()
+	loop    *periodic.Loop // nil until Start
 }
 
 // New makes a Reconciler that passes every interval.
 func New(db *store.DB, dctx dbos.Context, a Actions, every time.Duration, logger *slog.Logger) *Reconciler {
-	return &Reconciler{db: db, dctx: dctx, actions: a, every: every, logger: logger.With("component", "reconcile"), stop: func() {}}
+	return &Reconciler{db: db, dctx: dctx, actions: a, every: every, logger: logger.With("component", "reconcile")}
 }
 
 // Start runs a pass now and then every interval, until Stop.
 func (r *Reconciler) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(r.every)
-		defer t.Stop()
-		for {
-			if _, err := r.Pass(ctx); err != nil && ctx.Err() == nil {
-				r.logger.Warn("reconciliation pass failed; trying again at the next", "err", err)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
+	r.loop = periodic.Start(r.every, func(ctx context.Context) {
+		if _, err := r.Pass(ctx); err != nil && ctx.Err() == nil {
+			r.logger.Warn("reconciliation pass failed; trying again at the next", "err", err)
 		}
-	}()
-	r.stop = func() { cancel(); <-done }
+	})
 }
 
 // Stop stops the service and waits for a pass in progress. Safe without Start.
-func (r *Reconciler) Stop() { r.stop() }
+func (r *Reconciler) Stop() { r.loop.Stop() }
 
 // Pass reconciles once and returns how many orders and late payments it
 // acted on.

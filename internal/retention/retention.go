@@ -46,6 +46,7 @@ import (
 
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 
+	"widget-store/internal/periodic"
 	"widget-store/internal/shop"
 	"widget-store/internal/store"
 )
@@ -63,7 +64,7 @@ type Service struct {
 	every  time.Duration
 	now    func() time.Time
 	logger *slog.Logger
-	stop   func()
+	loop   *periodic.Loop // nil until Start
 }
 
 // New makes a Service that deletes what finished more than after ago,
@@ -73,7 +74,7 @@ func New(db *store.DB, dctx dbos.Context, after, every time.Duration, now func()
 		now = time.Now
 	}
 	return &Service{db: db, dctx: dctx, after: after, every: every, now: now,
-		logger: logger.With("component", "retention"), stop: func() {}}
+		logger: logger.With("component", "retention")}
 }
 
 // Interval is how often a Service with retention after looks: a tenth of
@@ -84,30 +85,17 @@ func Interval(after time.Duration) time.Duration {
 
 // Start sweeps now and then every interval, until Stop.
 func (s *Service) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(s.every)
-		defer t.Stop()
-		for {
-			if n, err := s.Pass(ctx); err != nil && ctx.Err() == nil {
-				s.logger.Warn("retention pass failed; trying again at the next", "err", err, "deleted", n)
-			} else if n > 0 {
-				s.logger.Info("deleted the records of finished workflows", "workflows", n, "older_than", s.after.String())
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
+	s.loop = periodic.Start(s.every, func(ctx context.Context) {
+		if n, err := s.Pass(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Warn("retention pass failed; trying again at the next", "err", err, "deleted", n)
+		} else if n > 0 {
+			s.logger.Info("deleted the records of finished workflows", "workflows", n, "older_than", s.after.String())
 		}
-	}()
-	s.stop = func() { cancel(); <-done }
+	})
 }
 
 // Stop stops the service and waits for a pass in progress. Safe without Start.
-func (s *Service) Stop() { s.stop() }
+func (s *Service) Stop() { s.loop.Stop() }
 
 // Pass sweeps once through every workflow that finished before the cutoff
 // and returns how many it deleted.
