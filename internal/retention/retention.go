@@ -105,6 +105,7 @@ func (s *Service) Pass(ctx context.Context) (int, error) {
 	dctx := dbos.From(s.dctx, ctx)
 	deleted, kept := 0, 0
 	for {
+		began := time.Now()
 		list, err := s.db.FinishedWorkflows(ctx, cutoff, kept, page)
 		if err != nil {
 			return deleted, err
@@ -127,6 +128,13 @@ func (s *Service) Pass(ctx context.Context) (int, error) {
 		kept += len(list) - len(ids)
 		if len(list) < page || ctx.Err() != nil {
 			return deleted, ctx.Err()
+		}
+		// A backlog (retention turned on for an old store) is swept at half
+		// the database's pace: after each page, a pause as long as the page
+		// took, so that checkouts, which queue behind the delete for the one
+		// SQLite writer, wait at most one page's delete.
+		if err := pause(ctx, time.Since(began)); err != nil {
+			return deleted, err
 		}
 	}
 }
@@ -208,4 +216,16 @@ func (s *Service) deletable(ctx context.Context, list []store.FinishedWorkflow) 
 		}
 	}
 	return out, nil
+}
+
+// pause waits d, or until ctx ends.
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
