@@ -14,6 +14,7 @@ import (
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 
 	"widget-store/internal/paywait"
+	"widget-store/internal/periodic"
 	"widget-store/internal/provider"
 	"widget-store/internal/reconcile"
 	"widget-store/internal/shop"
@@ -298,18 +299,7 @@ func (w *workflows) refund(ctx dbos.Context, in refundInput) (string, error) {
 // sleepUntil waits until the Unix-ms time due, or until ctx ends (a graceful stop),
 // in which case the workflow stays PENDING and resumes at the next start.
 func sleepUntil(ctx context.Context, now func() time.Time, dueMs int64) error {
-	d := time.UnixMilli(dueMs).Sub(now())
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return periodic.Sleep(ctx, time.UnixMilli(dueMs).Sub(now()))
 }
 
 // log is the logger for a line about a workflow: the store's logger (which
@@ -346,14 +336,6 @@ func (w *workflows) Pay(ctx context.Context, pid, status string) (int64, error) 
 	o, err := w.handoffs.Deliver(ctx, pid, status, func(ctx context.Context) (bool, error) {
 		return w.checkoutGone(ctx, pid)
 	})
-	if errors.Is(err, dbos.ErrNonExistentWorkflow) {
-		// The order is PENDING but its checkout was deleted (dbos workflow
-		// delete): DBOS refuses to send a message to a workflow that does
-		// not exist. Nothing will take the payment: orphaned, as below.
-		if o, err = w.db.OrderByKey(ctx, pid); err == nil {
-			err = paywait.ErrOrphaned
-		}
-	}
 	if errors.Is(err, paywait.ErrOrphaned) {
 		// Its checkout will never take the payment: release the order now
 		// (the reconciler would, a little later) and answer from it.

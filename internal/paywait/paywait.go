@@ -402,11 +402,18 @@ func (h *Hub) AwaitStart(ctx context.Context, key string, start func() error) (s
 // orphaned tells a checkout that will never take the payment (an operator
 // cancelled it, or it failed): while the order stays PENDING, Deliver asks it
 // about once a second, and when it says so returns ErrOrphaned at once
-// instead of waiting out its 60 s.
+// instead of waiting out its 60 s. A checkout deleted outright is
+// ErrOrphaned at once (Send refuses it).
 func (h *Hub) Deliver(ctx context.Context, pid, status string, orphaned func(context.Context) (bool, error)) (shop.Order, error) {
 	ho := h.acquire(pid, false)
 	defer h.release(pid, ho, false)
 	o, err := h.sendIfPending(ctx, pid, status)
+	if errors.Is(err, dbos.ErrNonExistentWorkflow) && o.ID != 0 {
+		// The order is PENDING but its checkout was deleted (dbos workflow
+		// delete): DBOS refuses to send to a workflow that does not exist,
+		// and nothing will take the payment.
+		return o, ErrOrphaned
+	}
 	if err != nil || o.Status != shop.StatusPending {
 		return o, err
 	}

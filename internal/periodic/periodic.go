@@ -1,5 +1,6 @@
 // Package periodic runs a background service's pass now and then at a fixed
-// interval, until stopped: the loop the reconciler and retention share.
+// interval, until stopped (the loop the reconciler and retention share),
+// and waits that a context can cut short (Sleep).
 package periodic
 
 import (
@@ -43,4 +44,19 @@ func (l *Loop) Stop() {
 	}
 	l.cancel()
 	<-l.done
+}
+
+// Sleep waits d, or until ctx ends, and then returns ctx's error.
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -245,10 +245,13 @@ func (r *Reconciler) Attention(ctx context.Context, payWindow time.Duration, lim
 		if err != nil {
 			return nil, err
 		}
-		// The forks an operator's Retry made of a paid order's dispatches.
+		// The forks an operator's Retry made of a paid order's dispatches:
+		// looked up only for an order none of whose own workflows is alive
+		// (orderAttention needs them only then), which is almost never.
 		var forks []string
 		for _, o := range orders {
-			if o.Status == shop.StatusPaid {
+			if o.Status == shop.StatusPaid && !slices.ContainsFunc([]string{o.Key, shop.DispatchWorkflowID(o.ID), shop.RedispatchWorkflowID(o.ID)},
+				func(id string) bool { return alive(status, id) }) {
 				forks = append(forks, RetryIDs(shop.DispatchWorkflowID(o.ID))...)
 				forks = append(forks, RetryIDs(shop.RedispatchWorkflowID(o.ID))...)
 			}

@@ -40,7 +40,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -133,7 +132,7 @@ func (s *Service) Pass(ctx context.Context) (int, error) {
 		// the database's pace: after each page, a pause as long as the page
 		// took, so that checkouts, which queue behind the delete for the one
 		// SQLite writer, wait at most one page's delete.
-		if err := pause(ctx, time.Since(began)); err != nil {
+		if err := periodic.Sleep(ctx, time.Since(began)); err != nil {
 			return deleted, err
 		}
 	}
@@ -160,15 +159,9 @@ func ownerOf(st store.FinishedWorkflow) (o owner, ok bool) {
 		pid, found := strings.CutPrefix(id, shop.RefundWorkflowID(""))
 		return owner{key: pid}, found
 	}
-	// dispatch/N, redispatch/N, release/N, cancel/N: the order's ID after
-	// the prefix.
-	for _, prefix := range []string{shop.DispatchWorkflowID(0), shop.RedispatchWorkflowID(0), shop.ReleaseWorkflowID(0), shop.CancelOrderWorkflowID(0)} {
-		if rest, found := strings.CutPrefix(id, strings.TrimSuffix(prefix, "0")); found {
-			n, err := strconv.ParseInt(rest, 10, 64)
-			return owner{orderID: n}, err == nil
-		}
-	}
-	return owner{}, false
+	// dispatch/N, redispatch/N, release/N, cancel/N.
+	n, ok := shop.OrderOfWorkflowID(id)
+	return owner{orderID: n}, ok
 }
 
 // deletable picks, from one page of finished workflows, those the rules in
@@ -216,16 +209,4 @@ func (s *Service) deletable(ctx context.Context, list []store.FinishedWorkflow) 
 		}
 	}
 	return out, nil
-}
-
-// pause waits d, or until ctx ends.
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -10,6 +10,7 @@ package shop
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -181,6 +182,19 @@ func RedispatchWorkflowID(orderID int64) string {
 // order: one per order, so a double click or two operators cancel it once.
 func CancelOrderWorkflowID(orderID int64) string {
 	return "cancel/" + strconv.FormatInt(orderID, 10)
+}
+
+// OrderOfWorkflowID is the inverse of DispatchWorkflowID, RedispatchWorkflowID,
+// ReleaseWorkflowID and CancelOrderWorkflowID: the order a workflow of one
+// of those IDs works on. ok is false for any other ID.
+func OrderOfWorkflowID(id string) (orderID int64, ok bool) {
+	for _, prefix := range []string{"dispatch/", "redispatch/", "release/", "cancel/"} {
+		if rest, found := strings.CutPrefix(id, prefix); found {
+			n, err := strconv.ParseInt(rest, 10, 64)
+			return n, err == nil && n > 0
+		}
+	}
+	return 0, false
 }
 
 // MaxKeyLen bounds idempotency keys. A key is a workflow ID, which DBOS puts

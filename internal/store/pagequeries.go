@@ -17,6 +17,10 @@ const (
 		FROM late_payments l LEFT JOIN refunds r ON r.payment_id = l.payment_id
 		ORDER BY l.received_at DESC, l.payment_id DESC LIMIT $1`
 
+	// The reconciler's read, every RECONCILE_EVERY on every instance.
+	sqlUnfinishedOrders = `SELECT ` + orderColumns + ` FROM orders
+		WHERE order_status IN (0, 2) AND created_at < $1 AND order_id > $2 ORDER BY order_id LIMIT $3`
+
 	sqlRunsSince = `
 		SELECT run_id, executor_id, started_at FROM process_runs
 		WHERE executor_id = $1 AND started_at >= (
@@ -48,5 +52,15 @@ func PageQueries() []PageQuery {
 		{Name: "newest order id", SQL: sqlNewestOrderID},
 		{Name: "newest late payments", SQL: sqlRecentLatePayments, Args: []any{5}, KeyOrder: true},
 		{Name: "process runs", SQL: sqlRunsSince, Args: []any{"node-a", int64(1_700_000_000_000)}},
+	}
+}
+
+// BackgroundQueries lists the reads the background services repeat however
+// large the store grows (the reconciler's unfinished orders, retention's
+// finished workflows), in dialect d's SQL.
+func BackgroundQueries(d Dialect) []PageQuery {
+	return []PageQuery{
+		{Name: "unfinished orders (reconciler)", SQL: sqlUnfinishedOrders, Args: []any{int64(1_700_000_000_000), int64(0), 500}},
+		{Name: "finished workflows (retention)", SQL: finishedWorkflowsSQL(d), Args: []any{int64(1_700_000_000_000), 0, 200}},
 	}
 }

@@ -37,14 +37,7 @@ func scanOrder(row interface{ Scan(dest ...any) error }) (shop.Order, error) {
 // OrderByID reads order id on q (the handle, or a transaction); a
 // shop.NotFound error if there is none.
 func OrderByID(ctx context.Context, q dbos.Querier, id int64) (shop.Order, error) {
-	o, err := scanOrder(q.QueryRow(ctx, sqlOrderByID, id))
-	if IsNoRows(err) {
-		return o, shop.Errorf(shop.NotFound, "there is no order %d", id)
-	}
-	if err != nil {
-		return o, fmt.Errorf("read order %d: %w", id, err)
-	}
-	return o, nil
+	return readOrder(ctx, q, sqlOrderByID, id, fmt.Sprintf("there is no order %d", id), fmt.Sprintf("read order %d", id))
 }
 
 // OrderByID reads order id; a shop.NotFound error if there is none.
@@ -56,12 +49,19 @@ func (db *DB) OrderByID(ctx context.Context, id int64) (shop.Order, error) {
 // made, on q (the handle, or a transaction); a shop.NotFound error if there
 // is none.
 func OrderByKey(ctx context.Context, q dbos.Querier, key string) (shop.Order, error) {
-	o, err := scanOrder(q.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE checkout_key = $1`, key))
+	return readOrder(ctx, q, `SELECT `+orderColumns+` FROM orders WHERE checkout_key = $1`, key,
+		"unknown payment id "+key, "read the order of checkout "+key)
+}
+
+// readOrder reads the one order query selects by arg: no row is a
+// shop.NotFound error saying notFound; any other failure is wrapped in what.
+func readOrder(ctx context.Context, q dbos.Querier, query string, arg any, notFound, what string) (shop.Order, error) {
+	o, err := scanOrder(q.QueryRow(ctx, query, arg))
 	if IsNoRows(err) {
-		return o, shop.Errorf(shop.NotFound, "unknown payment id %s", key)
+		return o, shop.Errorf(shop.NotFound, "%s", notFound)
 	}
 	if err != nil {
-		return o, fmt.Errorf("read the order of checkout %s: %w", key, err)
+		return o, fmt.Errorf("%s: %w", what, err)
 	}
 	return o, nil
 }
@@ -130,8 +130,7 @@ func (db *DB) OrdersPage(ctx context.Context, afterID int64, limit int) (page []
 // oldest first (the partial index orders_unfinished
 // keeps this a read of the few unfinished rows, however many orders there are).
 func (db *DB) UnfinishedOrders(ctx context.Context, before time.Time, afterID int64, limit int) ([]shop.Order, error) {
-	return db.orders(ctx, "list unfinished orders", `SELECT `+orderColumns+` FROM orders
-		WHERE order_status IN (0, 2) AND created_at < $1 AND order_id > $2 ORDER BY order_id LIMIT $3`, before.UnixMilli(), afterID, limit)
+	return db.orders(ctx, "list unfinished orders", sqlUnfinishedOrders, before.UnixMilli(), afterID, limit)
 }
 
 // NewestOrderID is the id of the newest order, 0 when there is none.

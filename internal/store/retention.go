@@ -125,9 +125,7 @@ type FinishedWorkflow struct {
 // completed_at, a page is one walk of DBOS's own index on it
 // (idx_workflow_status_completed_at) on both databases.
 func (db *DB) FinishedWorkflows(ctx context.Context, cutoff time.Time, offset, limit int) ([]FinishedWorkflow, error) {
-	rows, err := db.q.Query(ctx, `SELECT workflow_uuid, name, COALESCE(forked_from, '') FROM `+db.Dialect.DBOSTable("workflow_status")+`
-		WHERE completed_at <= $1 AND status IN ('SUCCESS', 'ERROR', 'CANCELLED')
-		ORDER BY completed_at LIMIT $2 OFFSET $3`, cutoff.UnixMilli(), limit, offset)
+	rows, err := db.q.Query(ctx, finishedWorkflowsSQL(db.Dialect), cutoff.UnixMilli(), limit, offset)
 	if err != nil {
 		return nil, fmt.Errorf("list finished workflows: %w", err)
 	}
@@ -144,4 +142,10 @@ func (db *DB) FinishedWorkflows(ctx context.Context, cutoff time.Time, offset, l
 		return nil, fmt.Errorf("list finished workflows: %w", err)
 	}
 	return out, nil
+}
+
+func finishedWorkflowsSQL(d Dialect) string {
+	return `SELECT workflow_uuid, name, COALESCE(forked_from, '') FROM ` + d.DBOSTable("workflow_status") + `
+		WHERE completed_at <= $1 AND status IN ('SUCCESS', 'ERROR', 'CANCELLED')
+		ORDER BY completed_at LIMIT $2 OFFSET $3`
 }

@@ -338,7 +338,7 @@ type planQuery struct {
 	keyOrder         bool // store.PageQuery.KeyOrder
 }
 
-// pageQueries is store.PageQueries and the reads of DBOS's tables behind
+// pageQueries is store.PageQueries, store.BackgroundQueries and the reads of DBOS's tables behind
 // every timeline and every start, as DBOS SDK v1.8.0 makes them
 // (dbos.ListWorkflows by workflow IDs, and by status, executor and version
 // as internal/cluster lists the workflows to recover; dbos.GetWorkflowSteps;
@@ -348,6 +348,10 @@ func pageQueries() []planQuery {
 	var out []planQuery
 	for _, q := range store.PageQueries() {
 		out = append(out, planQuery{name: q.Name, sqlite: q.SQL, postgres: q.SQL, args: q.Args, pgArgs: q.Args, keyOrder: q.KeyOrder})
+	}
+	pg := store.BackgroundQueries(store.Dialect{Name: "postgres", Postgres: true})
+	for i, q := range store.BackgroundQueries(store.Dialect{Name: "sqlite"}) {
+		out = append(out, planQuery{name: q.Name, sqlite: q.SQL, postgres: pg[i].SQL, args: q.Args, pgArgs: q.Args, keyOrder: q.KeyOrder})
 	}
 	const cols = `SELECT workflow_uuid, status, name, executor_id, created_at FROM `
 	return append(out,
@@ -394,23 +398,8 @@ func fullScans(t *testing.T, db *loadgen.Database, q planQuery) string {
 		t.Fatal(err)
 	}
 	defer sdb.Close()
-	partial := map[string]bool{}
-	rows, err := sdb.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '% WHERE %'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			t.Fatal(err)
-		}
-		partial[strings.Trim(name, `"`)] = true
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	rows.Close() // read to the end
-	rows, err = sdb.QueryContext(ctx, `EXPLAIN QUERY PLAN `+q.sqlite, q.args...)
+	partial := partialIndexes(t, db)
+	rows, err := sdb.QueryContext(ctx, `EXPLAIN QUERY PLAN `+q.sqlite, q.args...)
 	if err != nil {
 		t.Fatalf("EXPLAIN QUERY PLAN %s: %v", q.name, err)
 	}
@@ -440,6 +429,23 @@ func fullScans(t *testing.T, db *loadgen.Database, q planQuery) string {
 	return ""
 }
 
+// partialIndexes names db's partial indexes (CREATE INDEX … WHERE …).
+func partialIndexes(t *testing.T, db *loadgen.Database) map[string]bool {
+	t.Helper()
+	q := `SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '% WHERE %'`
+	if db.Kind == "postgres" {
+		q = `SELECT indexname FROM pg_indexes WHERE indexdef LIKE '% WHERE %'`
+	}
+	partial := map[string]bool{}
+	query(t, db, q, func(scan func(...any) error) error {
+		var name string
+		err := scan(&name)
+		partial[strings.Trim(name, `"`)] = true
+		return err
+	})
+	return partial
+}
+
 // pgPlan is a node of EXPLAIN (FORMAT JSON).
 type pgPlan struct {
 	NodeType  string   `json:"Node Type"`
@@ -458,21 +464,7 @@ func pgFullScans(ctx context.Context, t *testing.T, db *loadgen.Database, q plan
 	if _, err := conn.Exec(ctx, `SET enable_seqscan = off`); err != nil {
 		t.Fatal(err)
 	}
-	partial := map[string]bool{}
-	rows, err := conn.Query(ctx, `SELECT indexname FROM pg_indexes WHERE indexdef LIKE '% WHERE %'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			t.Fatal(err)
-		}
-		partial[name] = true
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	partial := partialIndexes(t, db)
 	var out []byte
 	if err := conn.QueryRow(ctx, `EXPLAIN (FORMAT JSON) `+q.postgres, q.pgArgs...).Scan(&out); err != nil {
 		t.Fatalf("EXPLAIN %s: %v", q.name, err)
