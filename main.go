@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -61,7 +62,18 @@ var schemaSQL string
 // config is everything the store reads from flags and the environment.
 // Flags mirror the environment variables and win over them.
 type config struct {
-	Port           string        // PORT: TCP port to listen on (0 picks a free one)
+	Port string // PORT: TCP port to listen on (0 picks a free one)
+	// ListenAddr is LISTEN_ADDR, host:port to listen on. Unset: 127.0.0.1
+	// and PORT in demo mode (no ADMIN_TOKEN: crash and restock are open to
+	// whoever reaches the store, so only this machine may), every interface
+	// and PORT once ADMIN_TOKEN is set.
+	ListenAddr string
+	// HoldLimit is HOLD_LIMIT, the unpaid checkouts one client address or
+	// browser session may hold at once with ADMIN_TOKEN set (0: no limit).
+	HoldLimit int
+	// TrustedProxies is TRUSTED_PROXIES: the reverse proxies whose
+	// X-Forwarded-For names the client, for the hold limit.
+	TrustedProxies []netip.Prefix
 	DatabaseURL    string        // DATABASE_URL: sqlite:PATH or postgres://…
 	ExecutorID     string        // EXECUTOR_ID: this process's identity for DBOS recovery
 	Supervise      bool          // SUPERVISE: run the store as a restarted child process
@@ -91,6 +103,10 @@ type config struct {
 // defaultPaymentTimeout is the durable window a shopper has to pay.
 const defaultPaymentTimeout = 120 * time.Second
 
+// defaultHoldLimit is HOLD_LIMIT's default: enough for any real buyer, far
+// too few to empty the shelf.
+const defaultHoldLimit = 20
+
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	env := func(key, def string) string {
 		if v := getenv(key); v != "" {
@@ -103,10 +119,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		hostname = "local"
 	}
 	var cfg config
-	var supervise, payTimeout, logLevel, takeoverAfter, crashAt, reconcileEvery, retention string
+	var supervise, payTimeout, logLevel, takeoverAfter, crashAt, reconcileEvery, retention, holdLimit, trustedProxies string
 	fs := flag.NewFlagSet("widget-store", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Port, "port", env("PORT", "8080"), "TCP port to listen on (env PORT)")
+	fs.StringVar(&cfg.ListenAddr, "listen-addr", env("LISTEN_ADDR", ""), "host:port to listen on, such as :8080; default 127.0.0.1:PORT without ADMIN_TOKEN, :PORT with it (env LISTEN_ADDR)")
+	fs.StringVar(&holdLimit, "hold-limit", env("HOLD_LIMIT", strconv.Itoa(defaultHoldLimit)), "with ADMIN_TOKEN set: unpaid checkouts one client address or browser may hold at once; 0 for no limit (env HOLD_LIMIT)")
+	fs.StringVar(&trustedProxies, "trusted-proxies", env("TRUSTED_PROXIES", ""), "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client (env TRUSTED_PROXIES)")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", "sqlite:widget-store.db"), "sqlite:PATH or postgres://… (env DATABASE_URL)")
 	fs.StringVar(&cfg.ExecutorID, "executor-id", env("EXECUTOR_ID", hostname), "unique name of this instance for workflow recovery (env EXECUTOR_ID)")
 	fs.StringVar(&supervise, "supervise", env("SUPERVISE", "1"), "1: restart the store when it crashes; 0: run it directly (env SUPERVISE)")
@@ -129,6 +148,22 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if n, err := strconv.Atoi(cfg.Port); err != nil || n < 0 || n > 65535 {
 		return cfg, fmt.Errorf("PORT %q: want a number from 0 to 65535", cfg.Port)
+	}
+	switch {
+	case cfg.ListenAddr != "":
+		if _, port, err := net.SplitHostPort(cfg.ListenAddr); err != nil || port == "" {
+			return cfg, fmt.Errorf("LISTEN_ADDR %q: want host:port, such as :8080 or 127.0.0.1:8080", cfg.ListenAddr)
+		}
+	case cfg.AdminToken == "":
+		cfg.ListenAddr = "127.0.0.1:" + cfg.Port
+	default:
+		cfg.ListenAddr = ":" + cfg.Port
+	}
+	if cfg.HoldLimit, err = strconv.Atoi(holdLimit); err != nil || cfg.HoldLimit < 0 || cfg.HoldLimit > 1_000_000 {
+		return cfg, fmt.Errorf("HOLD_LIMIT %q: want a whole number from 0 (no limit) to 1000000", holdLimit)
+	}
+	if cfg.TrustedProxies, err = web.ParseTrustedProxies(trustedProxies); err != nil {
+		return cfg, fmt.Errorf("TRUSTED_PROXIES %q: want comma-separated addresses or CIDR prefixes, such as 10.0.0.0/8,127.0.0.1", trustedProxies)
 	}
 	switch supervise {
 	case "1", "true", "on", "yes":
@@ -228,15 +263,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Supervision: the parent owns the socket and restarts the store; the
 	// child it starts finds the socket handed to it as an inherited file.
 	inherited, isChild := supervisor.InheritedListener(getenv)
+	if !isChild {
+		logExposure(cfg, logger)
+	}
 	if cfg.Supervise && !isChild {
-		return supervisor.Run(ctx, cfg.Port, logger, stdout, stderr)
+		return supervisor.Run(ctx, cfg.ListenAddr, logger, stdout, stderr)
 	}
 	if isChild {
 		go supervisor.WatchParent(ctx, getenv, stop)
 	}
 	ln := inherited
 	if ln == nil {
-		if ln, err = net.Listen("tcp", ":"+cfg.Port); err != nil {
+		if ln, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
 	}
@@ -307,7 +345,8 @@ type services struct {
 // handler is the store's HTTP handler, with every dependency passed in.
 func (s *services) handler(cfg config, logger *slog.Logger) http.Handler {
 	return web.NewServer(logger,
-		web.Config{AdminToken: cfg.AdminToken, WebhookSecret: cfg.WebhookKey, ExecutorID: cfg.ExecutorID},
+		web.Config{AdminToken: cfg.AdminToken, WebhookSecret: cfg.WebhookKey, ExecutorID: cfg.ExecutorID,
+			HoldLimit: cfg.HoldLimit, PayWindow: cfg.PayTimeout, TrustedProxies: cfg.TrustedProxies},
 		s.db, s.workflows, operations{w: s.workflows, reconcile: s.reconcile, payWindow: cfg.PayTimeout}, timeline.NewReader(s.db, s.dctx, s.run.ID, time.Now), s.metrics,
 		web.Process{RunID: s.run.ID, Ready: s.ready.Load, Crash: func() { os.Exit(supervisor.ExitCrash) }})
 }
@@ -410,6 +449,29 @@ func (s *services) shutdown(logger *slog.Logger) {
 	}
 	s.db.Close()
 	logger.Info("stopped")
+}
+
+// logExposure is the store's first log line: who can reach it, and, in demo
+// mode, how to open it to the network safely.
+func logExposure(cfg config, logger *slog.Logger) {
+	host, _, _ := net.SplitHostPort(cfg.ListenAddr) // checked by parseConfig
+	loopback := false
+	if a, err := netip.ParseAddr(host); err == nil {
+		loopback = a.IsLoopback()
+	} else if host == "localhost" {
+		loopback = true
+	}
+	switch {
+	case cfg.AdminToken == "" && loopback:
+		logger.Info("demo mode: listening on " + cfg.ListenAddr + ", this machine only; to open the store to the network set LISTEN_ADDR=:" + cfg.Port +
+			" and ADMIN_TOKEN (and PAYMENT_WEBHOOK_SECRET): without a token anyone who reaches it can crash or restock it (README: Running it in public)")
+	case cfg.AdminToken == "":
+		logger.Warn("demo mode on the network: LISTEN_ADDR=" + cfg.ListenAddr + " without ADMIN_TOKEN lets anyone who reaches this store crash or restock it, and see every order; set ADMIN_TOKEN (README: Running it in public)")
+	case cfg.WebhookKey == "":
+		logger.Warn("ADMIN_TOKEN is set but PAYMENT_WEBHOOK_SECRET is not: the payment webhook takes only the admin token, and pay links cannot be signed")
+	default:
+		logger.Info("hardened mode: listening on "+cfg.ListenAddr, "hold_limit", cfg.HoldLimit, "trusted_proxies", len(cfg.TrustedProxies))
+	}
 }
 
 // loopbackAddr is how this process reaches its own listener: a wildcard

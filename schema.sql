@@ -40,6 +40,22 @@ CREATE INDEX IF NOT EXISTS orders_shopper ON orders (shopper, order_id);
 -- (internal/reconcile), which reads them every few seconds.
 CREATE INDEX IF NOT EXISTS orders_unfinished ON orders (order_id) WHERE order_status IN (0, 2);
 
+-- Where a checkout came from, for the hold limit of a store open to the
+-- public (HOLD_LIMIT, internal/web/limits.go): the client's address as the
+-- store saw it (TRUSTED_PROXIES says whose X-Forwarded-For to believe).
+-- Written by the checkout's first step in the transaction that creates the
+-- order, only when the limit is on (ADMIN_TOKEN set); a demo store writes
+-- none. A table of its own for the reason refunds has one (no ADD COLUMN IF
+-- NOT EXISTS in SQLite). The limit counts a client's orders created within
+-- the payment window that are still PENDING, through this index.
+CREATE TABLE IF NOT EXISTS hold_clients (
+    order_id   BIGINT PRIMARY KEY,
+    client     TEXT   NOT NULL,
+    created_at BIGINT NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS hold_clients_client ON hold_clients (client, created_at);
+
 -- A checkout that found the shelf empty: it made no order, and this row is
 -- what tells a retried checkout (and its payment page) "sold out". It is
 -- written in the transaction that found no stock, with that step's checkpoint.

@@ -55,7 +55,7 @@ type reserved struct {
 // which the same key starts a new execution. The reserve's UPDATE checks for
 // both in the same statement (two index lookups, no extra round trip), and
 // only when it took no unit does a second read tell which.
-func (s steps) reserve(key, shopper string) func(context.Context, dbos.Tx) (reserved, error) {
+func (s steps) reserve(key, shopper, client string) func(context.Context, dbos.Tx) (reserved, error) {
 	return func(ctx context.Context, tx dbos.Tx) (reserved, error) {
 		defer s.metrics.Step(shop.CheckoutWorkflow, "reserve", time.Now())
 		res, err := tx.Exec(ctx, `
@@ -92,6 +92,11 @@ func (s steps) reserve(key, shopper string) func(context.Context, dbos.Tx) (rese
 			key, shopper, shop.StatusPending, shop.DispatchLegs, now, shop.ProductID).Scan(&orderID)
 		if err != nil {
 			return reserved{}, fmt.Errorf("create order: %w", err)
+		}
+		if client != "" { // the hold limit is on: remember where the hold came from
+			if _, err := tx.Exec(ctx, `INSERT INTO hold_clients (order_id, client, created_at) VALUES ($1, $2, $3)`, orderID, client, now); err != nil {
+				return reserved{}, fmt.Errorf("record the client: %w", err)
+			}
 		}
 		s.metrics.Checkout(metrics.CheckoutStarted)
 		return reserved{OrderID: orderID, PayByMs: now + s.payTimeout.Milliseconds(), CreatedAtMs: now}, nil

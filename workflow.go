@@ -77,6 +77,9 @@ func (w *workflows) register() {
 // checkoutInput is the checkout workflow's recorded input.
 type checkoutInput struct {
 	Shopper string `json:"shopper,omitempty"` // the browser that bought, for "your orders"
+	// Client is the buyer's address, recorded for the hold limit; "" when
+	// the limit is off (a demo store) and in earlier builds' inputs.
+	Client string `json:"client,omitempty"`
 	// Key is the client's idempotency key, which the workflow ID is too,
 	// recorded so that an execution forked by an operator (dbos workflow
 	// fork), which runs under another ID with the same input, knows it is
@@ -111,7 +114,7 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 
 	// 1. Reserve a unit and create the PENDING order, with its payment
 	// deadline; sold out, record that instead.
-	order, err := dbos.RunAsTransaction(ctx, w.ds, w.steps.reserve(key, in.Shopper), dbos.WithStepName(shop.StepReserve))
+	order, err := dbos.RunAsTransaction(ctx, w.ds, w.steps.reserve(key, in.Shopper, in.Client), dbos.WithStepName(shop.StepReserve))
 	if err != nil {
 		return orderResult{}, err
 	}
@@ -317,12 +320,14 @@ func (w *workflows) log(ctx dbos.Context, orderID int64) *slog.Logger {
 // web.Checkout).
 
 // Start starts the checkout of key (or, for a key seen before, finds it) and
-// waits for its first step; soldOut reports that it found no stock.
-func (w *workflows) Start(ctx context.Context, key, shopper string) (soldOut bool, err error) {
+// waits for its first step; soldOut reports that it found no stock. shopper
+// is the buying browser's session ("" for an API client), client its address
+// when the hold limit is on.
+func (w *workflows) Start(ctx context.Context, key, shopper, client string) (soldOut bool, err error) {
 	return w.handoffs.AwaitStart(ctx, key, func() error {
 		// On the store's root DBOS context, never the request's: a cancelled
 		// request context would durably cancel the workflow.
-		_, err := dbos.RunWorkflow(w.dctx, w.checkout, checkoutInput{Shopper: shopper, Key: key}, dbos.WithWorkflowID(key))
+		_, err := dbos.RunWorkflow(w.dctx, w.checkout, checkoutInput{Shopper: shopper, Client: client, Key: key}, dbos.WithWorkflowID(key))
 		return err
 	})
 }

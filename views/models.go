@@ -27,14 +27,23 @@ type PageInfo struct {
 
 // Store is the store page.
 type Store struct {
+	Product  shop.Product
+	NewKey   string // idempotency key of the next Buy: a double submit buys once
+	MyOrders []shop.Order
+	// Internals is the operator's panel; nil for anyone else (a visitor of a
+	// store with ADMIN_TOKEN set), whose page then carries none of it.
+	Internals *Internals
+}
+
+// Internals is the operator's panel: every order, the late payments, what
+// needs attention.
+type Internals struct {
 	Product   shop.Product
-	NewKey    string // idempotency key of the next Buy: a double submit buys once
-	MyOrders  []shop.Order
 	AllOrders []shop.Order
 	// LatePayments are the newest payments for cancelled orders, with
-	// their refunds, for the internals panel.
+	// their refunds.
 	LatePayments []LatePayment
-	// Attention lists the orders that need an operator (internals panel).
+	// Attention lists the orders that need an operator.
 	Attention []Attention
 }
 
@@ -54,6 +63,12 @@ type Pay struct {
 	Product shop.Product
 	Order   *shop.Order // nil when the checkout sold out
 	SoldOut bool
+	// Sig is the pay link's signature the page was opened with, carried in
+	// its forms (a buyer with a signed link and no session); "" otherwise.
+	Sig string
+	// CanTrack: the viewer may open the order's page (its buyer's session,
+	// or the operator).
+	CanTrack bool
 }
 
 // Attention is an order the internals panel lists as needing an operator,

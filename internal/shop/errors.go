@@ -3,6 +3,7 @@ package shop
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Kind says what sort of failure an error is, in the domain's words. The web
@@ -17,12 +18,18 @@ const (
 	Invalid      Kind = "invalid"      // the client's input is malformed; nothing was changed
 	Busy         Kind = "busy"         // still being processed; retrying later will tell
 	Unauthorized Kind = "unauthorized" // a signature or token is missing or wrong
+	// TooMany: the client holds as many unpaid checkouts as it may; it can
+	// pay one or wait for one to expire. RetryAfter says how long.
+	TooMany Kind = "too many"
 )
 
 // Error is an error with a kind and the message a client may read.
 type Error struct {
 	Kind    Kind
 	Message string
+	// RetryAfter, when set, is how long a client should wait before it
+	// tries again (Busy, TooMany): the web layer sends it as Retry-After.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return e.Message }

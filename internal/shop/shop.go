@@ -68,6 +68,7 @@ const DispatchLegs = 10
 type Order struct {
 	ID                int64
 	Key               string // the checkout's idempotency key, which is also its payment id
+	Shopper           string // the browser session that bought it ("" for an API client's checkout)
 	ProductID         int
 	PriceCents        int64
 	Status            Status

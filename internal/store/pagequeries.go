@@ -13,6 +13,14 @@ const (
 	sqlOrdersPage    = `SELECT ` + orderColumns + ` FROM orders WHERE order_id > $1 ORDER BY order_id LIMIT $2`
 	sqlNewestOrderID = `SELECT COALESCE(MAX(order_id), 0) FROM orders`
 
+	// The hold limit's reads (HOLD_LIMIT): a client's or a browser's
+	// unpaid orders created since $2, and the oldest of them.
+	sqlClientHolds = `SELECT COUNT(*), COALESCE(MIN(h.created_at), 0) FROM hold_clients h
+		JOIN orders o ON o.order_id = h.order_id
+		WHERE h.client = $1 AND h.created_at > $2 AND o.order_status = 0`
+	sqlShopperHolds = `SELECT COUNT(*), COALESCE(MIN(created_at), 0) FROM orders
+		WHERE shopper = $1 AND created_at > $2 AND order_status = 0`
+
 	sqlRecentLatePayments = `SELECT l.payment_id, l.order_id, l.received_at, r.refunded_at, r.provider_refund_id
 		FROM late_payments l LEFT JOIN refunds r ON r.payment_id = l.payment_id
 		ORDER BY l.received_at DESC, l.payment_id DESC LIMIT $1`
@@ -50,6 +58,8 @@ func PageQueries() []PageQuery {
 		{Name: "a shopper's orders", SQL: sqlShopperOrders, Args: []any{"0123456789abcdef0123456789abcdef", 10}},
 		{Name: "a page of orders", SQL: sqlOrdersPage, Args: []any{int64(500_000), 101}},
 		{Name: "newest order id", SQL: sqlNewestOrderID},
+		{Name: "a client's holds", SQL: sqlClientHolds, Args: []any{"192.0.2.1", int64(1_700_000_000_000)}},
+		{Name: "a shopper's holds", SQL: sqlShopperHolds, Args: []any{"0123456789abcdef0123456789abcdef", int64(1_700_000_000_000)}},
 		{Name: "newest late payments", SQL: sqlRecentLatePayments, Args: []any{5}, KeyOrder: true},
 		{Name: "process runs", SQL: sqlRunsSince, Args: []any{"node-a", int64(1_700_000_000_000)}},
 	}

@@ -24,12 +24,12 @@ func (db *DB) Product(ctx context.Context) (shop.Product, error) {
 }
 
 // orderColumns are the columns scanOrder reads, in its order.
-const orderColumns = `order_id, checkout_key, product_id, price_cents, order_status, progress_remaining, created_at, last_update_time`
+const orderColumns = `order_id, checkout_key, shopper, product_id, price_cents, order_status, progress_remaining, created_at, last_update_time`
 
 func scanOrder(row interface{ Scan(dest ...any) error }) (shop.Order, error) {
 	var o shop.Order
 	var created, updated int64
-	err := row.Scan(&o.ID, &o.Key, &o.ProductID, &o.PriceCents, &o.Status, &o.ProgressRemaining, &created, &updated)
+	err := row.Scan(&o.ID, &o.Key, &o.Shopper, &o.ProductID, &o.PriceCents, &o.Status, &o.ProgressRemaining, &created, &updated)
 	o.CreatedAt, o.LastUpdate = time.UnixMilli(created), time.UnixMilli(updated)
 	return o, err
 }
@@ -140,6 +140,31 @@ func (db *DB) NewestOrderID(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("newest order: %w", err)
 	}
 	return id, nil
+}
+
+// Holder names who holds unpaid checkouts, for the hold limit: a client
+// address (hold_clients) or a browser session (orders.shopper).
+type Holder struct {
+	Client  string // the client's address; "" for a session
+	Shopper string // the browser session; "" for an address
+}
+
+// Holds counts holder's orders created after since that are still PENDING
+// (unpaid checkouts holding stock), and returns the oldest one's creation
+// time (zero when there is none).
+func (db *DB) Holds(ctx context.Context, h Holder, since time.Time) (n int, oldest time.Time, err error) {
+	q, who := sqlClientHolds, h.Client
+	if h.Client == "" {
+		q, who = sqlShopperHolds, h.Shopper
+	}
+	var oldestMs int64
+	if err := db.q.QueryRow(ctx, q, who, since.UnixMilli()).Scan(&n, &oldestMs); err != nil {
+		return 0, time.Time{}, fmt.Errorf("count unpaid checkouts: %w", err)
+	}
+	if n > 0 {
+		oldest = time.UnixMilli(oldestMs)
+	}
+	return n, oldest, nil
 }
 
 // CheckoutState is what the first step of a checkout committed for its key.

@@ -332,6 +332,53 @@ func TestBrowserPurchase(t *testing.T) {
 	})
 }
 
+// TestBrowserHardenedBuyer is the buyer's own path in a store run in public
+// (ADMIN_TOKEN and PAYMENT_WEBHOOK_SECRET set): buy, pay and track, and
+// decline, in the browser, under the Content-Security-Policy (no violation
+// reported); the timeline names the workflows by the order; another browser
+// cannot open the order or its payment page.
+func TestBrowserHardenedBuyer(t *testing.T) {
+	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
+		base := Start(t, db, "ADMIN_TOKEN=admin-test-token", "PAYMENT_WEBHOOK_SECRET=whsec-test").Base()
+		p := newBrowser(t, base)
+		var orderID, key string
+		p.phase(t, "buy, pay, and the order dispatches", func(t *testing.T) {
+			orderID, key = p.buyAndPay("pay", "")
+			eval[chromedp.Void](p, `window.__csp = []; document.addEventListener("securitypolicyviolation", e => window.__csp.push(e.violatedDirective + " " + e.blockedURI)); void 0`)
+			p.waitFor("DISPATCHED", `document.querySelector("[data-testid=order-live]").dataset.status === "DISPATCHED"`, 40*time.Second)
+			p.checkDispatchTimeline()
+			if got := eval[string](p, `document.querySelector("[data-testid=wf-Checkout] .mono").textContent`); got != "checkout of order #"+orderID {
+				t.Fatalf("the buyer's timeline names the checkout %q, want %q", got, "checkout of order #"+orderID)
+			}
+			if eval[bool](p, `document.body.innerHTML.includes(`+strconv.Quote(key)+`)`) {
+				t.Fatal("the order page shows the checkout key")
+			}
+			if v := eval[[]string](p, `window.__csp`); len(v) > 0 {
+				t.Fatalf("Content-Security-Policy violations on the order page: %q", v)
+			}
+		})
+		p.phase(t, "decline: the order is cancelled and the unit goes back", func(t *testing.T) {
+			before := Inventory(t, base)
+			p.buyAndPay("decline", "")
+			p.waitFor("CANCELLED", `document.querySelector("[data-testid=order-live]").dataset.status === "CANCELLED"`, 30*time.Second)
+			if n := Inventory(t, base); n != before {
+				t.Fatalf("inventory %d after a decline, want %d", n, before)
+			}
+		})
+		p.phase(t, "another browser cannot open the order or its payment page", func(t *testing.T) {
+			other := newBrowser(t, base)
+			other.open("/track/" + orderID)
+			other.waitFor("not found", `(document.querySelector("[data-testid=error-title]")||{}).textContent === "We couldn't find that"`, 10*time.Second)
+			other.open("/pay/" + key)
+			other.waitFor("not found", `(document.querySelector("[data-testid=error-title]")||{}).textContent === "We couldn't find that"`, 10*time.Second)
+			other.open("/")
+			if eval[bool](other, `!!document.querySelector("#internals, [data-testid=crash]")`) {
+				t.Fatal("a visitor's store page shows the internals panel or the crash button")
+			}
+		})
+	})
+}
+
 func TestBrowserDecline(t *testing.T) {
 	base := Start(t, NewSQLiteDB(t)).Base()
 	p := newBrowser(t, base)
@@ -394,7 +441,8 @@ func TestBrowserSoldOutAndErrors(t *testing.T) {
 }
 
 // TestBrowserHiddenTabPausesPolling checks that polling pauses while the tab
-// is hidden ([!document.hidden] in every hx-trigger) and resumes after.
+// is hidden (app.js cancels a polled request at htmx:confirm while
+// document.hidden) and resumes after.
 func TestBrowserHiddenTabPausesPolling(t *testing.T) {
 	base := Start(t, NewSQLiteDB(t)).Base()
 	p := newBrowser(t, base)

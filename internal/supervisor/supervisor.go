@@ -70,14 +70,14 @@ func InheritedListener(getenv func(string) string) (ln net.Listener, isChild boo
 	return ln, true
 }
 
-// Run is the supervisor: it listens on port, then runs this very program
+// Run is the supervisor: it listens on addr (host:port), then runs this very program
 // (os.Executable with os.Args[1:]) as a child store that inherits the socket,
 // restarting it whenever it dies, until ctx is done (when it passes SIGTERM on
 // and waits up to 20 s for a graceful stop) or the child exits 0 or
 // ExitConfig (then Run returns ExitError(ExitConfig)). The child writes to
 // stdout and stderr.
-func Run(ctx context.Context, port string, logger *slog.Logger, stdout, stderr io.Writer) error {
-	ln, err := net.Listen("tcp", ":"+port)
+func Run(ctx context.Context, addr string, logger *slog.Logger, stdout, stderr io.Writer) error {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}

@@ -1,7 +1,9 @@
 package timeline
 
 import (
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"widget-store/internal/shop"
@@ -123,4 +125,40 @@ func (r Row) Duration() string {
 		return strconv.FormatInt(d.Milliseconds(), 10) + " ms"
 	}
 	return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + " s"
+}
+
+// Public is the timeline as anyone but the operator may see it: each workflow
+// named by what it is for ("checkout of order #12") instead of by its ID,
+// since a checkout's ID is the buyer's key and payment id and a refund's
+// contains it; no child workflow's ID; and failures said in the store's words
+// ("refund needs attention"), never as the error recorded, which can quote a
+// payment provider's answer with the payment id in it. Everything else (the
+// steps, their times, the recoveries) is the same.
+func (t Timeline) Public() Timeline {
+	out := t
+	out.Workflows = make([]Workflow, len(t.Workflows))
+	for i, w := range t.Workflows {
+		w.ID = publicName(w.Title, t.OrderID)
+		if w.Error != "" {
+			w.Error = strings.ToLower(w.Title) + " needs attention: the operator has the details"
+		}
+		rows := slices.Clone(w.Rows)
+		for j := range rows {
+			if rows[j].Child != "" {
+				rows[j].Child = publicName(rows[j].Raw, t.OrderID)
+			}
+			if rows[j].Error != "" {
+				rows[j].Error = "failed"
+			}
+		}
+		w.Rows = rows
+		out.Workflows[i] = w
+	}
+	return out
+}
+
+// publicName names a workflow of kind (a title or a workflow name: "Checkout",
+// "dispatch") by its order.
+func publicName(kind string, orderID int64) string {
+	return strings.ToLower(kind) + " of order #" + strconv.FormatInt(orderID, 10)
 }

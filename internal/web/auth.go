@@ -36,13 +36,17 @@ import (
 //
 // The store's own payment page does not go through the webhook: its Pay and
 // Decline buttons post to /pay/{key}, which applies the status in-process
-// (Checkout.Pay), so it needs no signature. That page is the demo's stand-in
-// for a payment provider's hosted page: whoever holds a checkout key can pay
-// or decline it there, exactly as the holder of a provider's payment link
-// could. Cross-site form posts to it are refused (http.CrossOriginProtection).
+// (Checkout.Pay). That page is the demo's stand-in for a payment provider's
+// hosted page, and like a provider's it is bound to the buyer (access.go):
+// the browser session that started the checkout, or a pay link signed with
+// this same secret (PayLinkSignature); knowing the key alone is not enough
+// once ADMIN_TOKEN is set. Cross-site form posts to it are refused
+// (http.CrossOriginProtection), and no other site may frame it (server.go).
 //
-// Unset, the webhook accepts unsigned calls: demo mode, which the payment
-// page states.
+// Unset, the webhook accepts unsigned calls only in demo mode (no
+// ADMIN_TOKEN), which the payment page states. With ADMIN_TOKEN set and no
+// secret, nobody could sign, so the webhook takes the admin token instead:
+// a call with a key and nothing else never changes an order.
 const (
 	// WebhookTimestampHeader carries the Unix seconds a webhook call was signed at.
 	WebhookTimestampHeader = "X-Webhook-Timestamp"
@@ -70,13 +74,22 @@ func SignWebhook(secret, timestamp, method, path string) string {
 	return "sha256=" + hex.EncodeToString(webhookMAC(secret, timestamp, method, path))
 }
 
-// verifyWebhook checks a payment webhook's signature when a secret is
-// configured (see the scheme above), against the clock now. It returns an
+// verifyWebhook authenticates a payment webhook call: its signature when a
+// secret is configured (see the scheme above), against the clock now; else,
+// in hardened mode, the admin token; else (demo mode) nothing. It returns an
 // Unauthorized error for any call it cannot authenticate.
-func verifyWebhook(secret string, now time.Time, r *http.Request) error {
-	if secret == "" {
-		return nil // demo mode
+func (a access) verifyWebhook(now time.Time, r *http.Request) error {
+	if a.webhookSecret == "" {
+		if a.operator(r) {
+			return nil // demo mode, or the operator's own call
+		}
+		return shop.Errorf(shop.Unauthorized, "this store takes payment webhooks signed with PAYMENT_WEBHOOK_SECRET, which is not set: set it (see the README), or send the admin token")
 	}
+	return verifySignature(a.webhookSecret, now, r)
+}
+
+// verifySignature checks a webhook call's signature with secret.
+func verifySignature(secret string, now time.Time, r *http.Request) error {
 	ts, sig := r.Header.Get(WebhookTimestampHeader), r.Header.Get(WebhookSignatureHeader)
 	if ts == "" || sig == "" {
 		return shop.Errorf(shop.Unauthorized, "this webhook must be signed: send %s and %s (see the README)", WebhookTimestampHeader, WebhookSignatureHeader)

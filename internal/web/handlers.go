@@ -15,16 +15,6 @@ import (
 	"widget-store/views"
 )
 
-// orderFromPath reads the order named by the request's {id}: Invalid for an
-// id that is not a positive integer, NotFound for one that does not exist.
-func orderFromPath(db *store.DB, r *http.Request) (shop.Order, error) {
-	id, err := shop.ParseOrderID(r.PathValue("id"))
-	if err != nil {
-		return shop.Order{}, err
-	}
-	return db.OrderByID(r.Context(), id)
-}
-
 // newKey is a fresh random key: a shopper id, or the idempotency key of the
 // store page's next Buy.
 func newKey() string {
@@ -110,9 +100,11 @@ func handleListOrders(db *store.DB) handlerFunc {
 	}
 }
 
-func handleGetOrder(db *store.DB) handlerFunc {
+// handleGetOrder is GET /order/{id}: the order, for its buyer's session or
+// the operator (in demo mode, anyone).
+func handleGetOrder(db *store.DB, acc access) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		o, err := orderFromPath(db, r)
+		o, err := acc.orderFromPath(db, r)
 		if err != nil {
 			return err
 		}
@@ -121,14 +113,15 @@ func handleGetOrder(db *store.DB) handlerFunc {
 }
 
 // handleCheckout starts a checkout and answers its payment id, which is the
-// checkout's key itself.
-func handleCheckout(checkout Checkout) handlerFunc {
+// checkout's key itself (which the client already knows: it tells a stranger
+// who replays a key nothing new). In hardened mode the hold limit applies.
+func handleCheckout(checkout Checkout, buyer buyerOf) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		key := r.PathValue("key")
 		if err := shop.ValidateKey("idempotency key", key); err != nil {
 			return err
 		}
-		soldOut, err := checkout.Start(r.Context(), key, "")
+		soldOut, err := buyer.start(r, checkout, key, "")
 		if err != nil {
 			return err
 		}
@@ -141,9 +134,9 @@ func handleCheckout(checkout Checkout) handlerFunc {
 
 // handlePaymentWebhook is the payment provider's call: authenticated first
 // (auth.go), so an unsigned call learns nothing, then validated and applied.
-func handlePaymentWebhook(secret string, now func() time.Time, checkout Checkout) handlerFunc {
+func handlePaymentWebhook(acc access, now func() time.Time, checkout Checkout) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		if err := verifyWebhook(secret, now(), r); err != nil {
+		if err := acc.verifyWebhook(now(), r); err != nil {
 			return err
 		}
 		pid, status := r.PathValue("payment_id"), r.PathValue("status")
@@ -220,27 +213,41 @@ func handleLatePayments(db *store.DB) handlerFunc {
 
 // ----- pages -----
 
+// shopperCookie holds the browser's session: a random 128-bit id, which the
+// checkout records on the order as its buyer (access.go). HttpOnly (no
+// script reads it), SameSite=Lax (no other site's form post carries it),
+// Secure when the request came over TLS.
 const shopperCookie = "shopper"
 
 // shopper returns the browser's shopper id, setting the cookie if it is new.
 func shopper(w http.ResponseWriter, r *http.Request) string {
-	if c, err := r.Cookie(shopperCookie); err == nil && shop.ValidateKey("shopper", c.Value) == nil {
-		return c.Value
+	if id := sessionOf(r); id != "" {
+		return id
 	}
-	// No cookie (http.ErrNoCookie) or a malformed one: issue a new id.
 	id := newKey()
-	http.SetCookie(w, &http.Cookie{Name: shopperCookie, Value: id, Path: "/", MaxAge: 365 * 24 * 3600, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+	secure := r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"
+	http.SetCookie(w, &http.Cookie{Name: shopperCookie, Value: id, Path: "/", MaxAge: 365 * 24 * 3600, HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode})
 	return id
 }
 
-func handleStorePage(db *store.DB, ops Operations, page views.PageInfo) handlerFunc {
+// handleStorePage is the shop. The internals panel (every order, the late
+// payments, what needs attention) is on it for the operator only: in
+// hardened mode a visitor's page carries none of it.
+func handleStorePage(db *store.DB, ops Operations, acc access, page views.PageInfo) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		mine, err := db.RecentOrders(r.Context(), shopper(w, r), 10)
 		if err != nil {
 			return err
 		}
-		s, err := internals(r, db, ops)
-		if err != nil {
+		var s views.Store
+		if acc.operator(r) {
+			in, err := internals(r, db, ops)
+			if err != nil {
+				return err
+			}
+			s.Internals = &in
+		}
+		if s.Product, err = db.Product(r.Context()); err != nil {
 			return err
 		}
 		s.NewKey, s.MyOrders = newKey(), mine
@@ -248,7 +255,7 @@ func handleStorePage(db *store.DB, ops Operations, page views.PageInfo) handlerF
 	}
 }
 
-func handleBuy(checkout Checkout) handlerFunc {
+func handleBuy(checkout Checkout, buyer buyerOf) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		if err := parseForm(r); err != nil {
 			return err
@@ -260,7 +267,7 @@ func handleBuy(checkout Checkout) handlerFunc {
 		// Sold out or not, the buyer goes to the payment page, which shows
 		// sold out too: the URL carries the key, so a reload or a second tab
 		// shows the same checkout.
-		if _, err := checkout.Start(r.Context(), key, shopper(w, r)); err != nil {
+		if _, err := buyer.start(r, checkout, key, shopper(w, r)); err != nil {
 			return err
 		}
 		http.Redirect(w, r, "/pay/"+key, http.StatusSeeOther)
@@ -268,61 +275,97 @@ func handleBuy(checkout Checkout) handlerFunc {
 	}
 }
 
-func handlePayPage(db *store.DB, page views.PageInfo) handlerFunc {
+// payCheckout reads the checkout of key for the pay page and its buttons, if
+// r may pay it (access.mayPay, with the pay link's signature sig): its order,
+// or nil for a checkout that sold out. A checkout that does not exist, and one
+// r may not pay, are the same NotFound.
+func payCheckout(r *http.Request, db *store.DB, acc access, key, sig string) (*shop.Order, error) {
+	o, err := db.OrderByKey(r.Context(), key)
+	switch {
+	case err == nil:
+		if !acc.mayPay(r, key, &o, sig) {
+			return nil, notYours(key)
+		}
+		return &o, nil
+	case shop.KindOf(err) != shop.NotFound:
+		return nil, err
+	}
+	// No order: either the checkout sold out, or there is no such checkout
+	// (yet). Saying "sold out" to whoever knows the key reveals nothing.
+	state, err := db.CheckoutState(r.Context(), key)
+	if err != nil {
+		return nil, err
+	}
+	if state != store.CheckoutSoldOut {
+		if !acc.operator(r) {
+			return nil, notYours(key)
+		}
+		return nil, shop.Errorf(shop.NotFound, "there is no checkout %s", key)
+	}
+	return nil, nil
+}
+
+// handlePayPage is the stand-in provider's hosted page for checkout key, for
+// its buyer (payCheckout). A pay link's ?sig= is carried into the form.
+func handlePayPage(db *store.DB, acc access, page views.PageInfo) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		key := r.PathValue("key")
+		key, sig := r.PathValue("key"), r.URL.Query().Get("sig")
 		if err := shop.ValidateKey("checkout key", key); err != nil {
+			return err
+		}
+		o, err := payCheckout(r, db, acc, key, sig)
+		if err != nil {
 			return err
 		}
 		p, err := db.Product(r.Context())
 		if err != nil {
 			return err
 		}
-		pay := views.Pay{Key: key, Product: p}
-		o, err := db.OrderByKey(r.Context(), key)
-		switch {
-		case err == nil:
-			pay.Order = &o
-		case shop.KindOf(err) == shop.NotFound:
-			// No order: either the checkout sold out, or there is no such checkout.
-			state, err := db.CheckoutState(r.Context(), key)
-			if err != nil {
-				return err
-			}
-			if state != store.CheckoutSoldOut {
-				return shop.Errorf(shop.NotFound, "there is no checkout %s", key)
-			}
-			pay.SoldOut = true
-		default:
-			return err
+		pay := views.Pay{Key: key, Product: p, Order: o, SoldOut: o == nil, Sig: sig}
+		if o != nil {
+			pay.CanTrack = acc.ownsOrder(r, *o)
 		}
 		return render(w, r, http.StatusOK, views.PayPage(page, pay))
 	}
 }
 
 // handlePay is the payment page's Pay and Decline buttons: the status is
-// applied in-process, as the webhook would, and the buyer follows the order.
-func handlePay(checkout Checkout) handlerFunc {
+// applied in-process, as the webhook would, for the checkout's buyer only
+// (payCheckout: its session, a signed pay link, the operator). The buyer
+// then follows the order; a pay link's holder, who has no session, sees the
+// settled pay page.
+func handlePay(db *store.DB, acc access, checkout Checkout) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		if err := parseForm(r); err != nil {
 			return err
 		}
-		key, status := r.PathValue("key"), r.PostFormValue("status")
+		key, status, sig := r.PathValue("key"), r.PostFormValue("status"), r.PostFormValue("sig")
 		if err := shop.ValidatePayment(key, status); err != nil {
 			return err
+		}
+		o, err := payCheckout(r, db, acc, key, sig)
+		if err != nil {
+			return err
+		}
+		if o == nil {
+			return shop.Errorf(shop.Conflict, "checkout %s sold out: there is nothing to pay", key)
 		}
 		orderID, err := checkout.Pay(r.Context(), key, status)
 		if err != nil {
 			return err
 		}
-		http.Redirect(w, r, "/track/"+strconv.FormatInt(orderID, 10), http.StatusSeeOther)
+		to := "/track/" + strconv.FormatInt(orderID, 10)
+		if !acc.ownsOrder(r, *o) {
+			to = "/pay/" + key + "?sig=" + sig
+		}
+		http.Redirect(w, r, to, http.StatusSeeOther)
 		return nil
 	}
 }
 
-func handleOrderPage(db *store.DB, page views.PageInfo) handlerFunc {
+func handleOrderPage(db *store.DB, acc access, page views.PageInfo) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		o, err := orderFromPath(db, r)
+		o, err := acc.orderFromPath(db, r)
 		if err != nil {
 			return err
 		}
@@ -330,9 +373,9 @@ func handleOrderPage(db *store.DB, page views.PageInfo) handlerFunc {
 	}
 }
 
-func handleOrderPartial(db *store.DB) handlerFunc {
+func handleOrderPartial(db *store.DB, acc access) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		o, err := orderFromPath(db, r)
+		o, err := acc.orderFromPath(db, r)
 		if err != nil {
 			return err
 		}
@@ -360,11 +403,11 @@ func handleMyOrdersPartial(db *store.DB) handlerFunc {
 	}
 }
 
-// internals reads what the internals panel shows: the product, the newest
-// orders, the newest late payments with their refunds, and what needs an
-// operator's attention.
-func internals(r *http.Request, db *store.DB, ops Operations) (views.Store, error) {
-	var s views.Store
+// internals reads what the internals panel shows, for the operator: the
+// product, the newest orders, the newest late payments with their refunds,
+// and what needs an operator's attention.
+func internals(r *http.Request, db *store.DB, ops Operations) (views.Internals, error) {
+	var s views.Internals
 	var err error
 	if s.Product, err = db.Product(r.Context()); err != nil {
 		return s, err
@@ -386,7 +429,7 @@ func handleInternalsPartial(db *store.DB, ops Operations, page views.PageInfo) h
 		if err != nil {
 			return err
 		}
-		return render(w, r, http.StatusOK, views.Internals(page, s.Product, s.AllOrders, s.LatePayments, s.Attention))
+		return render(w, r, http.StatusOK, views.InternalsPanel(page, s))
 	}
 }
 
@@ -423,16 +466,21 @@ func handleStatic() http.Handler {
 // ----- workflow timeline -----
 
 // handleTimelinePartial is the order page's live timeline of the workflows
-// behind the order. It polls itself until everything is final.
-func handleTimelinePartial(db *store.DB, timelines Timelines) handlerFunc {
+// behind the order, for its buyer and the operator. It polls itself until
+// everything is final. Only the operator sees the workflows' IDs and errors:
+// the buyer's names them by the order (timeline.Public).
+func handleTimelinePartial(db *store.DB, acc access, timelines Timelines) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		o, err := orderFromPath(db, r)
+		o, err := acc.orderFromPath(db, r)
 		if err != nil {
 			return err
 		}
 		tl, err := timelines.Order(r.Context(), o)
 		if err != nil {
 			return err
+		}
+		if !acc.operator(r) {
+			tl = tl.Public()
 		}
 		tl.DOMID, tl.PollURL = "timeline", "/partials/timeline/"+strconv.FormatInt(o.ID, 10)
 		return render(w, r, http.StatusOK, views.TimelinePanel(tl))

@@ -35,7 +35,7 @@ func observeHTTP(m *metrics.Metrics, h http.Handler) http.Handler {
 		if route == "" {
 			route = "unmatched"
 		}
-		m.Request(route, r.Method, sw.status, time.Since(began))
+		m.Request(route, methodLabel(r.Method), sw.status, time.Since(began))
 	})
 }
 
@@ -60,3 +60,18 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// methodLabel is the request's method as a metric label: one of the methods
+// the router knows, or "other". The label set stays fixed whatever methods
+// clients make up (each new value would be a new series, kept until the
+// process exits, and the method token is as long as a client likes). The
+// route label is already fixed (a declared pattern, or "unmatched"), and so
+// is the status code, which the server writes.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
+}

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/a-h/templ"
 
@@ -44,6 +46,8 @@ func kindStatus(k shop.Kind) (status int, ok bool) {
 		return http.StatusServiceUnavailable, true
 	case shop.Unauthorized:
 		return http.StatusUnauthorized, true
+	case shop.TooMany:
+		return http.StatusTooManyRequests, true
 	}
 	return 0, false
 }
@@ -87,6 +91,10 @@ func (rs responder) handle(h handlerFunc) http.Handler {
 		}
 		if status == http.StatusServiceUnavailable {
 			setRetryHeaders(w, r, wantsHTML(r))
+		}
+		var se *shop.Error
+		if errors.As(err, &se) && se.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int(max(se.RetryAfter, time.Second).Round(time.Second)/time.Second)))
 		}
 		if wantsHTML(r) {
 			var buf bytes.Buffer

@@ -33,6 +33,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"widget-store/internal/metrics"
@@ -47,8 +48,10 @@ import (
 type Checkout interface {
 	// Start starts (or, for a key seen before, finds) the checkout of key and
 	// waits for its first step. soldOut reports that it found no stock.
-	// Errors carry shop kinds (shop.Busy: still starting, retry).
-	Start(ctx context.Context, key, shopper string) (soldOut bool, err error)
+	// shopper is the buying browser's session ("" for an API client), client
+	// its address when the hold limit is on (else ""). Errors carry shop
+	// kinds (shop.Busy: still starting, retry).
+	Start(ctx context.Context, key, shopper, client string) (soldOut bool, err error)
 	// Pay applies payment status ("paid"/"failed", already validated by web)
 	// to the order behind payment id pid and returns its order id.
 	// shop.NotFound: unknown payment id; shop.Conflict: it contradicts the
@@ -73,9 +76,18 @@ type Process struct {
 // Config is what the web layer reads from the store's configuration.
 type Config struct {
 	AdminToken    string           // ADMIN_TOKEN; "" is demo mode
-	WebhookSecret string           // PAYMENT_WEBHOOK_SECRET; "" accepts unsigned webhooks
+	WebhookSecret string           // PAYMENT_WEBHOOK_SECRET; "" accepts unsigned webhooks (demo mode only)
 	ExecutorID    string           // shown in every page's frame
 	Now           func() time.Time // clock for webhook timestamps; time.Now if nil
+	// HoldLimit is HOLD_LIMIT: how many unpaid checkouts one client address
+	// and one browser session may hold at once in hardened mode (limits.go);
+	// 0 turns the limit off. PayWindow is PAYMENT_TIMEOUT, how long a hold
+	// lasts.
+	HoldLimit int
+	PayWindow time.Duration
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names the
+	// client (TRUSTED_PROXIES); empty: the connection's peer is the client.
+	TrustedProxies []netip.Prefix
 }
 
 // maxBodyBytes bounds every request body; the store's forms are tiny.
@@ -99,21 +111,55 @@ func NewServer(logger *slog.Logger, cfg Config, db *store.DB, checkout Checkout,
 	// Browser form posts from another site are refused (Sec-Fetch-Site /
 	// Origin checks); API clients that send neither header pass.
 	var h http.Handler = http.NewCrossOriginProtection().Handler(mux)
-	return observeHTTP(m, limitBody(rs, h, maxBodyBytes))
+	return observeHTTP(m, securityHeaders(limitBody(rs, h, maxBodyBytes)))
 }
 
-// addRoutes is the one place every URL of the store is declared.
+// contentSecurityPolicy lets a page load only the store's own scripts,
+// styles and images, and be framed by nobody: the Pay, Decline and Crash
+// buttons cannot be overlaid by another site (clickjacking), and an injected
+// script or inline handler would not run. htmx is served from /static and
+// configured (Layout's htmx-config) to need neither eval nor inline styles;
+// the pages have no inline script, style or handler.
+const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+
+// securityHeaders sets, on every answer (HTML, JSON, text and static files
+// alike, so no route can forget), the CSP above, X-Frame-Options for
+// browsers that predate frame-ancestors, nosniff (a JSON or text answer is
+// never run as a script or shown as HTML) and a Referrer-Policy that keeps
+// URLs (a pay page's /pay/{key}) from leaking to other sites.
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Content-Security-Policy", contentSecurityPolicy)
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Referrer-Policy", "same-origin")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// addRoutes is the one place every URL of the store is declared. Who may
+// call what is decided in access.go (the buyer, the operator, a stranger)
+// and auth.go (the admin token, webhook signatures).
 func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder, db *store.DB,
 	checkout Checkout, ops Operations, timelines Timelines, m *metrics.Metrics, proc Process) {
 	handle, page, admin := rs.handle, rs.page, cfg.AdminToken
+	acc := access{adminToken: cfg.AdminToken, webhookSecret: cfg.WebhookSecret}
+	var holds *holdLimiter // the hold limit is for a store open to the public
+	if acc.hardened() {
+		holds = newHoldLimiter(cfg.HoldLimit, cfg.PayWindow, db, cfg.Now)
+	}
+	buyer := buyerOf{trusted: cfg.TrustedProxies, holds: holds}
 
-	// JSON API, compatible with the reference widget store.
+	// JSON API, compatible with the reference widget store. Store-wide
+	// reads are the operator's; an order is its buyer's (access.go).
 	mux.Handle("GET /healthz", handleHealthz(proc.Ready, db, cfg.Now))
 	mux.Handle("GET /product", handle(handleGetProduct(db)))
-	mux.Handle("GET /orders", handle(handleListOrders(db)))
-	mux.Handle("GET /order/{id}", handle(handleGetOrder(db)))
-	mux.Handle("POST /checkout/{key}", handle(handleCheckout(checkout)))
-	mux.Handle("POST /payment_webhook/{payment_id}/{status}", handle(handlePaymentWebhook(cfg.WebhookSecret, cfg.Now, checkout)))
+	mux.Handle("GET /orders", handle(requireAdmin(admin, handleListOrders(db))))
+	mux.Handle("GET /order/{id}", handle(handleGetOrder(db, acc)))
+	mux.Handle("POST /checkout/{key}", handle(handleCheckout(checkout, buyer)))
+	mux.Handle("POST /payment_webhook/{payment_id}/{status}", handle(handlePaymentWebhook(acc, cfg.Now, checkout)))
 	internalsPanel := handleInternalsPartial(db, ops, page)
 	mux.Handle("POST /restock", handle(requireAdmin(admin, handleRestock(logger, db, internalsPanel))))
 	mux.Handle("POST /crash_application", handle(requireAdmin(admin, handleCrash(logger, proc.Crash))))
@@ -126,17 +172,17 @@ func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder
 	mux.Handle("POST /provider/refunds/{payment_id}", handle(requireAdmin(admin, handleProviderRefund(db))))
 
 	// Pages and the fragments they poll.
-	mux.Handle("GET /{$}", handle(handleStorePage(db, ops, page)))
-	mux.Handle("POST /buy", handle(handleBuy(checkout)))
-	mux.Handle("GET /pay/{key}", handle(handlePayPage(db, page)))
-	mux.Handle("POST /pay/{key}", handle(handlePay(checkout)))
-	mux.Handle("GET /track/{id}", handle(handleOrderPage(db, page)))
+	mux.Handle("GET /{$}", handle(handleStorePage(db, ops, acc, page)))
+	mux.Handle("POST /buy", handle(handleBuy(checkout, buyer)))
+	mux.Handle("GET /pay/{key}", handle(handlePayPage(db, acc, page)))
+	mux.Handle("POST /pay/{key}", handle(handlePay(db, acc, checkout)))
+	mux.Handle("GET /track/{id}", handle(handleOrderPage(db, acc, page)))
 	mux.Handle("GET /partials/stock", handle(handleStockPartial(db)))
 	mux.Handle("GET /partials/my-orders", handle(handleMyOrdersPartial(db)))
-	mux.Handle("GET /partials/internals", handle(internalsPanel))
-	mux.Handle("GET /partials/track/{id}", handle(handleOrderPartial(db)))
-	mux.Handle("GET /partials/timeline/{id}", handle(handleTimelinePartial(db, timelines)))
-	mux.Handle("GET /partials/internals/timeline", handle(handleInternalsTimelinePartial(db, timelines)))
+	mux.Handle("GET /partials/internals", handle(requireAdmin(admin, internalsPanel)))
+	mux.Handle("GET /partials/track/{id}", handle(handleOrderPartial(db, acc)))
+	mux.Handle("GET /partials/timeline/{id}", handle(handleTimelinePartial(db, acc, timelines)))
+	mux.Handle("GET /partials/internals/timeline", handle(requireAdmin(admin, handleInternalsTimelinePartial(db, timelines))))
 	mux.Handle("POST /demo/crash", handle(requireAdmin(admin, handleDemoCrash(proc.RunID, handleCrash(logger, proc.Crash)))))
 	mux.Handle("GET /static/", handleStatic())
 
@@ -146,7 +192,8 @@ func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder
 	mux.Handle("POST /admin/orders/{id}/retry", handle(requireAdmin(admin, handleRetry(ops, internalsPanel))))
 	mux.Handle("POST /admin/orders/{id}/cancel", handle(requireAdmin(admin, handleCancelOrder(ops, internalsPanel))))
 
-	// Operations: Prometheus metrics (metrics.go).
+	// Operations: Prometheus metrics (metrics.go). Its labels come from
+	// fixed sets, so no request can grow it.
 	mux.Handle("GET /metrics", handleMetrics(logger, m))
 	// Anything else gets the mux's own 404, or 405 with an Allow header
 	// for a known path with the wrong method.

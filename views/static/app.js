@@ -156,6 +156,26 @@
     })();
   });
 
+  // ----- polling pauses in hidden tabs -----
+  // Every polled fragment (hx-trigger "every Ns") skips its request while the
+  // tab is hidden and resumes at its next tick once it is shown. This is done
+  // here rather than with an htmx trigger filter ("[!document.hidden]"),
+  // which htmx evaluates with eval: the Content-Security-Policy forbids it.
+  // htmx:confirm comes before any other event of a request, and cancelling
+  // it sends nothing.
+  document.addEventListener("htmx:confirm", function (e) {
+    var elt = e.detail && e.detail.elt;
+    if (!document.hidden || !elt || !elt.getAttribute) return;
+    if (/\bevery\b/.test(elt.getAttribute("hx-trigger") || "")) e.preventDefault();
+  });
+
+  // Buttons that reload the page (the error page's Try again): a handler
+  // here, not an inline onclick, which the CSP forbids.
+  document.addEventListener("click", function (e) {
+    var b = e.target.closest && e.target.closest("[data-reload]");
+    if (b) location.reload();
+  });
+
   // A page restored from the back/forward cache gets its buttons back.
   window.addEventListener("pageshow", function (e) {
     if (!e.persisted) return;
