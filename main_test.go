@@ -247,3 +247,57 @@ func TestRunServesOnPort0AndStopsOnCancel(t *testing.T) {
 		}
 	})
 }
+
+// TestListenAddressFollowsMode: without ADMIN_TOKEN the store listens on
+// 127.0.0.1 only (127.0.0.2, another loopback address, is refused), and its
+// first log line says how to open it; with the token it listens on every
+// interface; LISTEN_ADDR overrides both.
+func TestListenAddressFollowsMode(t *testing.T) {
+	db := storetest.NewSQLiteDB(t)
+	reach := func(base string, host string) bool {
+		c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get(strings.Replace(base, "127.0.0.1", host, 1) + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	for _, tc := range []struct {
+		name       string
+		env        map[string]string
+		fromOther  bool   // 127.0.0.2 reaches it
+		firstLine  string // a substring of the first log line
+		reportedAt string // the host in the "listening on" line
+	}{
+		{"demo mode", map[string]string{}, false, "set LISTEN_ADDR=:0 and ADMIN_TOKEN", "127.0.0.1"},
+		{"hardened", map[string]string{"ADMIN_TOKEN": "t", "PAYMENT_WEBHOOK_SECRET": "s"}, true, "hardened mode", "127.0.0.1"},
+		{"demo mode, LISTEN_ADDR set", map[string]string{"LISTEN_ADDR": ":0"}, true, "demo mode on the network", "127.0.0.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vars := map[string]string{"PORT": "0", "SUPERVISE": "0", "DATABASE_URL": db.URL, "EXECUTOR_ID": "listen-" + storetest.RandomHex(3), "LOG_LEVEL": "info"}
+			for k, v := range tc.env {
+				vars[k] = v
+			}
+			log := newLineWaiter()
+			r := runStore(t, vars, log)
+			if !strings.HasPrefix(r.base, "http://"+tc.reportedAt+":") {
+				t.Errorf("store reported %s", r.base)
+			}
+			select {
+			case first := <-log.lines:
+				if !strings.Contains(first, tc.firstLine) {
+					t.Errorf("first log line %q lacks %q", first, tc.firstLine)
+				}
+			default:
+				t.Error("no log line")
+			}
+			if got := reach(r.base, "127.0.0.2"); got != tc.fromOther {
+				t.Errorf("127.0.0.2 reaches the store: %v, want %v", got, tc.fromOther)
+			}
+			if err, stopped := r.stop(); !stopped || err != nil {
+				t.Errorf("stop: %v %v", err, stopped)
+			}
+		})
+	}
+}
