@@ -103,7 +103,7 @@ func NewServer(logger *slog.Logger, cfg Config, db *store.DB, checkout Checkout,
 		Demo:             cfg.AdminToken == "",
 		Database:         db.Dialect.Name,
 		ExecutorID:       cfg.ExecutorID,
-		UnsignedWebhooks: cfg.WebhookSecret == "",
+		UnsignedWebhooks: cfg.WebhookSecret == "" && cfg.AdminToken == "", // hardened, the webhook takes the token instead
 	}
 	rs := responder{logger: logger, page: page}
 	mux := http.NewServeMux()
