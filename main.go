@@ -62,7 +62,20 @@ var schemaSQL string
 // config is everything the store reads from flags and the environment.
 // Flags mirror the environment variables and win over them.
 type config struct {
-	Port string // PORT: TCP port to listen on (0 picks a free one)
+	Port           string        // PORT: TCP port to listen on (0 picks a free one)
+	DatabaseURL    string        // DATABASE_URL: sqlite:PATH or postgres://…
+	ExecutorID     string        // EXECUTOR_ID: this process's identity for DBOS recovery
+	Supervise      bool          // SUPERVISE: run the store as a restarted child process
+	LogFormat      string        // LOG_FORMAT: text or json
+	LogLevel       slog.Level    // LOG_LEVEL: debug, info, warn, error
+	PayTimeout     time.Duration // PAYMENT_TIMEOUT: how long checkout waits for the payment webhook
+	CrashAt        crashPoint    // CRASH_AT: "workflow:step", exit right after that step commits (tests)
+	WebhookKey     string        // PAYMENT_WEBHOOK_SECRET: require signed webhooks when set
+	AdminToken     string        // ADMIN_TOKEN: the operator's token; set, the store is hardened
+	TakeoverAfter  time.Duration // TAKEOVER_AFTER: resume the workflows of a peer silent this long (Postgres; 0 off)
+	SQLiteSync     string        // SQLITE_SYNCHRONOUS: normal or full
+	ReconcileEvery time.Duration // RECONCILE_EVERY: how often orders no workflow will finish are looked for
+	Retention      time.Duration // RETENTION: delete DBOS's records of purchases finished this long ago (0: keep them)
 	// ListenAddr is LISTEN_ADDR, host:port to listen on. Unset: 127.0.0.1
 	// and PORT in demo mode (no ADMIN_TOKEN: crash and restock are open to
 	// whoever reaches the store, so only this machine may), every interface
@@ -74,19 +87,6 @@ type config struct {
 	// TrustedProxies is TRUSTED_PROXIES: the reverse proxies whose
 	// X-Forwarded-For names the client, for the hold limit.
 	TrustedProxies []netip.Prefix
-	DatabaseURL    string        // DATABASE_URL: sqlite:PATH or postgres://…
-	ExecutorID     string        // EXECUTOR_ID: this process's identity for DBOS recovery
-	Supervise      bool          // SUPERVISE: run the store as a restarted child process
-	LogFormat      string        // LOG_FORMAT: text or json
-	LogLevel       slog.Level    // LOG_LEVEL: debug, info, warn, error
-	PayTimeout     time.Duration // PAYMENT_TIMEOUT: how long checkout waits for the payment webhook
-	CrashAt        crashPoint    // CRASH_AT: "workflow:step", exit right after that step commits (tests)
-	WebhookKey     string        // PAYMENT_WEBHOOK_SECRET: require signed webhooks when set
-	AdminToken     string        // ADMIN_TOKEN: require it for crash/restock when set
-	TakeoverAfter  time.Duration // TAKEOVER_AFTER: resume the workflows of a peer silent this long (Postgres; 0 off)
-	SQLiteSync     string        // SQLITE_SYNCHRONOUS: normal or full
-	ReconcileEvery time.Duration // RECONCILE_EVERY: how often orders no workflow will finish are looked for
-	Retention      time.Duration // RETENTION: delete DBOS's records of purchases finished this long ago (0: keep them)
 	// ProviderURL is PROVIDER_URL, the payment provider's API the refund
 	// workflow calls, without a trailing slash. Empty: the store's own
 	// stand-in, http://<its listener address>/provider, set once it listens.

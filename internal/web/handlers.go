@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -356,7 +357,7 @@ func handlePay(db *store.DB, acc access, checkout Checkout) handlerFunc {
 		}
 		to := "/track/" + strconv.FormatInt(orderID, 10)
 		if !acc.ownsOrder(r, *o) {
-			to = "/pay/" + key + "?sig=" + sig
+			to = "/pay/" + key + "?sig=" + url.QueryEscape(sig)
 		}
 		http.Redirect(w, r, to, http.StatusSeeOther)
 		return nil
