@@ -299,6 +299,45 @@ func TestAttackerTable(t *testing.T) {
 			}
 		})
 
+		phase(t, "an operator session needs the token; forged or expired ones are nobody's", func(t *testing.T) {
+			internals := func(c *http.Client, cookie string) int {
+				h := map[string]string{}
+				if cookie != "" {
+					h["Cookie"] = "operator=" + cookie
+				}
+				return do(t, c, base, hreq{method: "GET", path: "/partials/internals", header: h}).status
+			}
+			exp := strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)
+			for _, forged := range []string{"1", exp + ".", exp + "." + strings.Repeat("a", 64), "99999999999." + strings.Repeat("0", 64),
+				strconv.FormatInt(time.Now().Add(-time.Minute).Unix(), 10) + ".00"} {
+				if got := internals(noRedirectClient(hostileDeadline), forged); got != http.StatusUnauthorized {
+					t.Errorf("internals with forged operator cookie %q: %d, want 401", forged, got)
+				}
+			}
+			op := session(t, "")
+			body, hdr := form("admin_token", "guess")
+			if r := do(t, op, base, hreq{method: "POST", path: "/admin/login", body: body, header: hdr}); r.status != http.StatusUnauthorized {
+				t.Fatalf("login with a wrong token: %d %q, want 401", r.status, r.body)
+			}
+			if got := internals(op, ""); got != http.StatusUnauthorized {
+				t.Fatalf("internals after a failed login: %d, want 401", got)
+			}
+			body, hdr = form("admin_token", admin)
+			if r := do(t, op, base, hreq{method: "POST", path: "/admin/login", body: body, header: hdr}); r.status != http.StatusSeeOther {
+				t.Fatalf("login with the token: %d %q, want 303", r.status, r.body)
+			}
+			if got := internals(op, ""); got != http.StatusOK {
+				t.Fatalf("internals for the signed-in operator: %d, want 200", got)
+			}
+			if page := do(t, op, base, hreq{method: "GET", path: "/"}).body; !strings.Contains(page, `data-testid="internals-stock"`) || !strings.Contains(page, `data-testid="crash"`) {
+				t.Fatal("the signed-in operator's store page lacks the internals panel or its buttons")
+			}
+			do(t, op, base, hreq{method: "POST", path: "/admin/logout"})
+			if got := internals(op, ""); got != http.StatusUnauthorized {
+				t.Fatalf("internals after signing out: %d, want 401", got)
+			}
+		})
+
 		phase(t, "the 21st unpaid checkout from one address is 429; another address still buys", func(t *testing.T) {
 			hog := session(t, "127.0.0.3")
 			other := session(t, "127.0.0.2")

@@ -5,9 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
+	"strconv"
+	"strings"
+	"time"
 
 	"widget-store/internal/shop"
 	"widget-store/internal/store"
+	"widget-store/views"
 )
 
 // Who may see and do what. This file decides it, once per concern, and every
@@ -15,7 +19,8 @@ import (
 //
 // There are three kinds of callers:
 //
-//   - The operator: a request that presents the admin token (auth.go). In
+//   - The operator: a request that presents the admin token (auth.go), or a
+//     browser signed in with it (an operator session, below). In
 //     demo mode (no ADMIN_TOKEN) every caller is the operator: the store
 //     then listens on 127.0.0.1 only (main.go), so "every caller" is whoever
 //     uses this machine.
@@ -39,20 +44,58 @@ import (
 type access struct {
 	adminToken    string // ADMIN_TOKEN; "" is demo mode
 	webhookSecret string // PAYMENT_WEBHOOK_SECRET; signs pay links too
+	now           func() time.Time
 }
 
 // hardened reports a store run in public: ADMIN_TOKEN is set.
 func (a access) hardened() bool { return a.adminToken != "" }
 
-// operator reports whether r comes from the operator: demo mode, or the
-// admin token in a header (forms are read only by the admin actions
-// themselves, in requireAdmin).
+// operator reports whether r comes from the operator: demo mode, the admin
+// token in a header, or a browser signed in as the operator (an operator
+// session cookie, see operatorSession). A token in a form is read only by
+// the admin actions themselves, in requireAdmin.
 func (a access) operator(r *http.Request) bool {
 	if !a.hardened() {
 		return true
 	}
-	tok := adminTokenFrom(r)
-	return tok != "" && tokenEqual(tok, a.adminToken)
+	if tok := adminTokenFrom(r); tok != "" {
+		return tokenEqual(tok, a.adminToken)
+	}
+	c, err := r.Cookie(operatorCookie)
+	return err == nil && a.validSession(c.Value, a.now())
+}
+
+// The operator's browser session. Signing in (POST /admin/login with the
+// admin token) sets a cookie "operator" = "<expiry unix>.<hex HMAC-SHA256(
+// token, "operator session <expiry>")>": it proves the token was presented,
+// without storing anything, until it expires (operatorSessionTTL) or the
+// token changes. HttpOnly, SameSite=Strict (no other site's request carries
+// it; cross-origin posts are refused anyway), Secure over TLS.
+const (
+	operatorCookie     = "operator"
+	operatorSessionTTL = 12 * time.Hour
+)
+
+func (a access) sessionValue(expiry time.Time) string {
+	exp := strconv.FormatInt(expiry.Unix(), 10)
+	mac := hmac.New(sha256.New, []byte(a.adminToken))
+	_, _ = mac.Write([]byte("operator session " + exp)) // a hash.Hash never fails to write
+	return exp + "." + hex.EncodeToString(mac.Sum(nil))
+}
+
+func (a access) validSession(v string, now time.Time) bool {
+	exp, _, ok := strings.Cut(v, ".")
+	secs, err := strconv.ParseInt(exp, 10, 64)
+	if !ok || err != nil || !now.Before(time.Unix(secs, 0)) {
+		return false
+	}
+	return hmac.Equal([]byte(v), []byte(a.sessionValue(time.Unix(secs, 0))))
+}
+
+// page is the page frame for r: who is asking decides which buttons it has.
+func (a access) page(p views.PageInfo, r *http.Request) views.PageInfo {
+	p.Operator = a.operator(r)
+	return p
 }
 
 // ownsOrder reports whether r may see order o: the operator, or the browser

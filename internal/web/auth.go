@@ -113,32 +113,55 @@ func verifySignature(secret string, now time.Time, r *http.Request) error {
 	return nil
 }
 
-// requireAdmin guards the demo's operator actions (crash, restock, the
-// refund list): next runs only for a request that presents token, or for
-// any request when token is "" (demo mode: the page says so). The token
-// comes from "Authorization: Bearer …", "X-Admin-Token", or an admin_token
-// field of a posted form (never the query string, which ends up in logs),
-// and is compared in constant time.
-func requireAdmin(token string, next handlerFunc) handlerFunc {
+// requireAdmin guards the operator's actions and store-wide reads: next
+// runs only for the operator (access.operator: demo mode, the token in a
+// header, a signed-in operator session) or a post that carries the token in
+// an admin_token form field. The token is never read from the query string,
+// which ends up in logs, and is compared in constant time.
+func (a access) requireAdmin(next handlerFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		if token == "" {
-			return next(w, r)
-		}
 		tok := adminTokenFrom(r)
+		if tok == "" && a.operator(r) {
+			return next(w, r) // demo mode, or a signed-in operator
+		}
 		if tok == "" && r.Method == http.MethodPost {
 			if err := parseForm(r); err != nil {
 				return err
 			}
 			tok = r.PostFormValue("admin_token")
 		}
-		if tok == "" || !tokenEqual(tok, token) {
-			msg := "this action needs the admin token (ADMIN_TOKEN): send it as Authorization: Bearer TOKEN or X-Admin-Token: TOKEN"
+		if tok == "" || !tokenEqual(tok, a.adminToken) {
+			msg := "this action needs the admin token (ADMIN_TOKEN): send it as Authorization: Bearer TOKEN or X-Admin-Token: TOKEN, or sign in at /admin/login"
 			if tok != "" {
 				msg = "wrong admin token"
 			}
 			return shop.Errorf(shop.Unauthorized, "%s", msg)
 		}
 		return next(w, r)
+	}
+}
+
+// handleOperatorLogin is POST /admin/login: the admin token from a form
+// signs this browser in as the operator (access.go) and goes to the store.
+func handleOperatorLogin(a access) handlerFunc {
+	return a.requireAdmin(func(w http.ResponseWriter, r *http.Request) error {
+		if !a.hardened() {
+			return shop.Errorf(shop.Conflict, "this store runs in demo mode (no ADMIN_TOKEN): everyone is its operator, there is nothing to sign in to")
+		}
+		exp := a.now().Add(operatorSessionTTL)
+		http.SetCookie(w, &http.Cookie{Name: operatorCookie, Value: a.sessionValue(exp), Path: "/", Expires: exp,
+			HttpOnly: true, Secure: r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https", SameSite: http.SameSiteStrictMode})
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return nil
+	})
+}
+
+// handleOperatorLogout is POST /admin/logout: the operator session ends.
+func handleOperatorLogout() handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		http.SetCookie(w, &http.Cookie{Name: operatorCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return nil
 	}
 }
 

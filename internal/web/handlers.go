@@ -252,7 +252,7 @@ func handleStorePage(db *store.DB, ops Operations, acc access, page views.PageIn
 			return err
 		}
 		s.NewKey, s.MyOrders = newKey(), mine
-		return render(w, r, http.StatusOK, views.StorePage(page, s))
+		return render(w, r, http.StatusOK, views.StorePage(acc.page(page, r), s))
 	}
 }
 
@@ -326,7 +326,7 @@ func handlePayPage(db *store.DB, acc access, page views.PageInfo) handlerFunc {
 		if o != nil {
 			pay.CanTrack = acc.ownsOrder(r, *o)
 		}
-		return render(w, r, http.StatusOK, views.PayPage(page, pay))
+		return render(w, r, http.StatusOK, views.PayPage(acc.page(page, r), pay))
 	}
 }
 
@@ -370,7 +370,7 @@ func handleOrderPage(db *store.DB, acc access, page views.PageInfo) handlerFunc 
 		if err != nil {
 			return err
 		}
-		return render(w, r, http.StatusOK, views.OrderPage(page, o))
+		return render(w, r, http.StatusOK, views.OrderPage(acc.page(page, r), o))
 	}
 }
 
@@ -424,13 +424,13 @@ func internals(r *http.Request, db *store.DB, ops Operations) (views.Internals, 
 	return s, err
 }
 
-func handleInternalsPartial(db *store.DB, ops Operations, page views.PageInfo) handlerFunc {
+func handleInternalsPartial(db *store.DB, ops Operations, acc access, page views.PageInfo) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		s, err := internals(r, db, ops)
 		if err != nil {
 			return err
 		}
-		return render(w, r, http.StatusOK, views.InternalsPanel(page, s))
+		return render(w, r, http.StatusOK, views.InternalsPanel(acc.page(page, r), s))
 	}
 }
 
@@ -547,5 +547,13 @@ func handleDemoCrash(runID int64, crash handlerFunc) handlerFunc {
 			}
 		}
 		return crash(w, r)
+	}
+}
+
+// handleOperatorLoginPage is GET /admin/login: the form that signs a browser
+// in as the operator (auth.go).
+func handleOperatorLoginPage(acc access, page views.PageInfo) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		return render(w, r, http.StatusOK, views.OperatorLoginPage(acc.page(page, r)))
 	}
 }

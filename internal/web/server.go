@@ -144,8 +144,9 @@ func securityHeaders(h http.Handler) http.Handler {
 // and auth.go (the admin token, webhook signatures).
 func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder, db *store.DB,
 	checkout Checkout, ops Operations, timelines Timelines, m *metrics.Metrics, proc Process) {
-	handle, page, admin := rs.handle, rs.page, cfg.AdminToken
-	acc := access{adminToken: cfg.AdminToken, webhookSecret: cfg.WebhookSecret}
+	handle, page := rs.handle, rs.page
+	acc := access{adminToken: cfg.AdminToken, webhookSecret: cfg.WebhookSecret, now: cfg.Now}
+	requireAdmin := acc.requireAdmin
 	var holds *holdLimiter // the hold limit is for a store open to the public
 	if acc.hardened() {
 		holds = newHoldLimiter(cfg.HoldLimit, cfg.PayWindow, db, cfg.Now)
@@ -156,20 +157,20 @@ func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder
 	// reads are the operator's; an order is its buyer's (access.go).
 	mux.Handle("GET /healthz", handleHealthz(proc.Ready, db, cfg.Now))
 	mux.Handle("GET /product", handle(handleGetProduct(db)))
-	mux.Handle("GET /orders", handle(requireAdmin(admin, handleListOrders(db))))
+	mux.Handle("GET /orders", handle(requireAdmin(handleListOrders(db))))
 	mux.Handle("GET /order/{id}", handle(handleGetOrder(db, acc)))
 	mux.Handle("POST /checkout/{key}", handle(handleCheckout(checkout, buyer)))
 	mux.Handle("POST /payment_webhook/{payment_id}/{status}", handle(handlePaymentWebhook(acc, cfg.Now, checkout)))
-	internalsPanel := handleInternalsPartial(db, ops, page)
-	mux.Handle("POST /restock", handle(requireAdmin(admin, handleRestock(logger, db, internalsPanel))))
-	mux.Handle("POST /crash_application", handle(requireAdmin(admin, handleCrash(logger, proc.Crash))))
-	mux.Handle("GET /late_payments", handle(requireAdmin(admin, handleLatePayments(db))))
+	internalsPanel := handleInternalsPartial(db, ops, acc, page)
+	mux.Handle("POST /restock", handle(requireAdmin(handleRestock(logger, db, internalsPanel))))
+	mux.Handle("POST /crash_application", handle(requireAdmin(handleCrash(logger, proc.Crash))))
+	mux.Handle("GET /late_payments", handle(requireAdmin(handleLatePayments(db))))
 
 	// The demo's stand-in payment provider (provider.go), which the refund
 	// workflow calls unless PROVIDER_URL names a real one. The admin token
 	// stands in for the provider's API key: with ADMIN_TOKEN set, nobody but
 	// the store can make the stand-in refund.
-	mux.Handle("POST /provider/refunds/{payment_id}", handle(requireAdmin(admin, handleProviderRefund(db))))
+	mux.Handle("POST /provider/refunds/{payment_id}", handle(requireAdmin(handleProviderRefund(db))))
 
 	// Pages and the fragments they poll.
 	mux.Handle("GET /{$}", handle(handleStorePage(db, ops, acc, page)))
@@ -179,18 +180,21 @@ func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder
 	mux.Handle("GET /track/{id}", handle(handleOrderPage(db, acc, page)))
 	mux.Handle("GET /partials/stock", handle(handleStockPartial(db)))
 	mux.Handle("GET /partials/my-orders", handle(handleMyOrdersPartial(db)))
-	mux.Handle("GET /partials/internals", handle(requireAdmin(admin, internalsPanel)))
+	mux.Handle("GET /partials/internals", handle(requireAdmin(internalsPanel)))
 	mux.Handle("GET /partials/track/{id}", handle(handleOrderPartial(db, acc)))
 	mux.Handle("GET /partials/timeline/{id}", handle(handleTimelinePartial(db, acc, timelines)))
-	mux.Handle("GET /partials/internals/timeline", handle(requireAdmin(admin, handleInternalsTimelinePartial(db, timelines))))
-	mux.Handle("POST /demo/crash", handle(requireAdmin(admin, handleDemoCrash(proc.RunID, handleCrash(logger, proc.Crash)))))
+	mux.Handle("GET /partials/internals/timeline", handle(requireAdmin(handleInternalsTimelinePartial(db, timelines))))
+	mux.Handle("POST /demo/crash", handle(requireAdmin(handleDemoCrash(proc.RunID, handleCrash(logger, proc.Crash)))))
 	mux.Handle("GET /static/", handleStatic())
 
 	// Operator actions on what needs attention (operations.go): the
 	// internals panel's Retry and Cancel-and-refund, and the list as JSON.
-	mux.Handle("GET /admin/attention", handle(requireAdmin(admin, handleAttention(ops))))
-	mux.Handle("POST /admin/orders/{id}/retry", handle(requireAdmin(admin, handleRetry(ops, internalsPanel))))
-	mux.Handle("POST /admin/orders/{id}/cancel", handle(requireAdmin(admin, handleCancelOrder(ops, internalsPanel))))
+	mux.Handle("GET /admin/login", handle(handleOperatorLoginPage(acc, page)))
+	mux.Handle("POST /admin/login", handle(handleOperatorLogin(acc)))
+	mux.Handle("POST /admin/logout", handle(handleOperatorLogout()))
+	mux.Handle("GET /admin/attention", handle(requireAdmin(handleAttention(ops))))
+	mux.Handle("POST /admin/orders/{id}/retry", handle(requireAdmin(handleRetry(ops, internalsPanel))))
+	mux.Handle("POST /admin/orders/{id}/cancel", handle(requireAdmin(handleCancelOrder(ops, internalsPanel))))
 
 	// Operations: Prometheus metrics (metrics.go). Its labels come from
 	// fixed sets, so no request can grow it.
