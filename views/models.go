@@ -17,10 +17,10 @@ var Static embed.FS
 
 // PageInfo is what every page shows in its frame.
 type PageInfo struct {
-	Demo       bool   // no ADMIN_TOKEN: crash and restock are open to anyone
+	Demo bool // no ADMIN_TOKEN: crash and restock are open to anyone
 	// Operator: this request is the operator's (demo mode, the admin token,
 	// or a browser signed in as the operator), so the page has its buttons.
-	Operator bool
+	Operator   bool
 	Database   string // "sqlite" or "postgres"
 	ExecutorID string
 	// UnsignedWebhooks: no PAYMENT_WEBHOOK_SECRET, so the payment webhook
