@@ -38,8 +38,11 @@
 // workflow whose ID is derived from the order or payment ("release/N",
 // "redispatch/N", "refund/<payment id>"),
 // so however many instances or passes ask, it runs once, and a crash halfway
-// resumes it. That is also why every instance may run a Reconciler: two that
-// find the same order start the same workflow, which DBOS runs once.
+// resumes it. Each instance runs a Reconciler, and they take turns
+// (periodic.Turns): one pass per interval across all of them, however many
+// there are. A pass that overlaps another all the same (one longer than the
+// interval) is harmless: two that find the same order start the same
+// workflow, which DBOS runs once.
 //
 // An order younger than Grace is left alone (its checkout is being started);
 // a checkout still PENDING or ENQUEUED is alive, whoever runs it.
@@ -101,14 +104,23 @@ func New(db *store.DB, dctx dbos.Context, a Actions, every time.Duration, logger
 	return &Reconciler{db: db, dctx: dctx, actions: a, every: every, logger: logger.With("component", "reconcile")}
 }
 
-// Start runs a pass now and then every interval, until Stop.
+// Start runs a pass now and then every interval, until Stop, on the
+// instance whose turn it is: of all the instances on one database, one
+// passes each interval (periodic.Turns, turn "reconcile").
 func (r *Reconciler) Start() {
-	r.loop = periodic.Start(r.every, func(ctx context.Context) {
+	turns := periodic.NewTurns(r.db, TurnName, r.dctx.GetExecutorID(), r.every)
+	r.loop = periodic.StartTurns(turns, func(ctx context.Context) {
+		r.logger.Debug("background pass", "pass", TurnName)
 		if _, err := r.Pass(ctx); err != nil && ctx.Err() == nil {
 			r.logger.Warn("reconciliation pass failed; trying again at the next", "err", err)
 		}
+	}, func(err error) {
+		r.logger.Warn("could not claim the reconciliation pass's turn; trying again at the next", "err", err)
 	})
 }
+
+// TurnName is the reconciler's row in background_turns.
+const TurnName = "reconcile"
 
 // Stop stops the service and waits for a pass in progress. Safe without Start.
 func (r *Reconciler) Stop() { r.loop.Stop() }
