@@ -15,31 +15,46 @@
 //     instances only by its time, to the second (RFC 3339 in the workflow
 //     ID). RECONCILE_EVERY is any duration of at least 100 ms (the tests run
 //     300 ms) and retention's interval is a tenth of RETENTION (4.5 s for
-//     45s): below a second, ticks collide into one ID, and an interval that
-//     does not divide a minute, an hour or a day has no cron expression that
-//     fires at that interval. The one form that takes any duration, "@every
-//     d", counts from when each instance installed it, so two instances
-//     tick at different times, make different IDs and both run: once per
-//     instance again, the very thing to remove.
+//     45s): below a second, ticks would collide into one ID, and an interval
+//     that does not divide a minute, an hour or a day has no cron expression
+//     that fires at that interval ("*/7" in the seconds field fires at :56
+//     and again at :00). The one form that takes any duration, "@every d"
+//     (robfig/cron's ConstantDelaySchedule), truncates d to whole seconds and
+//     counts from the moment each instance installed the schedule, so two
+//     instances tick at different times, make different IDs and both run:
+//     once per instance again, the very thing to remove.
 //   - Every tick leaves a workflow in DBOS's workflow_status: at the
 //     default 10 s, 8,640 rows a day, kept for ever with RETENTION off (its
-//     default), and never the store's to delete (they belong to no order).
-//   - A tick runs only on an instance of the latest application version and
-//     only once the schedule poller (30 s by default) has installed the
-//     schedule; a plain loop runs from the first second, on any version.
+//     default), and none of them the store's (they belong to no order, so
+//     retention keeps them too).
+//   - A schedule is one row for the whole application (ApplySchedules
+//     upserts it by name), while RECONCILE_EVERY and RETENTION are each
+//     process's setting: instances started with different values would
+//     overwrite each other's schedule at every start.
+//
+// The passes themselves would have run well enough inside a scheduled
+// workflow, as one step given a context without the workflow's values (so
+// that their DBOS calls, ListWorkflows and the release, redispatch and
+// refund workflows they start, are made as from outside any workflow, as
+// now): they are idempotent and their effects are workflows with fixed IDs,
+// so a step re-run after a crash does no harm. It is the tick that does not
+// fit.
 //
 // So each instance runs its own Loop, as before, and every tick first claims
-// the pass's turn: one row per pass in background_turns says when the next
-// turn is due, and one statement (an upsert whose WHERE is "the turn is
-// due") moves it on by nine tenths of the interval and tells the instance
-// that moved it to run the pass. Of instances ticking at the same interval
-// in any phase, exactly one claims each turn; a pass begins at most once per
-// 0.9 × interval across all of them and, while any instance runs, at least
-// once per interval plus a tick. Nine tenths, not the whole interval,
-// because the claimer's own next tick comes one interval after its claim:
-// with the whole interval it would find its turn a few milliseconds short
-// of due. The time is the database's clock, so instances whose clocks
-// disagree still agree on the turn.
+// the pass's turn: one row per pass in background_turns says when the last
+// turn was taken, and one statement (an upsert whose WHERE is "the last turn
+// was taken at least nine tenths of my interval ago") moves it to now and
+// tells the instance that moved it to run the pass. Of instances ticking at
+// the same interval in any phase, exactly one claims each turn; a pass
+// begins at most once per 0.9 × interval across all of them and, while any
+// instance runs, at least once per interval plus a tick. Nine tenths, not
+// the whole interval, because the claimer's own next tick comes one
+// interval after its claim, and with the whole interval it would find its
+// turn a few milliseconds short. The row records when, not when next: each
+// instance measures from it with its own interval, so a store restarted
+// with a shorter RECONCILE_EVERY passes at its new pace at once. The time is
+// the database's clock, so instances whose clocks disagree still agree on
+// the turn.
 //
 // A turn is not a lease: nothing is held while the pass runs, so an instance
 // that dies mid-pass delays the next pass by nothing, and a pass longer than
@@ -135,18 +150,19 @@ func nowMs(d store.Dialect) string {
 	return `CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)`
 }
 
-// Claim takes the pass's turn if it is due, moving the next one on by nine
-// tenths of the interval, and reports whether this instance took it.
+// Claim takes the pass's turn if the last one was taken at least nine
+// tenths of the interval ago, by any instance, and reports whether this
+// instance took it.
 //
 // The first claim of a pass inserts its row. Otherwise the row is updated
-// only where its turn is due (due_at ≤ now, written as the new due time
-// minus the hold, so that the clock is read once); a row not due is left
-// as it is and the statement changes nothing.
+// only where the turn is due (taken_at ≤ now − hold, written with the new
+// taken_at, so that the clock is read once); a row not due is left as it is
+// and the statement changes nothing.
 func (t *Turns) Claim(ctx context.Context) (bool, error) {
 	hold := (t.every - t.every/10).Milliseconds()
-	q := `INSERT INTO background_turns (pass, due_at, holder) VALUES ($1, ` + nowMs(t.db.Dialect) + ` + $2, $3)
-		ON CONFLICT (pass) DO UPDATE SET due_at = excluded.due_at, holder = excluded.holder
-		WHERE background_turns.due_at <= excluded.due_at - $2`
+	q := `INSERT INTO background_turns (pass, taken_at, holder) VALUES ($1, ` + nowMs(t.db.Dialect) + `, $3)
+		ON CONFLICT (pass) DO UPDATE SET taken_at = excluded.taken_at, holder = excluded.holder
+		WHERE background_turns.taken_at <= excluded.taken_at - $2`
 	res, err := t.db.Q().Exec(ctx, q, t.pass, hold, t.holder)
 	if err != nil {
 		return false, fmt.Errorf("claim the %s pass's turn: %w", t.pass, err)

@@ -64,5 +64,22 @@ func TestTurns(t *testing.T) {
 		if claim(a) {
 			t.Fatal("a turn was taken twice")
 		}
+
+		// A store restarted with a shorter interval (RECONCILE_EVERY=1h,
+		// then 300ms) passes at its new pace: the row says when the last
+		// turn was taken, and each instance measures from it by its own
+		// interval.
+		slow := periodic.NewTurns(db, "restarted", "a", time.Hour)
+		fast := periodic.NewTurns(db, "restarted", "a", 200*time.Millisecond)
+		if !claim(slow) {
+			t.Fatal("the first claim of a pass was refused")
+		}
+		began := time.Now()
+		for !claim(fast) {
+			if time.Since(began) > time.Second {
+				t.Fatal("after a restart with a shorter interval, no turn within a second")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	})
 }
