@@ -16,8 +16,7 @@ import (
 
 // The reconciler's pass (internal/reconcile) driven on the real store's
 // services (startServices: the real workflows, DBOS and database), with the
-// pass called by the test: RECONCILE_EVERY is an hour, so no background pass
-// runs after the one at start.
+// pass called by the test: the background loop is stopped at once.
 
 // servicesForTest starts the store's services on dbURL without an HTTP
 // listener and shuts them down at the end of the test.
@@ -39,6 +38,7 @@ func servicesForTest(t *testing.T, dbURL string) (*services, config) {
 		t.Fatalf("start the store's services: %v", err)
 	}
 	t.Cleanup(func() { s.shutdown(logger) })
+	s.reconcile.Stop() // waits for the pass at start; shutdown's Stop is then a no-op
 	return s, cfg
 }
 
