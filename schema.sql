@@ -139,3 +139,12 @@ CREATE TABLE IF NOT EXISTS retention_passes (
 );
 
 CREATE INDEX IF NOT EXISTS retention_passes_cutoff ON retention_passes (cutoff);
+
+-- One row per background pass that runs once per interval across every
+-- instance (internal/periodic.Turns): when its last turn was taken (Unix ms,
+-- by the database's clock) and by which instance.
+CREATE TABLE IF NOT EXISTS background_turns (
+    pass     TEXT   PRIMARY KEY,
+    taken_at BIGINT NOT NULL,
+    holder   TEXT   NOT NULL
+);

@@ -16,6 +16,16 @@
 //     order's progress is.
 //   - anything else: a workflow is alive and will finish it; leave it.
 //
+// A remedy started before that is dead too (an operator cancelled the
+// release/N or redispatch/N, or it failed) is not asked for again, since DBOS
+// would answer with the dead workflow's error: the order goes to the
+// attention list with a Retry. One function (judge) makes this decision for
+// both the pass and the attention list. Each order's remedy is independent:
+// one that fails is logged and the pass goes on, and the late payments are
+// reconciled whatever happened to the orders. An order is read again just
+// before its remedy starts, and one that changed since the page was read
+// (its checkout finished it meanwhile) is left to the next pass.
+//
 // It also looks at the late payments (payments that came for an order
 // already cancelled) whose refund is not recorded yet: one whose refund
 // workflow ("refund/<payment id>") does not exist, because the process died
@@ -28,8 +38,11 @@
 // workflow whose ID is derived from the order or payment ("release/N",
 // "redispatch/N", "refund/<payment id>"),
 // so however many instances or passes ask, it runs once, and a crash halfway
-// resumes it. That is also why every instance may run a Reconciler: two that
-// find the same order start the same workflow, which DBOS runs once.
+// resumes it. Each instance runs a Reconciler, and they take turns
+// (periodic.Turns): one pass per interval across all of them, however many
+// there are. A pass that overlaps another all the same (one longer than the
+// interval) is harmless: two that find the same order start the same
+// workflow, which DBOS runs once.
 //
 // An order younger than Grace is left alone (its checkout is being started);
 // a checkout still PENDING or ENQUEUED is alive, whoever runs it.
@@ -37,6 +50,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"maps"
 	"slices"
@@ -78,6 +92,11 @@ type Reconciler struct {
 	every   time.Duration
 	logger  *slog.Logger
 	loop    *periodic.Loop // nil until Start
+
+	// afterOrdersRead, when set (tests only), runs in a pass between the
+	// read of a page of orders and the read of their workflows: the seam a
+	// test uses to make a checkout finish in between.
+	afterOrdersRead func(ctx context.Context)
 }
 
 // New makes a Reconciler that passes every interval.
@@ -85,27 +104,42 @@ func New(db *store.DB, dctx dbos.Context, a Actions, every time.Duration, logger
 	return &Reconciler{db: db, dctx: dctx, actions: a, every: every, logger: logger.With("component", "reconcile")}
 }
 
-// Start runs a pass now and then every interval, until Stop.
+// Start runs a pass now and then every interval, until Stop, on the
+// instance whose turn it is: of all the instances on one database, one
+// passes each interval (periodic.Turns, turn "reconcile").
 func (r *Reconciler) Start() {
-	r.loop = periodic.Start(r.every, func(ctx context.Context) {
+	turns := periodic.NewTurns(r.db, TurnName, r.dctx.GetExecutorID(), r.every)
+	r.loop = periodic.StartTurns(turns, func(ctx context.Context) {
+		r.logger.Debug("background pass", "pass", TurnName)
 		if _, err := r.Pass(ctx); err != nil && ctx.Err() == nil {
 			r.logger.Warn("reconciliation pass failed; trying again at the next", "err", err)
 		}
+	}, func(err error) {
+		r.logger.Warn("could not claim the reconciliation pass's turn; trying again at the next", "err", err)
 	})
 }
+
+// TurnName is the reconciler's row in background_turns.
+const TurnName = "reconcile"
 
 // Stop stops the service and waits for a pass in progress. Safe without Start.
 func (r *Reconciler) Stop() { r.loop.Stop() }
 
+// OnOrdersRead sets fn to run in each pass between the read of a page of
+// orders and the read of their workflows' statuses. It is a test's seam
+// (the store never sets it): a test makes a checkout finish between the two
+// reads with it, deterministically. Set it before the pass runs.
+func (r *Reconciler) OnOrdersRead(fn func(ctx context.Context)) { r.afterOrdersRead = fn }
+
 // Pass reconciles once and returns how many orders and late payments it
-// acted on.
+// acted on. Each order's remedy and each refund is independent of the
+// others: one that fails is logged and counted in the error returned, and
+// the pass goes on; the late payments are reconciled whatever happened to
+// the orders.
 func (r *Reconciler) Pass(ctx context.Context) (int, error) {
-	acted, err := r.orders(ctx)
-	if err != nil {
-		return acted, err
-	}
-	refunds, err := r.refunds(ctx)
-	return acted + refunds, err
+	acted, errOrders := r.orders(ctx)
+	refunds, errRefunds := r.refunds(ctx)
+	return acted + refunds, errors.Join(errOrders, errRefunds)
 }
 
 // refunds starts the refund of every unrefunded late payment whose refund
@@ -120,43 +154,49 @@ func (r *Reconciler) refunds(ctx context.Context) (int, error) {
 	for _, pid := range pids {
 		ids = append(ids, shop.RefundWorkflowID(pid))
 	}
-	statuses, err := dbos.ListWorkflows(dbos.From(r.dctx, ctx), dbos.WithFilterWorkflowIDs(ids...),
-		dbos.WithFilterLoadInput(false), dbos.WithFilterLoadOutput(false))
+	exists, err := r.byID(ctx, ids)
 	if err != nil {
 		return 0, err
 	}
-	exists := make(map[string]bool, len(statuses))
-	for _, s := range statuses {
-		exists[s.ID] = true
-	}
 	acted := 0
+	var errs []error
 	for _, pid := range pids {
-		if exists[shop.RefundWorkflowID(pid)] {
+		if _, ok := exists[shop.RefundWorkflowID(pid)]; ok {
 			continue
 		}
 		r.logger.Warn("a late payment has no refund workflow; starting it", "payment_id", pid)
 		if err := r.actions.Refund(ctx, pid); err != nil {
-			return acted, err
+			r.logger.Warn("could not start a late payment's refund; the next pass tries again", "payment_id", pid, "err", err)
+			errs = append(errs, err)
+			continue
 		}
 		acted++
 	}
-	return acted, nil
+	return acted, errors.Join(errs...)
 }
 
 // orders acts on the unfinished orders no workflow will finish, a page of
-// batch at a time, through all of them.
+// batch at a time, through all of them. A page whose reads fail ends the
+// walk (the next pass starts again); a remedy that fails does not.
 func (r *Reconciler) orders(ctx context.Context) (int, error) {
 	acted := 0
+	var errs []error
 	before := time.Now().Add(-Grace)
 	for after := int64(0); ; {
 		orders, err := r.db.UnfinishedOrders(ctx, before, after, batch)
 		if err != nil || len(orders) == 0 {
-			return acted, err
+			return acted, errors.Join(append(errs, err)...)
+		}
+		if r.afterOrdersRead != nil {
+			r.afterOrdersRead(ctx)
 		}
 		n, err := r.ordersPage(ctx, orders)
 		acted += n
-		if err != nil || len(orders) < batch {
-			return acted, err
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if len(orders) < batch || ctx.Err() != nil {
+			return acted, errors.Join(append(errs, ctx.Err())...)
 		}
 		after = orders[len(orders)-1].ID
 	}
@@ -192,34 +232,137 @@ func alive(status map[string]dbos.WorkflowStatus, id string) bool {
 	return ok && !Dead(s.Status) && s.Status != dbos.WorkflowStatusSuccess
 }
 
+// remedy is what the reconciler does for an unfinished order.
+type remedy int
+
+const (
+	leave      remedy = iota // a workflow will finish it, or an operator must
+	release                  // Actions.Release
+	redispatch               // Actions.Redispatch
+)
+
+// verdict is the one reading of an unfinished order's workflows that both
+// the reconciler (Pass) and the attention list (Attention) act on.
+type verdict struct {
+	// live are the workflows alive that will take the order on: its
+	// checkout (PENDING order), or its checkout, dispatch, second dispatch
+	// and an operator's retries of those (PAID order).
+	live []string
+	// cancelling: an operator's Cancel-and-refund of the order is on its
+	// way; nothing else is to be done.
+	cancelling bool
+	// remedy is the workflow the reconciler starts, when nothing alive
+	// will finish the order and it has not started it before.
+	remedy remedy
+	// stopped is the reconciler's remedy (or, for a PAID order, the latest
+	// dispatch) when the remedy was started already and is dead too: the
+	// workflow an operator's Retry resumes. The reconciler does not start
+	// it again (DBOS would hand back the dead workflow and its error).
+	stopped string
+}
+
+// judge decides, from one read of its workflows' statuses (status, which
+// may hold the operator's Retry forks too), what unfinished order o needs.
+func judge(o shop.Order, status map[string]dbos.WorkflowStatus) verdict {
+	var v verdict
+	if alive(status, shop.CancelOrderWorkflowID(o.ID)) {
+		v.cancelling = true
+		return v
+	}
+	var finishers []string
+	switch o.Status {
+	case shop.StatusPending:
+		finishers = []string{o.Key}
+	case shop.StatusPaid:
+		dispatch, again := shop.DispatchWorkflowID(o.ID), shop.RedispatchWorkflowID(o.ID)
+		finishers = slices.Concat([]string{o.Key, dispatch, again}, RetryIDs(dispatch), RetryIDs(again))
+	default:
+		return v // final: nothing to do
+	}
+	for _, id := range finishers {
+		if alive(status, id) {
+			v.live = append(v.live, id)
+		}
+	}
+	if len(v.live) > 0 {
+		return v
+	}
+	switch o.Status {
+	case shop.StatusPending:
+		// A live release is on its way; one that finished found the order
+		// not PENDING or released it, and asking again is answered from its
+		// result. Only a dead one is an operator's.
+		if st, ok := status[shop.ReleaseWorkflowID(o.ID)]; ok && Dead(st.Status) {
+			v.stopped = st.ID
+		} else if !alive(status, shop.ReleaseWorkflowID(o.ID)) {
+			v.remedy = release
+		}
+	case shop.StatusPaid:
+		if _, again := status[shop.RedispatchWorkflowID(o.ID)]; !again {
+			v.remedy = redispatch
+			return v
+		}
+		// Dispatched once more already, and that one is not alive either:
+		// the latest dead dispatch is the one to resume.
+		for _, id := range []string{shop.DispatchWorkflowID(o.ID), shop.RedispatchWorkflowID(o.ID)} {
+			if st, ok := status[id]; ok && Dead(st.Status) {
+				v.stopped = id
+			}
+		}
+	}
+	return v
+}
+
+// ordersPage acts on one page of unfinished orders, each independently: a
+// remedy that fails is logged and joined into the error returned, and the
+// next order is looked at.
+//
+// The orders were read before their workflows' statuses, so an order's row
+// may be older than its workflows' statuses: a checkout that cancelled its
+// order (its payment window closed) and finished between the two reads
+// looks like a PENDING order whose checkout will not run again. Before
+// acting, the order is read once more, and only one still in the state the
+// decision was made from gets its remedy: a finishing workflow commits its
+// change to the order before DBOS marks it finished, so a status read that
+// sees it finished and a later order read see the same history.
 func (r *Reconciler) ordersPage(ctx context.Context, orders []shop.Order) (int, error) {
 	status, err := r.statuses(ctx, orders)
 	if err != nil {
 		return 0, err
 	}
 	acted := 0
+	var errs []error
 	for _, o := range orders {
-		var err error
-		switch {
-		case o.Status == shop.StatusPending && !alive(status, o.Key):
+		v := judge(o, status)
+		if v.remedy == leave {
+			continue
+		}
+		now, err := r.db.OrderByID(ctx, o.ID)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if now.Status != o.Status {
+			r.logger.Debug("an order changed while the reconciler looked at it; leaving it to the next pass", "order_id", o.ID, "was", o.Status, "now", now.Status)
+			continue
+		}
+		switch v.remedy {
+		case release:
 			r.logger.Warn("an order's checkout will not run again; releasing it", "order_id", o.ID, "checkout", o.Key, "checkout_status", status[o.Key].Status)
 			err = r.actions.Release(ctx, o.ID)
-		case o.Status == shop.StatusPaid && !slices.ContainsFunc([]string{o.Key, shop.DispatchWorkflowID(o.ID), shop.RedispatchWorkflowID(o.ID)}, func(id string) bool { return alive(status, id) }):
-			if _, started := status[shop.RedispatchWorkflowID(o.ID)]; started {
-				continue // dispatched once more already, and that one is dead too: an operator's to look at (Attention)
-			}
+		case redispatch:
 			r.logger.Warn("a paid order's dispatch will not run again; dispatching it once more", "order_id", o.ID,
 				"dispatch_status", status[shop.DispatchWorkflowID(o.ID)].Status)
 			err = r.actions.Redispatch(ctx, o.ID)
-		default:
-			continue
 		}
 		if err != nil {
-			return acted, err
+			r.logger.Warn("the remedy of an order failed; it is listed for an operator if its workflow stopped, and tried again at the next pass otherwise", "order_id", o.ID, "err", err)
+			errs = append(errs, err)
+			continue
 		}
 		acted++
 	}
-	return acted, nil
+	return acted, errors.Join(errs...)
 }
 
 // Stuck is how long an order may go without a change before the attention
@@ -247,11 +390,10 @@ func (r *Reconciler) Attention(ctx context.Context, payWindow time.Duration, lim
 		}
 		// The forks an operator's Retry made of a paid order's dispatches:
 		// looked up only for an order none of whose own workflows is alive
-		// (orderAttention needs them only then), which is almost never.
+		// (the verdict needs them only then), which is almost never.
 		var forks []string
 		for _, o := range orders {
-			if o.Status == shop.StatusPaid && !slices.ContainsFunc([]string{o.Key, shop.DispatchWorkflowID(o.ID), shop.RedispatchWorkflowID(o.ID)},
-				func(id string) bool { return alive(status, id) }) {
+			if v := judge(o, status); o.Status == shop.StatusPaid && len(v.live) == 0 && !v.cancelling {
 				forks = append(forks, RetryIDs(shop.DispatchWorkflowID(o.ID))...)
 				forks = append(forks, RetryIDs(shop.RedispatchWorkflowID(o.ID))...)
 			}
@@ -321,52 +463,31 @@ func state(st dbos.WorkflowStatus) shop.WorkflowState {
 	return s
 }
 
-// orderAttention decides whether unfinished order o needs an operator.
+// orderAttention decides whether unfinished order o needs an operator, from
+// the same verdict the reconciler acts on (judge).
 func orderAttention(o shop.Order, status map[string]dbos.WorkflowStatus, now time.Time, payWindow time.Duration) (shop.Attention, bool) {
 	a := shop.Attention{Order: o, CanCancel: true}
-	ids := []string{o.Key, shop.DispatchWorkflowID(o.ID), shop.RedispatchWorkflowID(o.ID), shop.ReleaseWorkflowID(o.ID), shop.CancelOrderWorkflowID(o.ID)}
-	for _, id := range ids {
+	for _, id := range []string{o.Key, shop.DispatchWorkflowID(o.ID), shop.RedispatchWorkflowID(o.ID), shop.ReleaseWorkflowID(o.ID), shop.CancelOrderWorkflowID(o.ID)} {
 		if st, ok := status[id]; ok {
 			a.Workflows = append(a.Workflows, state(st))
 		}
 	}
-	if st, ok := status[shop.CancelOrderWorkflowID(o.ID)]; ok && !Dead(st.Status) {
+	v := judge(o, status)
+	switch {
+	case v.cancelling:
 		return a, false // an operator's cancel is on its way
+	case v.stopped != "" && o.Status == shop.StatusPending:
+		a.Reason, a.Retry = "Its checkout will not take a payment and its release stopped ("+string(status[v.stopped].Status)+").", v.stopped
+	case v.stopped != "":
+		a.Reason, a.Retry = "Paid, but its dispatch stopped, and so did the second dispatch the reconciler started.", v.stopped
+	case len(v.live) > 0 && o.Status == shop.StatusPending && now.Sub(o.CreatedAt) > payWindow+Stuck:
+		a.Reason = "Waiting for its payment for longer than the payment window (" + payWindow.String() + ")."
+	case len(v.live) > 0 && o.Status == shop.StatusPaid && now.Sub(o.LastUpdate) > Stuck:
+		a.Reason = "Paid, but its dispatch has not moved for " + now.Sub(o.LastUpdate).Round(time.Second).String() + "."
+	default:
+		return a, false // alive and moving, or the reconciler's remedy is on its way
 	}
-	idle := now.Sub(o.LastUpdate)
-	switch o.Status {
-	case shop.StatusPending:
-		if st, ok := status[shop.ReleaseWorkflowID(o.ID)]; ok && Dead(st.Status) {
-			a.Reason, a.Retry = "Its checkout will not take a payment and its release stopped ("+string(st.Status)+").", st.ID
-			return a, true
-		}
-		if alive(status, o.Key) && now.Sub(o.CreatedAt) > payWindow+Stuck {
-			a.Reason = "Waiting for its payment for longer than the payment window (" + payWindow.String() + ")."
-			return a, true
-		}
-	case shop.StatusPaid:
-		live := slices.Concat(ids[:3], RetryIDs(ids[1]), RetryIDs(ids[2]))
-		if slices.ContainsFunc(live, func(id string) bool { return alive(status, id) }) {
-			if idle > Stuck {
-				a.Reason = "Paid, but its dispatch has not moved for " + idle.Round(time.Second).String() + "."
-				return a, true
-			}
-			return a, false
-		}
-		// Nothing alive will dispatch it: the reconciler dispatches it once
-		// more unless it already did, and that one stopped too.
-		retry := ""
-		for _, id := range ids[1:3] {
-			if st, ok := status[id]; ok && Dead(st.Status) {
-				retry = id // the latest dead dispatch: resume it
-			}
-		}
-		if _, redispatched := status[shop.RedispatchWorkflowID(o.ID)]; redispatched && retry != "" {
-			a.Reason, a.Retry = "Paid, but its dispatch stopped, and so did the second dispatch the reconciler started.", retry
-			return a, true
-		}
-	}
-	return a, false
+	return a, true
 }
 
 // Live lists the workflows of order o that are still alive (PENDING or

@@ -32,8 +32,10 @@
 // itself).
 // Deleted ones leave the list, so the next page starts after the ones it
 // kept (an offset of the kept count); a sweep ends at a short page. Every
-// instance may run one: a delete is idempotent, and two instances racing
-// delete the same rows once.
+// instance runs a Service, and they take turns (periodic.Turns): one sweep
+// per interval across all of them. Two that overlap all the same (a sweep
+// longer than the interval) are harmless: a delete is idempotent, and two
+// instances racing delete the same rows once.
 package retention
 
 import (
@@ -82,16 +84,25 @@ func Interval(after time.Duration) time.Duration {
 	return min(max(after/10, time.Second), time.Hour)
 }
 
-// Start sweeps now and then every interval, until Stop.
+// Start sweeps now and then every interval, until Stop, on the instance
+// whose turn it is: of all the instances on one database, one sweeps each
+// interval (periodic.Turns, turn "retention").
 func (s *Service) Start() {
-	s.loop = periodic.Start(s.every, func(ctx context.Context) {
+	turns := periodic.NewTurns(s.db, TurnName, s.dctx.GetExecutorID(), s.every)
+	s.loop = periodic.StartTurns(turns, func(ctx context.Context) {
+		s.logger.Debug("background pass", "pass", TurnName)
 		if n, err := s.Pass(ctx); err != nil && ctx.Err() == nil {
 			s.logger.Warn("retention pass failed; trying again at the next", "err", err, "deleted", n)
 		} else if n > 0 {
 			s.logger.Info("deleted the records of finished workflows", "workflows", n, "older_than", s.after.String())
 		}
+	}, func(err error) {
+		s.logger.Warn("could not claim the retention pass's turn; trying again at the next", "err", err)
 	})
 }
+
+// TurnName is retention's row in background_turns.
+const TurnName = "retention"
 
 // Stop stops the service and waits for a pass in progress. Safe without Start.
 func (s *Service) Stop() { s.loop.Stop() }
