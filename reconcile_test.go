@@ -48,7 +48,7 @@ func checkoutWaiting(t *testing.T, s *services) shop.Order {
 	t.Helper()
 	ctx := context.Background()
 	key := storetest.NewKey()
-	if soldOut, err := s.workflows.Start(ctx, key, "reconcile-test"); err != nil || soldOut {
+	if soldOut, err := s.workflows.Start(ctx, key, "reconcile-test", ""); err != nil || soldOut {
 		t.Fatalf("checkout %s: sold out %v, %v", key, soldOut, err)
 	}
 	o, err := s.db.OrderByKey(ctx, key)
