@@ -209,8 +209,8 @@ func TestOperatorPanelRetryAndCancel(t *testing.T) {
 				want int
 				says string
 			}{
-				{"/admin/orders/abc/retry", http.StatusBadRequest, "positive whole number"},
-				{"/admin/orders/-3/cancel", http.StatusBadRequest, "positive whole number"},
+				{"/admin/orders/abc/retry", http.StatusBadRequest, "order id must be a positive integer"},
+				{"/admin/orders/-3/cancel", http.StatusBadRequest, "order id must be a positive integer"},
 				{"/admin/orders/99999999/cancel", http.StatusNotFound, "no order"},
 				{"/admin/orders/" + strconv.FormatInt(stuck, 10) + "/retry", http.StatusConflict, "no stopped workflow"},
 				{"/admin/orders/" + strconv.FormatInt(stuck, 10) + "/cancel", http.StatusConflict, "already DISPATCHED"},

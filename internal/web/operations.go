@@ -3,7 +3,6 @@ package web
 import (
 	"context"
 	"net/http"
-	"strconv"
 
 	"widget-store/internal/shop"
 	"widget-store/views"
@@ -52,13 +51,7 @@ func handleAttention(ops Operations) handlerFunc {
 }
 
 // orderIDParam reads the {id} of an /admin/orders/{id}/… path.
-func orderIDParam(r *http.Request) (int64, error) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id <= 0 {
-		return 0, shop.Errorf(shop.Invalid, "order id must be a positive whole number (got %.40q)", r.PathValue("id"))
-	}
-	return id, nil
-}
+func orderIDParam(r *http.Request) (int64, error) { return shop.ParseOrderID(r.PathValue("id")) }
 
 // handleRetry is POST /admin/orders/{id}/retry. htmx gets the internals
 // panel back; an API client, the resumed workflow's ID.
