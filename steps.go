@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -103,7 +104,8 @@ func (s steps) markPaid(orderID int64) func(context.Context, dbos.Tx) (int64, er
 	return func(ctx context.Context, tx dbos.Tx) (int64, error) {
 		defer s.metrics.Step(shop.CheckoutWorkflow, "mark_paid", time.Now())
 		now := s.now().UnixMilli()
-		if err := settle(ctx, tx, orderID, shop.StatusPaid, now); err != nil {
+		moved, err := move(ctx, tx, orderID, shop.StatusPending, shop.StatusPaid, now)
+		if err := mustMove(moved, err, orderID, shop.StatusPaid); err != nil {
 			return 0, err
 		}
 		s.metrics.Checkout(metrics.CheckoutPaid)
@@ -118,14 +120,8 @@ func (s steps) cancel(orderID int64, payment string) func(context.Context, dbos.
 	return func(ctx context.Context, tx dbos.Tx) (int64, error) {
 		defer s.metrics.Step(shop.CheckoutWorkflow, "cancel", time.Now())
 		now := s.now().UnixMilli()
-		if err := settle(ctx, tx, orderID, shop.StatusCancelled, now); err != nil {
-			return 0, err
-		}
-		res, err := tx.Exec(ctx, `UPDATE products SET inventory = inventory + 1 WHERE product_id = (SELECT product_id FROM orders WHERE order_id = $1)`, orderID)
-		if err != nil {
-			return 0, err
-		}
-		if err := expectOneRow(res, orderID, "return stock"); err != nil {
+		moved, err := cancelAndRestock(ctx, tx, orderID, shop.StatusPending, now)
+		if err := mustMove(moved, err, orderID, shop.StatusCancelled); err != nil {
 			return 0, err
 		}
 		outcome := metrics.CheckoutDeclined
@@ -142,19 +138,7 @@ func (s steps) cancel(orderID int64, payment string) func(context.Context, dbos.
 // no longer PENDING (its checkout did finish it after all).
 func (s steps) release(orderID int64) func(context.Context, dbos.Tx) (bool, error) {
 	return func(ctx context.Context, tx dbos.Tx) (bool, error) {
-		res, err := tx.Exec(ctx, `UPDATE orders SET order_status = $1, last_update_time = $2 WHERE order_id = $3 AND order_status = $4`,
-			shop.StatusCancelled, s.now().UnixMilli(), orderID, shop.StatusPending)
-		if err != nil {
-			return false, err
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			return false, err
-		}
-		res, err = tx.Exec(ctx, `UPDATE products SET inventory = inventory + 1 WHERE product_id = (SELECT product_id FROM orders WHERE order_id = $1)`, orderID)
-		if err != nil {
-			return false, err
-		}
-		return true, expectOneRow(res, orderID, "return stock")
+		return cancelAndRestock(ctx, tx, orderID, shop.StatusPending, s.now().UnixMilli())
 	}
 }
 
@@ -218,28 +202,45 @@ func (s steps) writeLeg(ctx context.Context, db dbos.Querier, orderID int64, rem
 	return cur == shop.StatusDispatched, true, nil // written before
 }
 
-// settle moves a PENDING order to its fate (PAID or CANCELLED) at nowMs.
-func settle(ctx context.Context, tx dbos.Tx, orderID int64, to shop.Status, nowMs int64) error {
+// move moves order orderID from status from to status to at nowMs, in the
+// caller's transaction; moved is false, and nothing changed, when the order
+// was not in status from.
+func move(ctx context.Context, tx dbos.Tx, orderID int64, from, to shop.Status, nowMs int64) (moved bool, err error) {
 	res, err := tx.Exec(ctx, `UPDATE orders SET order_status = $1, last_update_time = $2 WHERE order_id = $3 AND order_status = $4`,
-		to, nowMs, orderID, shop.StatusPending)
+		to, nowMs, orderID, from)
 	if err != nil {
-		return err
+		return false, fmt.Errorf("mark order %d %s: %w", orderID, to, err)
 	}
-	return expectOneRow(res, orderID, "mark "+to.String())
+	n, err := res.RowsAffected()
+	return n == 1, err
 }
 
-// expectOneRow turns a transition that matched no order into an error. With
-// exactly-once steps it cannot happen; if it ever does, the workflow stops
-// with this error instead of silently skipping a state change.
-func expectOneRow(res dbos.Result, orderID int64, what string) error {
-	n, err := res.RowsAffected()
+// cancelAndRestock cancels order orderID, if it is in status from, and
+// returns its unit of stock, in the caller's transaction; moved is false, and
+// nothing changed, when the order was not in status from.
+func cancelAndRestock(ctx context.Context, tx dbos.Tx, orderID int64, from shop.Status, nowMs int64) (moved bool, err error) {
+	if moved, err := move(ctx, tx, orderID, from, shop.StatusCancelled, nowMs); err != nil || !moved {
+		return false, err
+	}
+	res, err := tx.Exec(ctx, `UPDATE products SET inventory = inventory + 1 WHERE product_id = (SELECT product_id FROM orders WHERE order_id = $1)`, orderID)
 	if err != nil {
-		return err
+		return false, fmt.Errorf("return the unit of order %d: %w", orderID, err)
 	}
-	if n != 1 {
-		return fmt.Errorf("%s: order %d matched %d rows, want 1", what, orderID, n)
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return false, cmp.Or(err, fmt.Errorf("return the unit of order %d: its product matched %d rows, want 1", orderID, n))
 	}
-	return nil
+	return true, nil
+}
+
+// mustMove turns a transition of the checkout's own PENDING order that
+// matched no row into an error. With exactly-once steps it cannot happen; if
+// it ever does, the workflow stops with this error instead of silently
+// skipping a state change.
+func mustMove(moved bool, err error, orderID int64, to shop.Status) error {
+	if err == nil && !moved {
+		err = fmt.Errorf("mark order %d %s: it is no longer PENDING", orderID, to)
+	}
+	return err
 }
 
 // recordRefund records that the provider refunded late payment pid as
@@ -286,24 +287,14 @@ func (s steps) cancelOrder(orderID int64) func(context.Context, dbos.Tx) (cancel
 			return out, nil
 		}
 		now := s.now().UnixMilli()
-		res, err := tx.Exec(ctx, `UPDATE orders SET order_status = $1, last_update_time = $2 WHERE order_id = $3 AND order_status = $4`,
-			shop.StatusCancelled, now, orderID, o.Status)
+		moved, err := cancelAndRestock(ctx, tx, orderID, o.Status, now)
 		if err != nil {
 			return cancelled{}, err
 		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			if err == nil { // it moved on under us: say what it is now
-				o, err = store.OrderByID(ctx, tx, orderID)
-				out.Status = o.Status
-			}
+		if !moved { // it moved on under us: say what it is now
+			o, err = store.OrderByID(ctx, tx, orderID)
+			out.Status = o.Status
 			return out, err
-		}
-		res, err = tx.Exec(ctx, `UPDATE products SET inventory = inventory + 1 WHERE product_id = (SELECT product_id FROM orders WHERE order_id = $1)`, orderID)
-		if err != nil {
-			return cancelled{}, err
-		}
-		if err := expectOneRow(res, orderID, "return stock"); err != nil {
-			return cancelled{}, err
 		}
 		if o.Status == shop.StatusPaid {
 			// ON CONFLICT: the payment id is the key, recorded once; a
