@@ -16,9 +16,62 @@ import (
 
 // Every database write a workflow makes. Each step returns the function
 // dbos.RunAsTransaction runs, in one transaction with the step's checkpoint on
-// the handle DBOS itself uses; the workflow names the step (workflow.go). The
-// one exception is a dispatch leg (dispatchLeg), an idempotent write that is
-// no step, for the reason given there.
+// the handle DBOS itself uses (after a crash a step either happened, and is
+// replayed from its checkpoint, or did not, and runs again, never twice); the
+// workflow runs it under its durable name with step, below. The one
+// exception is a dispatch leg (dispatchLeg), an idempotent write that is no
+// step, for the reason given there.
+
+// step runs the transactional step name of workflow wf: fn, by
+// dbos.RunAsTransaction on the store's handle; then it passes the step's
+// crash point (CRASH_AT=wf:name). call is the same for a step that calls
+// something other than the database (dbos.RunAsStep, with opts). Both time
+// the step's work for the metrics (widget_step_duration_seconds{workflow=wf,
+// step=name}) each time it runs; a step replayed from its checkpoint does not
+// run, and is not timed.
+func step[R any](ctx dbos.Context, w *workflows, wf, name string, fn func(context.Context, dbos.Tx) (R, error)) (R, error) {
+	out, err := dbos.RunAsTransaction(ctx, w.ds, func(ctx context.Context, tx dbos.Tx) (R, error) {
+		defer w.steps.metrics.Step(wf, name, time.Now())
+		return fn(ctx, tx)
+	}, dbos.WithStepName(name))
+	if err == nil {
+		w.crashAfter(wf, name)
+	}
+	return out, err
+}
+
+// call is step for a step outside the database.
+func call[R any](ctx dbos.Context, w *workflows, wf, name string, fn func(context.Context) (R, error), opts ...dbos.StepOption) (R, error) {
+	out, err := dbos.RunAsStep(ctx, func(ctx context.Context) (R, error) {
+		defer w.steps.metrics.Step(wf, name, time.Now())
+		return fn(ctx)
+	}, append(opts, dbos.WithStepName(name))...)
+	if err == nil {
+		w.crashAfter(wf, name)
+	}
+	return out, err
+}
+
+// start starts (or, under an ID already used, finds) workflow fn with input
+// in under workflow ID id, and with wait waits for its result. It runs on the
+// store's root DBOS context, never a request's: a request's context, once
+// cancelled, would durably cancel the workflow.
+func start[P, R any](w *workflows, fn dbos.Workflow[P, R], in P, id string, wait bool) (R, error) {
+	var out R
+	h, err := dbos.RunWorkflow(w.dctx, fn, in, dbos.WithWorkflowID(id))
+	if err == nil && wait {
+		out, err = h.GetResult()
+	}
+	if err != nil {
+		return out, fmt.Errorf("workflow %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// crashAfter exits the process if CRASH_AT names point of workflow wf
+// (internal/crashpoint): a step, the child workflow a step starts, or a
+// hand-off.
+func (w *workflows) crashAfter(wf, point string) { w.crash.After(w.logger, wf, point) }
 
 // steps makes the steps; the workflows hold one.
 type steps struct {
@@ -58,7 +111,6 @@ type reserved struct {
 // only when it took no unit does a second read tell which.
 func (s steps) reserve(key, shopper string) func(context.Context, dbos.Tx) (reserved, error) {
 	return func(ctx context.Context, tx dbos.Tx) (reserved, error) {
-		defer s.metrics.Step(shop.CheckoutWorkflow, "reserve", time.Now())
 		res, err := tx.Exec(ctx, `
 			UPDATE products SET inventory = inventory - 1 WHERE product_id = $1 AND inventory > 0
 			AND NOT EXISTS (SELECT 1 FROM orders WHERE checkout_key = $2)
@@ -102,7 +154,6 @@ func (s steps) reserve(key, shopper string) func(context.Context, dbos.Tx) (rese
 // markPaid moves the order from PENDING to PAID and returns when (Unix ms).
 func (s steps) markPaid(orderID int64) func(context.Context, dbos.Tx) (int64, error) {
 	return func(ctx context.Context, tx dbos.Tx) (int64, error) {
-		defer s.metrics.Step(shop.CheckoutWorkflow, "mark_paid", time.Now())
 		now := s.now().UnixMilli()
 		moved, err := move(ctx, tx, orderID, shop.StatusPending, shop.StatusPaid, now)
 		if err := mustMove(moved, err, orderID, shop.StatusPaid); err != nil {
@@ -118,7 +169,6 @@ func (s steps) markPaid(orderID int64) func(context.Context, dbos.Tx) (int64, er
 // shop.PaymentTimedOut (for the metrics).
 func (s steps) cancel(orderID int64, payment string) func(context.Context, dbos.Tx) (int64, error) {
 	return func(ctx context.Context, tx dbos.Tx) (int64, error) {
-		defer s.metrics.Step(shop.CheckoutWorkflow, "cancel", time.Now())
 		now := s.now().UnixMilli()
 		moved, err := cancelAndRestock(ctx, tx, orderID, shop.StatusPending, now)
 		if err := mustMove(moved, err, orderID, shop.StatusCancelled); err != nil {
@@ -159,7 +209,7 @@ func (s steps) release(orderID int64) func(context.Context, dbos.Tx) (bool, erro
 // dispatched reports an order now DISPATCHED (by this leg, or before it: a
 // second dispatch of the same order finds its work done).
 func (s steps) dispatchLeg(ctx context.Context, db dbos.Querier, logger *slog.Logger, orderID int64, remaining int) (dispatched bool, err error) {
-	defer s.metrics.Step(shop.DispatchWorkflow, "progress", time.Now())
+	defer s.metrics.Step(shop.DispatchWorkflow, shop.StepDispatchLeg, time.Now())
 	for pause := 50 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
 		dispatched, done, err := s.writeLeg(ctx, db, orderID, remaining)
 		if done || err == nil {
@@ -307,4 +357,14 @@ func (s steps) cancelOrder(orderID int64) func(context.Context, dbos.Tx) (cancel
 		out.Cancelled, out.Status, out.WasPaid = true, shop.StatusCancelled, o.Status == shop.StatusPaid
 		return out, nil
 	}
+}
+
+// log is the logger for a line about a workflow: the store's logger (which
+// carries executor_id) plus the workflow's ID and the order it works on.
+func (w *workflows) log(ctx dbos.Context, orderID int64) *slog.Logger {
+	id, err := dbos.GetWorkflowID(ctx)
+	if err != nil {
+		id = "" // not inside a workflow: the line still has the order id
+	}
+	return w.logger.With("workflow_id", id, "order_id", orderID)
 }
