@@ -14,13 +14,14 @@ import (
 	"widget-store/internal/store"
 )
 
-// Every database write a workflow makes. Each step returns the function
-// dbos.RunAsTransaction runs, in one transaction with the step's checkpoint on
-// the handle DBOS itself uses (after a crash a step either happened, and is
-// replayed from its checkpoint, or did not, and runs again, never twice); the
-// workflow runs it under its durable name with step, below. The one
-// exception is a dispatch leg (dispatchLeg), an idempotent write that is no
-// step, for the reason given there.
+// Every database write a workflow makes, and the few helpers through which
+// the workflows (workflow.go) run their steps and one another. Each step
+// returns the function dbos.RunAsTransaction runs, in one transaction with
+// the step's checkpoint on the handle DBOS itself uses (after a crash a step
+// either happened, and is replayed from its checkpoint, or did not, and runs
+// again, never twice); the workflow runs it under its durable name with step,
+// below. The one exception is a dispatch leg (dispatchLeg), an idempotent
+// write that is no step, for the reason given there.
 
 // step runs the transactional step name of workflow wf: fn, by
 // dbos.RunAsTransaction on the store's handle; then it passes the step's

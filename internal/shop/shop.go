@@ -275,8 +275,9 @@ type Attention struct {
 	Reason    string // what is wrong, in a sentence
 	// Workflows are the workflows behind it, as DBOS has them.
 	Workflows []WorkflowState
-	// Retry is the workflow to resume (dbos.ResumeWorkflow), "" when there
-	// is none to resume.
+	// Retry is the stopped workflow an operator's Retry runs again (resumed,
+	// or forked from its failed step: reconcile.Operations.Retry), "" when
+	// there is none.
 	Retry string
 	// CanCancel: Cancel-and-refund applies (an unfinished order).
 	CanCancel bool
