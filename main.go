@@ -64,20 +64,19 @@ var schemaSQL string
 // config is everything the store reads from flags and the environment.
 // Flags mirror the environment variables and win over them.
 type config struct {
-	Port           string           // PORT: TCP port to listen on (0 picks a free one)
-	DatabaseURL    string           // DATABASE_URL: sqlite:PATH or postgres://…
-	ExecutorID     string           // EXECUTOR_ID: this process's identity for DBOS recovery
-	Supervise      bool             // SUPERVISE: run the store as a restarted child process
-	LogFormat      string           // LOG_FORMAT: text or json
-	LogLevel       slog.Level       // LOG_LEVEL: debug, info, warn, error
-	PayTimeout     time.Duration    // PAYMENT_TIMEOUT: how long checkout waits for the payment webhook
-	CrashAt        crashpoint.Point // CRASH_AT: "workflow:step", exit right after that step commits (tests)
-	WebhookKey     string           // PAYMENT_WEBHOOK_SECRET: require signed webhooks when set
-	AdminToken     string           // ADMIN_TOKEN: require it for crash/restock when set
-	TakeoverAfter  time.Duration    // TAKEOVER_AFTER: resume the workflows of a peer silent this long (Postgres; 0 off)
-	SQLiteSync     string           // SQLITE_SYNCHRONOUS: normal or full
-	ReconcileEvery time.Duration    // RECONCILE_EVERY: how often orders no workflow will finish are looked for
-	Retention      time.Duration    // RETENTION: delete DBOS's records of purchases finished this long ago (0: keep them)
+	Port           string        // PORT: TCP port to listen on (0 picks a free one)
+	DatabaseURL    string        // DATABASE_URL: sqlite:PATH or postgres://…
+	ExecutorID     string        // EXECUTOR_ID: this process's identity for DBOS recovery
+	Supervise      bool          // SUPERVISE: run the store as a restarted child process
+	LogFormat      string        // LOG_FORMAT: text or json
+	LogLevel       slog.Level    // LOG_LEVEL: debug, info, warn, error
+	PayTimeout     time.Duration // PAYMENT_TIMEOUT: how long checkout waits for the payment webhook
+	WebhookKey     string        // PAYMENT_WEBHOOK_SECRET: require signed webhooks when set
+	AdminToken     string        // ADMIN_TOKEN: require it for crash/restock when set
+	TakeoverAfter  time.Duration // TAKEOVER_AFTER: resume the workflows of a peer silent this long (Postgres; 0 off)
+	SQLiteSync     string        // SQLITE_SYNCHRONOUS: normal or full
+	ReconcileEvery time.Duration // RECONCILE_EVERY: how often orders no workflow will finish are looked for
+	Retention      time.Duration // RETENTION: delete DBOS's records of purchases finished this long ago (0: keep them)
 	// ProviderURL is PROVIDER_URL, the payment provider's API the refund
 	// workflow calls, without a trailing slash. Empty: the store's own
 	// stand-in, http://<its listener address>/provider, set once it listens.
@@ -85,6 +84,10 @@ type config struct {
 	// providerIsSelf: PROVIDER_URL was not set, so the refunds go to the
 	// store's own stand-in, which takes the ADMIN_TOKEN.
 	providerIsSelf bool
+
+	// CrashAt is CRASH_AT, "workflow:step": exit right after that step
+	// commits (tests; internal/crashpoint).
+	CrashAt crashpoint.Point
 
 	// pgTracer, when set (benchmarks only, never from the environment),
 	// sees every Postgres statement the store sends: bench_test.go counts them.
