@@ -5,7 +5,7 @@
 //
 // A point is "workflow:step", named after what has just committed: a durable
 // step by its durable name ("checkout:mark-paid", "refund:refund-provider";
-// the workflows run every step through one helper that then calls After), the
+// every step runs through step or call, the root's steps.go, which call After), the
 // child workflow a step starts by its name ("checkout:dispatch"), and the
 // checkout's two hand-offs and its payment wait by the paywait calls that make
 // them ("checkout:payment-id", "checkout:outcome", "checkout:await-payment").
