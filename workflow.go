@@ -120,7 +120,7 @@ func (w *workflows) checkoutKey(ctx dbos.Context, in checkoutInput) (string, err
 
 // answerAsIs ends a checkout that found the product sold out, or this key's
 // order made by an execution whose records were deleted: it answers from the
-// order and changes nothing (one left PENDING, the reconciler releases).
+// order and changes nothing (the reconciler releases an order left PENDING).
 func (w *workflows) answerAsIs(ctx dbos.Context, handoff *paywait.Checkout, order reserved) orderResult {
 	if order.OrderID == 0 {
 		w.log(ctx, 0).Info("checkout: sold out")
