@@ -30,12 +30,15 @@ import (
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 	"github.com/jackc/pgx/v5"
 
+	"widget-store/internal/checkout"
 	"widget-store/internal/cluster"
+	"widget-store/internal/crashpoint"
 	"widget-store/internal/metrics"
 	"widget-store/internal/paywait"
 	"widget-store/internal/provider"
 	"widget-store/internal/reconcile"
 	"widget-store/internal/retention"
+	"widget-store/internal/shop"
 	"widget-store/internal/store"
 	"widget-store/internal/supervisor"
 	"widget-store/internal/timeline"
@@ -69,7 +72,6 @@ type config struct {
 	LogFormat      string        // LOG_FORMAT: text or json
 	LogLevel       slog.Level    // LOG_LEVEL: debug, info, warn, error
 	PayTimeout     time.Duration // PAYMENT_TIMEOUT: how long checkout waits for the payment webhook
-	CrashAt        crashPoint    // CRASH_AT: "workflow:step", exit right after that step commits (tests)
 	WebhookKey     string        // PAYMENT_WEBHOOK_SECRET: require signed webhooks when set
 	AdminToken     string        // ADMIN_TOKEN: the operator's token; set, the store is hardened
 	TakeoverAfter  time.Duration // TAKEOVER_AFTER: resume the workflows of a peer silent this long (Postgres; 0 off)
@@ -94,6 +96,10 @@ type config struct {
 	// providerIsSelf: PROVIDER_URL was not set, so the refunds go to the
 	// store's own stand-in, which takes the ADMIN_TOKEN.
 	providerIsSelf bool
+
+	// CrashAt is CRASH_AT, "workflow:step": exit right after that step
+	// commits (tests; internal/crashpoint).
+	CrashAt crashpoint.Point
 
 	// pgTracer, when set (benchmarks only, never from the environment),
 	// sees every Postgres statement the store sends: bench_test.go counts them.
@@ -132,7 +138,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&cfg.LogFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (env LOG_FORMAT)")
 	fs.StringVar(&logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	fs.StringVar(&payTimeout, "payment-timeout", env("PAYMENT_TIMEOUT", defaultPaymentTimeout.String()), "how long a checkout waits for payment (env PAYMENT_TIMEOUT)")
-	fs.StringVar(&crashAt, "crash-at", env("CRASH_AT", ""), "testing: exit right after step N of workflow W commits, as W:N (env CRASH_AT)")
+	fs.StringVar(&crashAt, "crash-at", env("CRASH_AT", ""), "testing: exit right after the named step of a workflow commits, such as checkout:mark-paid (env CRASH_AT)")
 	fs.StringVar(&takeoverAfter, "takeover-after", env("TAKEOVER_AFTER", cluster.DefaultTakeoverAfter.String()), "resume the workflows of a peer instance silent this long; 0: never (env TAKEOVER_AFTER)")
 	fs.StringVar(&cfg.SQLiteSync, "sqlite-synchronous", env("SQLITE_SYNCHRONOUS", "normal"), "SQLite: normal (survives any process crash) or full (also a power loss, slower) (env SQLITE_SYNCHRONOUS)")
 	fs.StringVar(&cfg.ProviderURL, "provider-url", env("PROVIDER_URL", ""), "the payment provider's API for refunds, http(s)://…; default: the store's own stand-in at /provider (env PROVIDER_URL)")
@@ -202,7 +208,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		}
 	}
 	if crashAt != "" {
-		if cfg.CrashAt, err = parseCrashPoint(crashAt); err != nil {
+		if cfg.CrashAt, err = crashpoint.Parse(crashAt); err != nil {
 			return cfg, err
 		}
 	}
@@ -347,7 +353,8 @@ func (s *services) handler(cfg config, logger *slog.Logger) http.Handler {
 	return web.NewServer(logger,
 		web.Config{AdminToken: cfg.AdminToken, WebhookSecret: cfg.WebhookKey, ExecutorID: cfg.ExecutorID,
 			HoldLimit: cfg.HoldLimit, PayWindow: cfg.PayTimeout, TrustedProxies: cfg.TrustedProxies},
-		s.db, s.workflows, operations{w: s.workflows, reconcile: s.reconcile, payWindow: cfg.PayTimeout}, timeline.NewReader(s.db, s.dctx, s.run.ID, time.Now), s.metrics,
+		s.db, checkout.New(s.handoffs, s.db, s.workflows, logger), reconcile.NewOperations(s.reconcile, s.workflows, cfg.PayTimeout, logger),
+		timeline.NewReader(s.db, s.dctx, s.run.ID, time.Now), s.metrics,
 		web.Process{RunID: s.run.ID, Ready: s.ready.Load, Crash: func() { os.Exit(supervisor.ExitCrash) }})
 }
 
@@ -380,7 +387,7 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 
 	dbosCfg := dbos.Config{
 		AppName:            appName,
-		ApplicationVersion: appVersion,
+		ApplicationVersion: shop.AppVersion,
 		ExecutorID:         cfg.ExecutorID,
 		Logger:             logger.With("component", "dbos"),
 	}
@@ -394,10 +401,10 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 	if err := db.IndexDBOSTables(ctx); err != nil {
 		return nil, err
 	}
-	if n, err := db.UpgradeWorkflows(ctx, previousAppVersion, appVersion, upgradeRenames()); err != nil {
+	if n, err := db.UpgradeWorkflows(ctx, shop.PreviousAppVersion, shop.AppVersion, shop.UpgradeRenames()); err != nil {
 		return nil, err
 	} else if n > 0 {
-		logger.Info("carried workflows of the previous build over to this one", "from", previousAppVersion, "to", appVersion, "workflows", n)
+		logger.Info("carried workflows of the previous build over to this one", "from", shop.PreviousAppVersion, "to", shop.AppVersion, "workflows", n)
 	}
 	ds, err := db.DataSource(s.dctx)
 	if err != nil {
@@ -413,7 +420,7 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 		s.workflows.provider.Token = cfg.AdminToken
 	}
 	s.workflows.register()
-	s.cluster = cluster.New(cluster.Config{ExecutorID: cfg.ExecutorID, AppVersion: appVersion, TakeoverAfter: cfg.TakeoverAfter},
+	s.cluster = cluster.New(cluster.Config{ExecutorID: cfg.ExecutorID, AppVersion: shop.AppVersion, TakeoverAfter: cfg.TakeoverAfter},
 		db, s.dctx, logger, s.metrics)
 	if err := s.cluster.Join(ctx); err != nil {
 		return nil, fmt.Errorf("instances: %w", err)

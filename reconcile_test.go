@@ -9,6 +9,7 @@ import (
 
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 
+	"widget-store/internal/checkout"
 	"widget-store/internal/loadgen"
 	"widget-store/internal/shop"
 	"widget-store/internal/storetest"
@@ -48,7 +49,7 @@ func checkoutWaiting(t *testing.T, s *services) shop.Order {
 	t.Helper()
 	ctx := context.Background()
 	key := storetest.NewKey()
-	if soldOut, err := s.workflows.Start(ctx, key, "reconcile-test", ""); err != nil || soldOut {
+	if soldOut, err := checkout.New(s.handoffs, s.db, s.workflows, slog.Default()).Start(ctx, key, "reconcile-test", ""); err != nil || soldOut {
 		t.Fatalf("checkout %s: sold out %v, %v", key, soldOut, err)
 	}
 	o, err := s.db.OrderByKey(ctx, key)
@@ -102,7 +103,7 @@ func TestReconcilePassGoesOnPastADeadRelease(t *testing.T) {
 
 		// late: declined (cancelled by its checkout), then paid; the process
 		// died between recording the payment and starting its refund.
-		if _, err := s.workflows.Pay(ctx, late.Key, shop.PaymentFailed); err != nil {
+		if _, err := checkout.New(s.handoffs, s.db, s.workflows, slog.Default()).Pay(ctx, late.Key, shop.PaymentFailed); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.db.RecordLatePayment(ctx, late.Key, late.ID); err != nil {
@@ -172,7 +173,7 @@ func TestReconcileDoesNotActOnACheckoutThatFinishedMeanwhile(t *testing.T) {
 		pastGrace(t, s)
 		s.reconcile.OnOrdersRead(func(ctx context.Context) {
 			s.reconcile.OnOrdersRead(nil) // once
-			if _, err := s.workflows.Pay(ctx, o.Key, shop.PaymentFailed); err != nil {
+			if _, err := checkout.New(s.handoffs, s.db, s.workflows, slog.Default()).Pay(ctx, o.Key, shop.PaymentFailed); err != nil {
 				t.Errorf("decline: %v", err)
 			}
 			h, err := dbos.RetrieveWorkflow[orderResult](s.dctx, o.Key)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -13,11 +14,65 @@ import (
 	"widget-store/internal/store"
 )
 
-// Every database write a workflow makes. Each step returns the function
-// dbos.RunAsTransaction runs, in one transaction with the step's checkpoint on
-// the handle DBOS itself uses; the workflow names the step (workflow.go). The
-// one exception is a dispatch leg (dispatchLeg), an idempotent write that is
-// no step, for the reason given there.
+// Every database write a workflow makes, and the few helpers through which
+// the workflows (workflow.go) run their steps and one another. Each step
+// returns the function dbos.RunAsTransaction runs, in one transaction with
+// the step's checkpoint on the handle DBOS itself uses (after a crash a step
+// either happened, and is replayed from its checkpoint, or did not, and runs
+// again, never twice); the workflow runs it under its durable name with step,
+// below. The one exception is a dispatch leg (dispatchLeg), an idempotent
+// write that is no step, for the reason given there.
+
+// step runs the transactional step name of workflow wf: fn, by
+// dbos.RunAsTransaction on the store's handle; then it passes the step's
+// crash point (CRASH_AT=wf:name). call is the same for a step that calls
+// something other than the database (dbos.RunAsStep, with opts). Both time
+// the step's work for the metrics (widget_step_duration_seconds{workflow=wf,
+// step=name}) each time it runs; a step replayed from its checkpoint does not
+// run, and is not timed.
+func step[R any](ctx dbos.Context, w *workflows, wf, name string, fn func(context.Context, dbos.Tx) (R, error)) (R, error) {
+	out, err := dbos.RunAsTransaction(ctx, w.ds, func(ctx context.Context, tx dbos.Tx) (R, error) {
+		defer w.steps.metrics.Step(wf, name, time.Now())
+		return fn(ctx, tx)
+	}, dbos.WithStepName(name))
+	if err == nil {
+		w.crashAfter(wf, name)
+	}
+	return out, err
+}
+
+// call is step for a step outside the database.
+func call[R any](ctx dbos.Context, w *workflows, wf, name string, fn func(context.Context) (R, error), opts ...dbos.StepOption) (R, error) {
+	out, err := dbos.RunAsStep(ctx, func(ctx context.Context) (R, error) {
+		defer w.steps.metrics.Step(wf, name, time.Now())
+		return fn(ctx)
+	}, append(opts, dbos.WithStepName(name))...)
+	if err == nil {
+		w.crashAfter(wf, name)
+	}
+	return out, err
+}
+
+// start starts (or, under an ID already used, finds) workflow fn with input
+// in under workflow ID id, and with wait waits for its result. It runs on the
+// store's root DBOS context, never a request's: a request's context, once
+// cancelled, would durably cancel the workflow.
+func start[P, R any](w *workflows, fn dbos.Workflow[P, R], in P, id string, wait bool) (R, error) {
+	var out R
+	h, err := dbos.RunWorkflow(w.dctx, fn, in, dbos.WithWorkflowID(id))
+	if err == nil && wait {
+		out, err = h.GetResult()
+	}
+	if err != nil {
+		return out, fmt.Errorf("workflow %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// crashAfter exits the process if CRASH_AT names point of workflow wf
+// (internal/crashpoint): a step, the child workflow a step starts, or a
+// hand-off.
+func (w *workflows) crashAfter(wf, point string) { w.crash.After(w.logger, wf, point) }
 
 // steps makes the steps; the workflows hold one.
 type steps struct {
@@ -57,7 +112,6 @@ type reserved struct {
 // only when it took no unit does a second read tell which.
 func (s steps) reserve(key, shopper, client string) func(context.Context, dbos.Tx) (reserved, error) {
 	return func(ctx context.Context, tx dbos.Tx) (reserved, error) {
-		defer s.metrics.Step(shop.CheckoutWorkflow, "reserve", time.Now())
 		res, err := tx.Exec(ctx, `
 			UPDATE products SET inventory = inventory - 1 WHERE product_id = $1 AND inventory > 0
 			AND NOT EXISTS (SELECT 1 FROM orders WHERE checkout_key = $2)
@@ -106,9 +160,9 @@ func (s steps) reserve(key, shopper, client string) func(context.Context, dbos.T
 // markPaid moves the order from PENDING to PAID and returns when (Unix ms).
 func (s steps) markPaid(orderID int64) func(context.Context, dbos.Tx) (int64, error) {
 	return func(ctx context.Context, tx dbos.Tx) (int64, error) {
-		defer s.metrics.Step(shop.CheckoutWorkflow, "mark_paid", time.Now())
 		now := s.now().UnixMilli()
-		if err := settle(ctx, tx, orderID, shop.StatusPaid, now); err != nil {
+		moved, err := move(ctx, tx, orderID, shop.StatusPending, shop.StatusPaid, now)
+		if err := mustMove(moved, err, orderID, shop.StatusPaid); err != nil {
 			return 0, err
 		}
 		s.metrics.Checkout(metrics.CheckoutPaid)
@@ -121,16 +175,9 @@ func (s steps) markPaid(orderID int64) func(context.Context, dbos.Tx) (int64, er
 // shop.PaymentTimedOut (for the metrics).
 func (s steps) cancel(orderID int64, payment string) func(context.Context, dbos.Tx) (int64, error) {
 	return func(ctx context.Context, tx dbos.Tx) (int64, error) {
-		defer s.metrics.Step(shop.CheckoutWorkflow, "cancel", time.Now())
 		now := s.now().UnixMilli()
-		if err := settle(ctx, tx, orderID, shop.StatusCancelled, now); err != nil {
-			return 0, err
-		}
-		res, err := tx.Exec(ctx, `UPDATE products SET inventory = inventory + 1 WHERE product_id = (SELECT product_id FROM orders WHERE order_id = $1)`, orderID)
-		if err != nil {
-			return 0, err
-		}
-		if err := expectOneRow(res, orderID, "return stock"); err != nil {
+		moved, err := cancelAndRestock(ctx, tx, orderID, shop.StatusPending, now)
+		if err := mustMove(moved, err, orderID, shop.StatusCancelled); err != nil {
 			return 0, err
 		}
 		outcome := metrics.CheckoutDeclined
@@ -147,19 +194,7 @@ func (s steps) cancel(orderID int64, payment string) func(context.Context, dbos.
 // no longer PENDING (its checkout did finish it after all).
 func (s steps) release(orderID int64) func(context.Context, dbos.Tx) (bool, error) {
 	return func(ctx context.Context, tx dbos.Tx) (bool, error) {
-		res, err := tx.Exec(ctx, `UPDATE orders SET order_status = $1, last_update_time = $2 WHERE order_id = $3 AND order_status = $4`,
-			shop.StatusCancelled, s.now().UnixMilli(), orderID, shop.StatusPending)
-		if err != nil {
-			return false, err
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			return false, err
-		}
-		res, err = tx.Exec(ctx, `UPDATE products SET inventory = inventory + 1 WHERE product_id = (SELECT product_id FROM orders WHERE order_id = $1)`, orderID)
-		if err != nil {
-			return false, err
-		}
-		return true, expectOneRow(res, orderID, "return stock")
+		return cancelAndRestock(ctx, tx, orderID, shop.StatusPending, s.now().UnixMilli())
 	}
 }
 
@@ -180,7 +215,7 @@ func (s steps) release(orderID int64) func(context.Context, dbos.Tx) (bool, erro
 // dispatched reports an order now DISPATCHED (by this leg, or before it: a
 // second dispatch of the same order finds its work done).
 func (s steps) dispatchLeg(ctx context.Context, db dbos.Querier, logger *slog.Logger, orderID int64, remaining int) (dispatched bool, err error) {
-	defer s.metrics.Step(shop.DispatchWorkflow, "progress", time.Now())
+	defer s.metrics.Step(shop.DispatchWorkflow, shop.StepDispatchLeg, time.Now())
 	for pause := 50 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
 		dispatched, done, err := s.writeLeg(ctx, db, orderID, remaining)
 		if done || err == nil {
@@ -223,28 +258,45 @@ func (s steps) writeLeg(ctx context.Context, db dbos.Querier, orderID int64, rem
 	return cur == shop.StatusDispatched, true, nil // written before
 }
 
-// settle moves a PENDING order to its fate (PAID or CANCELLED) at nowMs.
-func settle(ctx context.Context, tx dbos.Tx, orderID int64, to shop.Status, nowMs int64) error {
+// move moves order orderID from status from to status to at nowMs, in the
+// caller's transaction; moved is false, and nothing changed, when the order
+// was not in status from.
+func move(ctx context.Context, tx dbos.Tx, orderID int64, from, to shop.Status, nowMs int64) (moved bool, err error) {
 	res, err := tx.Exec(ctx, `UPDATE orders SET order_status = $1, last_update_time = $2 WHERE order_id = $3 AND order_status = $4`,
-		to, nowMs, orderID, shop.StatusPending)
+		to, nowMs, orderID, from)
 	if err != nil {
-		return err
+		return false, fmt.Errorf("mark order %d %s: %w", orderID, to, err)
 	}
-	return expectOneRow(res, orderID, "mark "+to.String())
+	n, err := res.RowsAffected()
+	return n == 1, err
 }
 
-// expectOneRow turns a transition that matched no order into an error. With
-// exactly-once steps it cannot happen; if it ever does, the workflow stops
-// with this error instead of silently skipping a state change.
-func expectOneRow(res dbos.Result, orderID int64, what string) error {
-	n, err := res.RowsAffected()
+// cancelAndRestock cancels order orderID, if it is in status from, and
+// returns its unit of stock, in the caller's transaction; moved is false, and
+// nothing changed, when the order was not in status from.
+func cancelAndRestock(ctx context.Context, tx dbos.Tx, orderID int64, from shop.Status, nowMs int64) (moved bool, err error) {
+	if moved, err := move(ctx, tx, orderID, from, shop.StatusCancelled, nowMs); err != nil || !moved {
+		return false, err
+	}
+	res, err := tx.Exec(ctx, `UPDATE products SET inventory = inventory + 1 WHERE product_id = (SELECT product_id FROM orders WHERE order_id = $1)`, orderID)
 	if err != nil {
-		return err
+		return false, fmt.Errorf("return the unit of order %d: %w", orderID, err)
 	}
-	if n != 1 {
-		return fmt.Errorf("%s: order %d matched %d rows, want 1", what, orderID, n)
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return false, cmp.Or(err, fmt.Errorf("return the unit of order %d: its product matched %d rows, want 1", orderID, n))
 	}
-	return nil
+	return true, nil
+}
+
+// mustMove turns a transition of the checkout's own PENDING order that
+// matched no row into an error. With exactly-once steps it cannot happen; if
+// it ever does, the workflow stops with this error instead of silently
+// skipping a state change.
+func mustMove(moved bool, err error, orderID int64, to shop.Status) error {
+	if err == nil && !moved {
+		err = fmt.Errorf("mark order %d %s: it is no longer PENDING", orderID, to)
+	}
+	return err
 }
 
 // recordRefund records that the provider refunded late payment pid as
@@ -291,24 +343,14 @@ func (s steps) cancelOrder(orderID int64) func(context.Context, dbos.Tx) (cancel
 			return out, nil
 		}
 		now := s.now().UnixMilli()
-		res, err := tx.Exec(ctx, `UPDATE orders SET order_status = $1, last_update_time = $2 WHERE order_id = $3 AND order_status = $4`,
-			shop.StatusCancelled, now, orderID, o.Status)
+		moved, err := cancelAndRestock(ctx, tx, orderID, o.Status, now)
 		if err != nil {
 			return cancelled{}, err
 		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			if err == nil { // it moved on under us: say what it is now
-				o, err = store.OrderByID(ctx, tx, orderID)
-				out.Status = o.Status
-			}
+		if !moved { // it moved on under us: say what it is now
+			o, err = store.OrderByID(ctx, tx, orderID)
+			out.Status = o.Status
 			return out, err
-		}
-		res, err = tx.Exec(ctx, `UPDATE products SET inventory = inventory + 1 WHERE product_id = (SELECT product_id FROM orders WHERE order_id = $1)`, orderID)
-		if err != nil {
-			return cancelled{}, err
-		}
-		if err := expectOneRow(res, orderID, "return stock"); err != nil {
-			return cancelled{}, err
 		}
 		if o.Status == shop.StatusPaid {
 			// ON CONFLICT: the payment id is the key, recorded once; a
@@ -321,4 +363,14 @@ func (s steps) cancelOrder(orderID int64) func(context.Context, dbos.Tx) (cancel
 		out.Cancelled, out.Status, out.WasPaid = true, shop.StatusCancelled, o.Status == shop.StatusPaid
 		return out, nil
 	}
+}
+
+// log is the logger for a line about a workflow: the store's logger (which
+// carries executor_id) plus the workflow's ID and the order it works on.
+func (w *workflows) log(ctx dbos.Context, orderID int64) *slog.Logger {
+	id, err := dbos.GetWorkflowID(ctx)
+	if err != nil {
+		id = "" // not inside a workflow: the line still has the order id
+	}
+	return w.logger.With("workflow_id", id, "order_id", orderID)
 }

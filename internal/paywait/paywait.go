@@ -73,6 +73,7 @@ import (
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 
 	"widget-store/internal/metrics"
+	"widget-store/internal/reconcile"
 	"widget-store/internal/shop"
 	"widget-store/internal/store"
 )
@@ -257,7 +258,7 @@ func (c *Checkout) Outcome(status shop.Status) {
 // (which the first step recorded, so a wait cut by a crash still ends on
 // time). Recv makes it a durable step.
 func (c *Checkout) AwaitPayment(ctx dbos.Context, deadline time.Time) (string, error) {
-	defer c.hub.metrics.Step(shop.CheckoutWorkflow, "await_payment", time.Now()) // a replay after recovery records ~0
+	defer c.hub.metrics.Step(shop.CheckoutWorkflow, "await-payment", time.Now()) // a replay after recovery records ~0
 	look := !c.orderIsNew
 	for !c.ho.sent() {
 		recheck := paymentRecheck
@@ -311,7 +312,8 @@ func (h *Hub) paymentSent(ctx context.Context, key string) (bool, error) {
 }
 
 // ErrOrphaned is Deliver's "the checkout will never take this payment": the
-// caller releases the order (a durable action) and answers from it.
+// caller releases the order (a durable action, the reconciler's remedy) and
+// answers from it.
 var ErrOrphaned = errors.New("the checkout of this payment will not run again")
 
 // errDeadline is await's "neither the hand-off nor the database said so in time".
@@ -399,12 +401,13 @@ func (h *Hub) AwaitStart(ctx context.Context, key string, start func() error) (s
 // The order read and the Send are one transaction, so a webhook costs one
 // commit.
 //
-// orphaned tells a checkout that will never take the payment (an operator
-// cancelled it, or it failed): while the order stays PENDING, Deliver asks it
-// about once a second, and when it says so returns ErrOrphaned at once
-// instead of waiting out its 60 s. A checkout deleted outright is
-// ErrOrphaned at once (Send refuses it).
-func (h *Hub) Deliver(ctx context.Context, pid, status string, orphaned func(context.Context) (bool, error)) (shop.Order, error) {
+// A checkout that will never take the payment (an operator cancelled it, it
+// failed, or it finished without it) is ErrOrphaned: while the order stays
+// PENDING, Deliver looks at the checkout's DBOS status about once a second
+// (checkoutGone), and returns ErrOrphaned as soon as it is so, instead of
+// waiting out its 60 s. A checkout deleted outright is ErrOrphaned at once
+// (Send refuses it).
+func (h *Hub) Deliver(ctx context.Context, pid, status string) (shop.Order, error) {
 	ho := h.acquire(pid, false)
 	defer h.release(pid, ho, false)
 	o, err := h.sendIfPending(ctx, pid, status)
@@ -429,7 +432,7 @@ func (h *Hub) Deliver(ctx context.Context, pid, status string, orphaned func(con
 			return cur.Status != shop.StatusPending, nil
 		}
 		asked = time.Now()
-		gone, err := orphaned(ctx)
+		gone, err := h.checkoutGone(ctx, pid)
 		if err == nil && gone {
 			err = ErrOrphaned
 		}
@@ -449,6 +452,20 @@ func (h *Hub) Deliver(ctx context.Context, pid, status string, orphaned func(con
 	default:
 	}
 	return o, nil
+}
+
+// checkoutGone reports, for an order still PENDING, a checkout (workflow ID
+// key) that will never take its payment: its workflow will not run again
+// (reconcile.Dead: cancelled, failed, dead-lettered), does not exist
+// (deleted), or finished (SUCCESS with the order PENDING is a re-run of a
+// deleted checkout, which answered from the order and ended).
+func (h *Hub) checkoutGone(ctx context.Context, key string) (bool, error) {
+	st, err := dbos.ListWorkflows(dbos.From(h.dctx, ctx), dbos.WithFilterWorkflowIDs(key),
+		dbos.WithFilterLoadInput(false), dbos.WithFilterLoadOutput(false))
+	if err != nil {
+		return false, fmt.Errorf("status of checkout %s: %w", key, err)
+	}
+	return len(st) == 0 || reconcile.Dead(st[0].Status) || st[0].Status == dbos.WorkflowStatusSuccess, nil
 }
 
 // sendIfPending reads the order behind pid and, if it is PENDING, sends it

@@ -15,12 +15,13 @@ import (
 	"widget-store/internal/store"
 )
 
-// TestDBOSNotificationsAsRelied is the tripwire for the one place the store
-// reads DBOS's own tables at run time: a checkout looks for its payment
-// message in DBOS's notifications table (Hub.paymentSent). If an SDK upgrade
-// renames the table or its columns, or deletes a message once Recv consumed
-// it, this test fails, instead of checkouts silently waiting out their
-// payment window.
+// TestDBOSNotificationsAsRelied is the tripwire for the store's read of
+// DBOS's notifications table: a checkout looks for its payment message there
+// (Hub.paymentSent). It is not the store's only run-time statement on DBOS's
+// tables (retention reads workflow_status, internal/store/retention.go), but
+// it is the one this test guards. If an SDK upgrade renames the table or its
+// columns, or deletes a message once Recv consumed it, this test fails,
+// instead of checkouts silently waiting out their payment window.
 func TestDBOSNotificationsAsRelied(t *testing.T) {
 	for _, kind := range []string{"sqlite", "postgres"} {
 		t.Run(kind, func(t *testing.T) {

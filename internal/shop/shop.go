@@ -109,7 +109,7 @@ const (
 
 // Durable names: DBOS records them and looks them up at recovery, so they
 // are part of the data. Renaming one strands the workflows already started
-// under the old name (see the upgrade in main.go and README.md).
+// under the old name (see AppVersion and README.md).
 const (
 	CheckoutWorkflow = "checkout"
 	DispatchWorkflow = "dispatch"
@@ -143,6 +143,30 @@ const (
 	StepRefundCall   = "refund-provider" // refund: ask the payment provider to refund (idempotency key = payment id)
 	StepRefundRecord = "refund-record"   // refund: record the provider's refund in the store
 )
+
+// AppVersion is the DBOS application version. DBOS recovers only workflows of
+// its own version (its default, a hash of the binary, would strand every
+// order in flight at each rebuild). Bump it when a change to the workflows
+// would make old checkpoints replay wrongly, and carry the unfinished
+// workflows of the previous version over at startup (see UpgradeRenames).
+const AppVersion = "widget-store-3"
+
+// PreviousAppVersion is the build before explicit step names: DBOS named its
+// steps after their Go functions. UpgradeRenames maps those names to today's;
+// the steps, their order, inputs and outputs are otherwise the same, so an
+// order in flight under the previous build finishes under this one (the
+// store carries them over at startup, store.UpgradeWorkflows).
+const PreviousAppVersion = "widget-store-2"
+
+// UpgradeRenames maps the previous build's step names to today's.
+func UpgradeRenames() map[string]string {
+	return map[string]string{
+		"main.checkoutTx.reserveAndCreateOrder-fm": StepReserve,
+		"main.orderTx.markPaid-fm":                 StepMarkPaid,
+		"main.orderTx.cancel-fm":                   StepCancel,
+		"main.progressTx.apply-fm":                 StepDispatchLeg,
+	}
+}
 
 // StepDispatchLeg names a leg of a dispatch on the timeline. The legs are not
 // DBOS steps (each is an idempotent write, see the root's workflow.go); the
@@ -252,8 +276,9 @@ type Attention struct {
 	Reason    string // what is wrong, in a sentence
 	// Workflows are the workflows behind it, as DBOS has them.
 	Workflows []WorkflowState
-	// Retry is the workflow to resume (dbos.ResumeWorkflow), "" when there
-	// is none to resume.
+	// Retry is the stopped workflow an operator's Retry runs again (resumed,
+	// or forked from its failed step: reconcile.Operations.Retry), "" when
+	// there is none.
 	Retry string
 	// CanCancel: Cancel-and-refund applies (an unfinished order).
 	CanCancel bool

@@ -68,7 +68,7 @@ func TestOperatorPanelRetryAndCancel(t *testing.T) {
 	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
 		prov := newTestProvider(t, providerUp)
 		env := []string{"RECONCILE_EVERY=300ms", prov.Env()}
-		st := Start(t, db, append(env, "CRASH_AT=dispatch:3")...)
+		st := Start(t, db, append(env, "CRASH_AT=dispatch:dispatch-leg:3")...)
 		prov.pointAt(t, st.Base())
 		base := st.Base()
 		initial := Inventory(t, base)
@@ -91,14 +91,14 @@ func TestOperatorPanelRetryAndCancel(t *testing.T) {
 			ids[i] = id
 		}
 		if _, err := st.WaitExit(30 * time.Second); err != nil {
-			t.Fatalf("the store did not exit at dispatch:3: %v", err)
+			t.Fatalf("the store did not exit at dispatch-leg 3: %v", err)
 		}
 		for _, id := range ids {
 			dbosCLI(t, db, "cancel", shop.DispatchWorkflowID(id))
 		}
-		st.RestartWith(t, append(env, "CRASH_AT=dispatch:4")...)
+		st.RestartWith(t, append(env, "CRASH_AT=dispatch:dispatch-leg:4")...)
 		if _, err := st.WaitExit(30 * time.Second); err != nil {
-			t.Fatalf("the store did not exit at dispatch:4: %v", err)
+			t.Fatalf("the store did not exit at dispatch-leg 4: %v", err)
 		}
 		for _, id := range ids {
 			dbosCLI(t, db, "cancel", shop.RedispatchWorkflowID(id))
@@ -209,8 +209,8 @@ func TestOperatorPanelRetryAndCancel(t *testing.T) {
 				want int
 				says string
 			}{
-				{"/admin/orders/abc/retry", http.StatusBadRequest, "positive whole number"},
-				{"/admin/orders/-3/cancel", http.StatusBadRequest, "positive whole number"},
+				{"/admin/orders/abc/retry", http.StatusBadRequest, "order id must be a positive integer"},
+				{"/admin/orders/-3/cancel", http.StatusBadRequest, "order id must be a positive integer"},
 				{"/admin/orders/99999999/cancel", http.StatusNotFound, "no order"},
 				{"/admin/orders/" + strconv.FormatInt(stuck, 10) + "/retry", http.StatusConflict, "no stopped workflow"},
 				{"/admin/orders/" + strconv.FormatInt(stuck, 10) + "/cancel", http.StatusConflict, "already DISPATCHED"},

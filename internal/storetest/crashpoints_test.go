@@ -12,32 +12,41 @@ import (
 	"testing"
 	"time"
 
+	"widget-store/internal/crashpoint"
 	"widget-store/internal/loadgen"
 	"widget-store/internal/shop"
 )
 
 // TestCrashPoints kills the store at every named point: right after each
-// step of both workflows commits and before the next (CRASH_AT=W:N makes the
-// process exit with status 1 there). A careful client keeps retrying through
+// step of both workflows commits and before the next, and after each of the
+// checkout's hand-offs (CRASH_AT=workflow:step makes the process exit with
+// status 1 there; internal/crashpoint names the points). A careful client keeps retrying through
 // the crash; the store restarts without CRASH_AT on the same database and
 // port, and the order must reach its right final state with the stock
 // conserved, one order for the key, and the same answers to repeated calls.
 //
-// CRASH_POINTS=dispatch:3,checkout:4 runs only those points.
+// CRASH_POINTS=dispatch:dispatch-leg:3,checkout:mark-paid runs only those
+// points.
 func TestCrashPoints(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and crashes it at every step")
 	}
 	type crashCase struct{ point, status string }
 	var cases []crashCase
-	for n := 1; n <= 6; n++ {
-		cases = append(cases, crashCase{fmt.Sprintf("checkout:%d", n), "paid"})
-		if n != 5 { // step 5 starts the dispatch: paid orders only
-			cases = append(cases, crashCase{fmt.Sprintf("checkout:%d", n), "failed"})
+	for _, point := range crashpoint.Points() {
+		switch workflow, step, _ := strings.Cut(point, ":"); {
+		case workflow == shop.DispatchWorkflow:
+			for n := 1; n <= shop.DispatchLegs; n++ {
+				cases = append(cases, crashCase{workflow + ":" + crashpoint.Leg(n), "paid"})
+			}
+		case workflow != shop.CheckoutWorkflow: // release, refund, cancel-order: their own tests
+		case step == shop.StepMarkPaid || step == shop.DispatchWorkflow: // paid orders only
+			cases = append(cases, crashCase{point, "paid"})
+		case step == shop.StepCancel: // declined orders only
+			cases = append(cases, crashCase{point, "failed"})
+		default:
+			cases = append(cases, crashCase{point, "paid"}, crashCase{point, "failed"})
 		}
-	}
-	for n := 1; n <= shop.DispatchLegs; n++ {
-		cases = append(cases, crashCase{fmt.Sprintf("dispatch:%d", n), "paid"})
 	}
 	if only := os.Getenv("CRASH_POINTS"); only != "" {
 		var some []crashCase

@@ -27,6 +27,18 @@ func TestMetricsAndWorkflowLogs(t *testing.T) {
 		MustCall(t, "POST", base+"/checkout/"+failedKey, http.StatusOK)
 		MustCall(t, "POST", base+"/payment_webhook/"+failedKey+"/failed", http.StatusOK)
 		MustCall(t, "GET", base+"/order/"+paidOrder, http.StatusOK)
+		// A payment after the decline (recorded for refund), and an
+		// operator's cancel of the paid order mid-dispatch (demo mode: no
+		// token): two refunds, whose steps, like the cancel's, are timed under
+		// their durable names.
+		MustCall(t, "POST", base+"/payment_webhook/"+failedKey+"/paid", http.StatusConflict)
+		MustCall(t, "POST", base+"/admin/orders/"+paidOrder+"/cancel", http.StatusOK)
+		for deadline := time.Now().Add(15 * time.Second); MetricValue(t, base, "widget_step_duration_seconds_count", `step="refund-record",workflow="refund"`) < 2; {
+			if time.Now().After(deadline) {
+				t.Fatal("the refunds' steps were not timed within 15 s")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 
 		for _, c := range []struct {
 			name, match string
@@ -38,7 +50,12 @@ func TestMetricsAndWorkflowLogs(t *testing.T) {
 			{"widget_checkouts_total", `outcome="timed_out"`, 0},
 			{"widget_checkouts_total", `outcome="sold_out"`, 0},
 			{"widget_step_duration_seconds_count", `step="reserve"`, 2},
-			{"widget_step_duration_seconds_count", `step="await_payment"`, 2},
+			{"widget_step_duration_seconds_count", `step="await-payment"`, 2},
+			{"widget_step_duration_seconds_count", `step="mark-paid",workflow="checkout"`, 1},
+			{"widget_step_duration_seconds_count", `step="cancel",workflow="checkout"`, 1},
+			{"widget_step_duration_seconds_count", `step="cancel-order",workflow="cancel-order"`, 1},
+			{"widget_step_duration_seconds_count", `step="refund-provider",workflow="refund"`, 2},
+			{"widget_step_duration_seconds_count", `step="refund-record",workflow="refund"`, 2},
 			{"widget_http_request_duration_seconds_count", `route="POST /checkout/{key}"`, 2},
 			{"widget_http_request_duration_seconds_count", `code="200",method="GET",route="GET /order/{id}"`, 1},
 			{"widget_workflows_recovered_total", "", 0},

@@ -453,16 +453,16 @@ func TestOperatorTableCancelResume(t *testing.T) {
 			if err := st.Stop(stopTimeout); err != nil {
 				t.Fatal(err)
 			}
-			// Step 4 of a paid checkout is mark-paid: the store exits right
-			// after it commits, before step 5 starts the dispatch.
-			st.RestartWith(t, "CRASH_AT=checkout:4", fast, window)
+			// The store exits right after mark-paid commits, before the
+			// checkout starts the dispatch.
+			st.RestartWith(t, "CRASH_AT=checkout:mark-paid", fast, window)
 			p := buy(t, st)
 			if resp, err := http.Post(st.URL("/payment_webhook/"+p.Key+"/paid"), "", nil); err == nil {
 				resp.Body.Close() // the answer may or may not come out before the exit
 			}
 			if code, err := st.WaitExit(30 * time.Second); err != nil || code != 1 {
 				st.Kill()
-				t.Fatalf("the store did not exit at checkout:4: status %d, %v", code, err)
+				t.Fatalf("the store did not exit at checkout:mark-paid: status %d, %v", code, err)
 			}
 			var status int
 			query(t, db, `SELECT order_status FROM orders WHERE checkout_key = '`+p.Key+`'`, func(scan func(...any) error) error { return scan(&status) })

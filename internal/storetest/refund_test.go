@@ -192,8 +192,9 @@ func TestRefundOfALatePayment(t *testing.T) {
 	})
 }
 
-// TestRefundSurvivesACrash kills the store (CRASH_AT=refund:1: right after
-// the provider call's checkpoint commits, before the refund is recorded):
+// TestRefundSurvivesACrash kills the store right after the provider call's
+// checkpoint commits, before the refund is recorded
+// (CRASH_AT=refund:refund-provider):
 // restarted, the refund workflow finishes from its checkpoint, and the
 // provider has refunded the payment exactly once.
 func TestRefundSurvivesACrash(t *testing.T) {
@@ -201,7 +202,7 @@ func TestRefundSurvivesACrash(t *testing.T) {
 		t.Skip("builds the binary and crashes it")
 	}
 	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
-		st := StartWith(t, db, Options{Env: []string{"CRASH_AT=refund:1"}})
+		st := StartWith(t, db, Options{Env: []string{"CRASH_AT=refund:refund-provider"}})
 		base := st.Base()
 		key := NewKey()
 
@@ -215,10 +216,10 @@ func TestRefundSurvivesACrash(t *testing.T) {
 			code, err := st.WaitExit(30 * time.Second)
 			if err != nil {
 				st.Kill()
-				t.Fatalf("the store did not exit at refund:1: %v", err)
+				t.Fatalf("the store did not exit at refund:refund-provider: %v", err)
 			}
 			if code != 1 {
-				t.Fatalf("the store exited with status %d at refund:1, want 1", code)
+				t.Fatalf("the store exited with status %d at refund:refund-provider, want 1", code)
 			}
 			if got := providerRefunds(t, db, key); len(got) != 1 {
 				t.Fatalf("provider refunds at the crash: %v, want one", got)

@@ -3,20 +3,23 @@ package web
 import (
 	"context"
 	"net/http"
-	"strconv"
 
 	"widget-store/internal/shop"
 	"widget-store/views"
 )
 
 // Operations are the operator's actions on orders that need attention (the
-// internals panel's list, with Retry and Cancel-and-refund); the root
-// package satisfies it on DBOS's own APIs.
+// internals panel's list, with Retry and Cancel-and-refund);
+// internal/reconcile satisfies it (operations.go), on the reconciler's
+// verdicts and DBOS's own APIs.
 type Operations interface {
 	// Attention lists what an operator should look at.
 	Attention(ctx context.Context) ([]shop.Attention, error)
-	// Retry resumes the stopped workflow behind order id and returns its
-	// ID; shop.Conflict when it has none to retry.
+	// Retry runs again the stopped workflow behind order id and returns the
+	// ID of the execution that does: the workflow itself, resumed, when it
+	// was cancelled, or a fork from its failed step when a step failed (a
+	// resume would replay the checkpointed error). shop.Conflict when it has
+	// none to retry.
 	Retry(ctx context.Context, orderID int64) (string, error)
 	// CancelOrder cancels unfinished order id, returns its unit, and
 	// refunds its payment if it was paid; shop.Conflict when it is final.
@@ -52,16 +55,12 @@ func handleAttention(ops Operations) handlerFunc {
 }
 
 // orderIDParam reads the {id} of an /admin/orders/{id}/… path.
-func orderIDParam(r *http.Request) (int64, error) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id <= 0 {
-		return 0, shop.Errorf(shop.Invalid, "order id must be a positive whole number (got %.40q)", r.PathValue("id"))
-	}
-	return id, nil
-}
+func orderIDParam(r *http.Request) (int64, error) { return shop.ParseOrderID(r.PathValue("id")) }
 
 // handleRetry is POST /admin/orders/{id}/retry. htmx gets the internals
-// panel back; an API client, the resumed workflow's ID.
+// panel back; an API client, the ID of the execution that runs the workflow
+// again (the workflow's own when resumed, the fork's when forked), under the
+// key "resumed_workflow" the API has always had.
 func handleRetry(ops Operations, internals handlerFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := orderIDParam(r)

@@ -26,7 +26,7 @@
 //     64 KB.
 //
 // Starting checkouts and applying payments is not this package's business: it
-// goes through the Checkout interface, which the workflows satisfy.
+// goes through the Checkout interface, which internal/checkout satisfies.
 package web
 
 import (
@@ -43,8 +43,8 @@ import (
 	"widget-store/views"
 )
 
-// Checkout is how the web layer starts checkouts and applies payments; the
-// root package's workflows satisfy it.
+// Checkout is how the web layer starts checkouts and applies payments;
+// internal/checkout satisfies it.
 type Checkout interface {
 	// Start starts (or, for a key seen before, finds) the checkout of key and
 	// waits for its first step. soldOut reports that it found no stock.

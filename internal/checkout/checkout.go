@@ -1,0 +1,101 @@
+// Package checkout is how a request reaches the checkout workflow: Start
+// starts a checkout and waits for its payment id, Pay applies a payment
+// webhook to its order (together they satisfy web.Checkout). It decides what
+// a payment means for an order, in one place; the hand-offs are paywait's,
+// the workflows the root package's, started through Workflows.
+//
+// The call path goes one way: web calls Pay, Pay calls paywait.Deliver, which
+// answers (the outcome, or ErrOrphaned: the checkout will never take the
+// payment), and then Pay starts what the answer needs (a release, a refund).
+// Nothing calls back up.
+package checkout
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"widget-store/internal/paywait"
+	"widget-store/internal/shop"
+	"widget-store/internal/store"
+)
+
+// Workflows are the workflow starts a request needs; the root package's
+// workflows satisfy them. Each starts (or finds) the workflow under its fixed
+// ID on the store's root DBOS context, never the request's, whose
+// cancellation would durably cancel it.
+type Workflows interface {
+	// StartCheckout starts the checkout of key (its workflow ID) for the
+	// browser session shopper ("" for an API client), from the client
+	// address client ("" unless the hold limit is on).
+	StartCheckout(key, shopper, client string) error
+	// Release runs the release of an order (reconcile's remedy for a PENDING
+	// order whose checkout will not run again) and waits for it.
+	Release(ctx context.Context, orderID int64) error
+	// Refund starts the refund of late payment pid; it runs on by itself.
+	Refund(ctx context.Context, pid string) error
+}
+
+// Service starts checkouts and applies payments.
+type Service struct {
+	hub       *paywait.Hub
+	db        *store.DB
+	workflows Workflows
+	logger    *slog.Logger
+}
+
+// New makes the service.
+func New(hub *paywait.Hub, db *store.DB, w Workflows, logger *slog.Logger) *Service {
+	return &Service{hub: hub, db: db, workflows: w, logger: logger}
+}
+
+// Start starts the checkout of key (or, for a key seen before, finds it) and
+// waits for its first step; soldOut reports that it found no stock. shopper
+// is the buying browser's session ("" for an API client), client its address
+// when the hold limit is on.
+func (s *Service) Start(ctx context.Context, key, shopper, client string) (soldOut bool, err error) {
+	return s.hub.AwaitStart(ctx, key, func() error { return s.workflows.StartCheckout(key, shopper, client) })
+}
+
+// Pay applies a payment status to the order behind payment id pid and
+// returns the order id. A replay is answered from the order's state; a status
+// that contradicts the order's fate is a conflict, and a payment for an order
+// already cancelled is recorded for refund and its refund workflow started.
+func (s *Service) Pay(ctx context.Context, pid, status string) (int64, error) {
+	o, err := s.hub.Deliver(ctx, pid, status)
+	if errors.Is(err, paywait.ErrOrphaned) {
+		// Its checkout will never take the payment: release the order now
+		// (the reconciler would, a little later) and answer from it.
+		if err := s.workflows.Release(ctx, o.ID); err != nil {
+			return 0, err
+		}
+		o, err = s.db.OrderByKey(ctx, pid)
+	}
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case status == shop.PaymentPaid && (o.Status == shop.StatusPaid || o.Status == shop.StatusDispatched):
+		return o.ID, nil
+	case status == shop.PaymentFailed && o.Status == shop.StatusCancelled:
+		return o.ID, nil
+	case status == shop.PaymentPaid && o.Status == shop.StatusCancelled:
+		first, err := s.db.RecordLatePayment(ctx, pid, o.ID)
+		if err != nil {
+			return 0, err
+		}
+		if first { // a retried webhook is not a second refund
+			s.logger.Warn("payment for a cancelled order recorded for refund", "payment_id", pid, "order_id", o.ID)
+		}
+		// Started on every delivery, not only the first: a crash between the
+		// record and this start leaves the retried webhook (or, without one,
+		// the reconciler) to start it, and with its fixed ID a second start
+		// finds the first.
+		if err := s.workflows.Refund(ctx, pid); err != nil {
+			return 0, err
+		}
+		return 0, shop.Errorf(shop.Conflict, "order %d was already cancelled (declined, or not paid within the payment window); this payment is recorded for refund", o.ID)
+	default: // failed, but the order is paid
+		return 0, shop.Errorf(shop.Conflict, "order %d is already paid; a decline cannot cancel it", o.ID)
+	}
+}
