@@ -128,11 +128,7 @@ func TestDBOSTablesAsRelied(t *testing.T) {
 			if got := runAdd(t, dctx, add, "add-1", 1); got != 3 {
 				t.Fatalf("add(1) = %d, want 3", got)
 			}
-			fork, err := dbos.ForkWorkflow[int](dctx, dbos.ForkWorkflowInput{OriginalWorkflowID: "add-1", ForkedWorkflowID: "add-1-fork", StartStep: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got, err := fork.GetResult(); err != nil || got != 3 {
+			if got, err := forkFromStep1(t, dctx, "add-1", "add-1-fork"); err != nil || got != 3 {
 				t.Fatalf("the fork returned %d, %v; want 3", got, err)
 			}
 			list, err := db.FinishedWorkflows(ctx, time.Now().Add(time.Second), 0, 100)
@@ -241,11 +237,7 @@ func TestDBOSTablesAsRelied(t *testing.T) {
 			}
 			// A fork from step 1 runs add on the seeded input (21) with the
 			// seeded checkpoint of its step 0 (1000).
-			fork, err := dbos.ForkWorkflow[int](dctx, dbos.ForkWorkflowInput{OriginalWorkflowID: "seeded-1", ForkedWorkflowID: "seeded-1-fork", StartStep: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got, err := fork.GetResult(); err != nil || got != 1021 {
+			if got, err := forkFromStep1(t, dctx, "seeded-1", "seeded-1-fork"); err != nil || got != 1021 {
 				t.Errorf("a fork of seeded-1 from its step 1 returned %d, %v; want 1021 (input 21 + the seeded step's 1000)", got, err)
 			}
 			if sent, err := db.MessageSent(ctx, "seeded-1", tripwireTopic); err != nil || !sent {
@@ -330,6 +322,17 @@ func runAdd(t *testing.T, dctx dbos.Context, add dbos.Workflow[int, int], id str
 		t.Fatal(err)
 	}
 	return got
+}
+
+// forkFromStep1 forks workflow original (an add) from its step 1 as
+// workflow forked and returns the fork's result.
+func forkFromStep1(t *testing.T, dctx dbos.Context, original, forked string) (int, error) {
+	t.Helper()
+	fork, err := dbos.ForkWorkflow[int](dctx, dbos.ForkWorkflowInput{OriginalWorkflowID: original, ForkedWorkflowID: forked, StartStep: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fork.GetResult()
 }
 
 // workflowVersion is the application version DBOS lists workflow id under.
