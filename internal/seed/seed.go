@@ -299,8 +299,8 @@ func (g *generator) uuid() string {
 	return fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", a>>32, (a>>16)&0xffff, a&0xffff, b>>48, b&0xffffffffffff)
 }
 
-// batch makes the rows of orders from (0-based) up to to: the store's
-// tables first, then DBOS's, then the store's rows that refer to an order.
+// batch makes the rows of orders from (0-based) up to to: the orders first,
+// then DBOS's rows of their workflows, then their late payments and refunds.
 func (g *generator) batch(from, to int) []*store.BulkTable {
 	orders := store.NewBulkTable("orders", "order_id", "checkout_key", "shopper", "product_id", "price_cents",
 		"order_status", "progress_remaining", "created_at", "last_update_time")
