@@ -38,13 +38,14 @@
 //     reconnect every waiting checkout is kicked to look again, and every
 //     checkout looks every paymentRecheck anyway, as a safety net.
 //
-// A look reads DBOS's notifications table (paymentSent), read-only, with the
-// lookup DBOS's Recv itself makes; a consumed message still counts, so a
-// replayed checkout whose Recv is already checkpointed goes straight to Recv,
-// which returns the checkpoint. That query depends on DBOS's schema (SDK
-// v1.8.0): paywait_test.go fails if the table, its columns or the "a consumed
-// message stays visible" behaviour change, instead of checkouts silently
-// waiting out their payment window after an SDK upgrade.
+// A look reads DBOS's notifications table (store.MessageSent), read-only,
+// with the lookup DBOS's Recv itself makes; a consumed message still counts,
+// so a replayed checkout whose Recv is already checkpointed goes straight to
+// Recv, which returns the checkpoint. That query depends on DBOS's schema (SDK
+// v1.8.0), as every statement on DBOS's tables in internal/store's
+// dbos_tables.go does: its tripwire test fails if the table, its columns or
+// the "a consumed message stays visible" behaviour change, instead of
+// checkouts silently waiting out their payment window after an SDK upgrade.
 //
 // On the happy path the wait reads nothing: an order created by this very
 // execution needs no first look (no payment can be sent before the order
@@ -299,16 +300,9 @@ func (c *Checkout) AwaitPayment(ctx dbos.Context, deadline time.Time) (string, e
 }
 
 // paymentSent reports whether a payment status was ever sent to checkout key,
-// consumed or not, from DBOS's own notifications table (see the package
-// comment).
+// consumed or not (see the package comment).
 func (h *Hub) paymentSent(ctx context.Context, key string) (bool, error) {
-	var found bool
-	err := h.db.Q().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+h.db.Dialect.DBOSTable("notifications")+` WHERE destination_uuid = $1 AND topic = $2)`,
-		key, Topic).Scan(&found)
-	if err != nil {
-		return false, fmt.Errorf("look for a payment message: %w", err)
-	}
-	return found, nil
+	return h.db.MessageSent(ctx, key, Topic)
 }
 
 // ErrOrphaned is Deliver's "the checkout will never take this payment": the

@@ -5,11 +5,12 @@
 // It first starts the real store binary once on the empty database and stops
 // it (SIGTERM): that applies the store's schema exactly as a start does, and
 // lets DBOS create and migrate its own tables, so both schemas are the
-// shipped ones, indexes included. Then it writes, in big transactions
-// (multi-row INSERTs on SQLite, COPY on Postgres), the rows the store and DBOS
-// would have written for each purchase, with the values and encodings a real
-// checkout records (taken from a real run of this build: base64 JSON
-// payloads, serialization DBOS_JSON, application version widget-store-3):
+// shipped ones, indexes included. Then it writes, in big transactions through
+// the store's own handle (store.WriteBulk: multi-row INSERTs on SQLite, COPY
+// on Postgres), the rows the store and DBOS would have written for each
+// purchase, with the values a real checkout records (taken from a real run of
+// this build; DBOS's rows in DBOS's encodings through store.DBOSHistory,
+// which is where every statement on DBOS's tables lives):
 //
 //   - the order (orders), DISPATCHED or, for a declined payment, CANCELLED;
 //   - the checkout workflow (workflow_status, ID = its key; its input and
@@ -41,23 +42,17 @@ package seed
 
 import (
 	"context"
-	"database/sql"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"strconv"
-	"strings"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-	_ "modernc.org/sqlite" // the store's own pure-Go driver
 
 	"widget-store/internal/loadgen"
 	"widget-store/internal/shop"
+	"widget-store/internal/store"
 )
 
 // Recorded values of this build (appName in main.go, appVersion in
@@ -186,14 +181,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	fmt.Fprintf(progress, "schema applied by the store binary in %v\n", time.Since(started).Round(time.Millisecond))
 
-	// 2. The rows.
-	w, err := openWriter(ctx, cfg.DB, progress)
+	// 2. The rows, through the store's own handle.
+	db, err := store.Open(ctx, cfg.DB.URL, store.Options{})
 	if err != nil {
-		return Result{}, err
+		return Result{}, fmt.Errorf("seed: %w", err)
 	}
-	defer w.close()
+	defer db.Close() // every batch was committed or rolled back below
 	var n int
-	if err := w.queryInt(ctx, `SELECT count(*) FROM orders`, &n); err != nil {
+	if err := db.Q().QueryRow(ctx, `SELECT count(*) FROM orders`).Scan(&n); err != nil {
 		return Result{}, fmt.Errorf("seed: count orders: %w", err)
 	}
 	if n != 0 {
@@ -202,15 +197,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 	g := newGenerator(cfg, time.Now())
 	res := Result{Orders: cfg.Orders, FinalStock: cfg.FinalStock, keys: g.keys, paid: g.paid, late: g.late, shopOf: g.shopOf}
-	if err := w.exec(ctx, `INSERT INTO process_runs (executor_id, pid, started_at) VALUES ($1, $2, $3)`,
+	if _, err := db.Q().Exec(ctx, `INSERT INTO process_runs (executor_id, pid, started_at) VALUES ($1, $2, $3)`,
 		executor, 1, g.t0-60_000); err != nil {
 		return res, fmt.Errorf("seed: process run: %w", err)
 	}
 	last := time.Now()
 	for from := 0; from < cfg.Orders; from += chunk {
 		to := min(cfg.Orders, from+chunk)
-		b := g.batch(from, to)
-		if err := w.write(ctx, b); err != nil {
+		if err := db.WriteBulk(ctx, g.batch(from, to)); err != nil {
 			return res, fmt.Errorf("seed: orders %d–%d: %w", from+1, to, err)
 		}
 		if time.Since(last) > 5*time.Second || to == cfg.Orders {
@@ -230,7 +224,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	res.Cancelled = res.Orders - res.Dispatched
 	res.InitialStock = res.FinalStock + res.Dispatched
-	if err := w.finish(ctx, cfg.FinalStock, int64(cfg.Orders)); err != nil {
+	if err := finish(ctx, db, cfg.FinalStock, int64(cfg.Orders)); err != nil {
 		return res, fmt.Errorf("seed: finish: %w", err)
 	}
 	res.Shopper, res.ShopperOrders = g.shoppers[g.shopOf[cfg.Orders-1]], 0
@@ -297,18 +291,6 @@ func newGenerator(cfg Config, now time.Time) *generator {
 	return g
 }
 
-// table is one table's rows in a batch.
-type table struct {
-	name string // unqualified; DBOS's are qualified on Postgres by the writer
-	dbos bool   // one of DBOS's tables
-	cols []string
-	rows [][]any
-}
-
-func (t *table) add(row ...any) { t.rows = append(t.rows, row) }
-
-func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
-
 // uuid is a random version-4 UUID, as DBOS records in creator_xid.
 func (g *generator) uuid() string {
 	a, b := g.xids.Uint64(), g.xids.Uint64()
@@ -317,38 +299,16 @@ func (g *generator) uuid() string {
 	return fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", a>>32, (a>>16)&0xffff, a&0xffff, b>>48, b&0xffffffffffff)
 }
 
-// batch makes the rows of orders from (0-based) up to to.
-func (g *generator) batch(from, to int) []*table {
-	orders := &table{name: "orders", cols: []string{"order_id", "checkout_key", "shopper", "product_id", "price_cents",
-		"order_status", "progress_remaining", "created_at", "last_update_time"}}
-	status := &table{name: "workflow_status", dbos: true, cols: []string{"workflow_uuid", "status", "name", "authenticated_roles",
-		"executor_id", "created_at", "updated_at", "application_version", "recovery_attempts", "priority", "parent_workflow_id",
-		"serialization", "was_forked_from", "rate_limited", "completed_at", "is_debounced", "application_name", "creator_xid"}}
-	inputs := &table{name: "workflow_input", dbos: true, cols: []string{"workflow_uuid", "inputs", "retention_timestamp"}}
-	outputs := &table{name: "workflow_output", dbos: true, cols: []string{"workflow_uuid", "output", "retention_timestamp"}}
-	steps := &table{name: "operation_outputs", dbos: true, cols: []string{"workflow_uuid", "function_id", "function_name", "output",
-		"child_workflow_id", "started_at_epoch_ms", "completed_at_epoch_ms", "serialization", "application_name", "retention_timestamp"}}
-	late := &table{name: "late_payments", cols: []string{"payment_id", "order_id", "received_at"}}
-	refunds := &table{name: "refunds", cols: []string{"payment_id", "provider_refund_id", "refunded_at"}}
-	provider := &table{name: "provider_refunds", cols: []string{"idempotency_key", "refund_id", "payment_id", "amount_cents", "created_at"}}
-	notes := &table{name: "notifications", dbos: true, cols: []string{"message_uuid", "destination_uuid", "topic", "message",
-		"created_at_epoch_ms", "serialization", "consumed", "consumed_by_function_id"}}
+// batch makes the rows of orders from (0-based) up to to: the orders first,
+// then DBOS's rows of their workflows, then their late payments and refunds.
+func (g *generator) batch(from, to int) []*store.BulkTable {
+	orders := store.NewBulkTable("orders", "order_id", "checkout_key", "shopper", "product_id", "price_cents",
+		"order_status", "progress_remaining", "created_at", "last_update_time")
+	late := store.NewBulkTable("late_payments", "payment_id", "order_id", "received_at")
+	refunds := store.NewBulkTable("refunds", "payment_id", "provider_refund_id", "refunded_at")
+	provider := store.NewBulkTable("provider_refunds", "idempotency_key", "refund_id", "payment_id", "amount_cents", "created_at")
+	h := store.NewDBOSHistory(appName, appVersion, executor)
 
-	wf := func(id, name, parent string, created, done int64) {
-		var p any
-		if parent != "" {
-			p = parent
-		}
-		status.add(id, "SUCCESS", name, "null", executor, created, done, appVersion, 1, 0, p,
-			"DBOS_JSON", false, false, done, false, appName, g.uuid())
-	}
-	step := func(wid string, fn int, name string, out any, child any, start, done any) {
-		ser := any("DBOS_JSON")
-		if out == nil {
-			ser = nil
-		}
-		steps.add(wid, fn, name, out, child, start, done, ser, appName, start)
-	}
 	for i := from; i < to; i++ {
 		id := int64(i + 1)
 		key := g.keys[i]
@@ -367,26 +327,28 @@ func (g *generator) batch(from, to int) []*table {
 			orderStatus, progress, lastUpdate = int(shop.StatusDispatched), 0, settled+int64(shop.DispatchLegs)*1000
 			checkoutDone = settled + 3
 		}
-		orders.add(id, key, shopper, shop.ProductID, priceCents, orderStatus, progress, created, lastUpdate)
+		orders.Add(id, key, shopper, shop.ProductID, priceCents, orderStatus, progress, created, lastUpdate)
 
-		wf(key, shop.CheckoutWorkflow, "", wfCreated, checkoutDone)
-		inputs.add(key, b64(`{"shopper":"`+shopper+`","key":"`+key+`"}`), wfCreated)
-		outputs.add(key, b64(fmt.Sprintf(`{"order_id":%d,"order_status":%d}`, id, g.checkoutStatus(i))), checkoutDone)
-		step(key, 0, shop.StepReserve, b64(fmt.Sprintf(`{"order_id":%d,"pay_by_ms":%d,"created_at_ms":%d}`,
-			id, created+payWindow.Milliseconds(), created)), nil, created-1, created)
+		h.Workflow(store.HistoryWorkflow{ID: key, Name: shop.CheckoutWorkflow, CreatorXID: g.uuid(),
+			Input:   `{"shopper":"` + shopper + `","key":"` + key + `"}`,
+			Output:  fmt.Sprintf(`{"order_id":%d,"order_status":%d}`, id, g.checkoutStatus(i)),
+			Created: wfCreated, Completed: checkoutDone})
+		h.Step(store.HistoryStep{Workflow: key, ID: 0, Name: shop.StepReserve, Started: created - 1, Completed: created,
+			Output: fmt.Sprintf(`{"order_id":%d,"pay_by_ms":%d,"created_at_ms":%d}`, id, created+payWindow.Milliseconds(), created)})
 		// The Recv's own deadline sleep (function id 2) is recorded only
 		// when it had to wait for the deadline, which a payment that came
 		// in time never does.
-		step(key, 1, "DBOS.recv", b64(`"`+msg+`"`), nil, recvAt-1, recvAt)
-		step(key, 3, settleStep, b64(strconv.FormatInt(settled, 10)), nil, settled, settled)
-		notes.add("payment/"+key+"::"+key, key, "payment_status", b64(`"`+msg+`"`), payAt, "DBOS_JSON", true, 1)
+		h.Step(store.HistoryStep{Workflow: key, ID: 1, Name: "DBOS.recv", Output: `"` + msg + `"`, Started: recvAt - 1, Completed: recvAt})
+		h.Step(store.HistoryStep{Workflow: key, ID: 3, Name: settleStep, Output: strconv.FormatInt(settled, 10), Started: settled, Completed: settled})
+		h.Message(store.HistoryMessage{IdempotencyKey: "payment/" + key, Destination: key, Topic: "payment_status",
+			Message: `"` + msg + `"`, Sent: payAt, ConsumedBy: 1})
 
 		if g.paid[i] {
 			did := shop.DispatchWorkflowID(id)
-			step(key, 4, shop.DispatchWorkflow, nil, did, settled+1, nil)
-			wf(did, shop.DispatchWorkflow, key, settled+1, lastUpdate+1)
-			inputs.add(did, b64(fmt.Sprintf(`{"order_id":%d,"first_due_ms":%d}`, id, settled+1000)), settled+1)
-			outputs.add(did, b64("1"), lastUpdate+1)
+			h.Step(store.HistoryStep{Workflow: key, ID: 4, Name: shop.DispatchWorkflow, Child: did, Started: settled + 1})
+			h.Workflow(store.HistoryWorkflow{ID: did, Name: shop.DispatchWorkflow, Parent: key, CreatorXID: g.uuid(),
+				Input: fmt.Sprintf(`{"order_id":%d,"first_due_ms":%d}`, id, settled+1000), Output: "1",
+				Created: settled + 1, Completed: lastUpdate + 1})
 		}
 		if g.late[i] {
 			// The payment came after the decline: the webhook recorded it
@@ -395,17 +357,20 @@ func (g *generator) batch(from, to int) []*table {
 			at := settled + 5_000 + int64(g.payDelay[i]) // when it came
 			rid := shop.RefundWorkflowID(key)
 			refundID := fmt.Sprintf("re_%016x%016x", g.xids.Uint64(), g.xids.Uint64())
-			late.add(key, id, at)
-			wf(rid, shop.RefundWorkflow, "", at+1, at+4)
-			inputs.add(rid, b64(fmt.Sprintf(`{"payment_id":"%s","order_id":%d,"amount_cents":%d}`, key, id, priceCents)), at+1)
-			outputs.add(rid, b64(`"`+refundID+`"`), at+4)
-			step(rid, 0, shop.StepRefundCall, b64(`{"refund_id":"`+refundID+`","replayed":false}`), nil, at+2, at+3)
-			step(rid, 1, shop.StepRefundRecord, b64(strconv.FormatInt(at+3, 10)), nil, at+3, at+3)
-			provider.add(key, refundID, key, priceCents, at+2)
-			refunds.add(key, refundID, at+3)
+			late.Add(key, id, at)
+			h.Workflow(store.HistoryWorkflow{ID: rid, Name: shop.RefundWorkflow, CreatorXID: g.uuid(),
+				Input:   fmt.Sprintf(`{"payment_id":"%s","order_id":%d,"amount_cents":%d}`, key, id, priceCents),
+				Output:  `"` + refundID + `"`,
+				Created: at + 1, Completed: at + 4})
+			h.Step(store.HistoryStep{Workflow: rid, ID: 0, Name: shop.StepRefundCall, Output: `{"refund_id":"` + refundID + `","replayed":false}`,
+				Started: at + 2, Completed: at + 3})
+			h.Step(store.HistoryStep{Workflow: rid, ID: 1, Name: shop.StepRefundRecord, Output: strconv.FormatInt(at+3, 10),
+				Started: at + 3, Completed: at + 3})
+			provider.Add(key, refundID, key, priceCents, at+2)
+			refunds.Add(key, refundID, at+3)
 		}
 	}
-	return []*table{orders, status, inputs, outputs, steps, notes, late, refunds, provider}
+	return append(append([]*store.BulkTable{orders}, h.Tables()...), late, refunds, provider)
 }
 
 // checkoutStatus is the status the checkout of order i returned: PAID (the
@@ -417,152 +382,26 @@ func (g *generator) checkoutStatus(i int) shop.Status {
 	return shop.StatusCancelled
 }
 
-// ----- the writers -----
-
-// writer writes batches to one database.
-type writer interface {
-	queryInt(ctx context.Context, q string, dst *int) error
-	exec(ctx context.Context, q string, args ...any) error
-	write(ctx context.Context, b []*table) error
-	// finish sets the product's stock and the id sequence after the last
-	// order, and brings the planner's statistics up to date where a running
-	// database would do that by itself.
-	finish(ctx context.Context, stock int, lastID int64) error
-	close()
-}
-
-func openWriter(ctx context.Context, db *loadgen.Database, progress io.Writer) (writer, error) {
-	if db.Kind == "postgres" {
-		conn, err := pgx.Connect(ctx, db.URL)
-		if err != nil {
-			return nil, fmt.Errorf("seed: connect: %w", err)
-		}
-		// As a superuser, skip triggers and foreign-key checks while
-		// seeding: DBOS's trigger on notifications would pg_notify a
-		// million times for messages long consumed. Without the right it
-		// seeds all the same, only slower.
-		if _, err := conn.Exec(ctx, `SET session_replication_role = replica`); err != nil {
-			fmt.Fprintf(progress, "cannot skip triggers (not a superuser?), seeding with them: %v\n", err)
-		}
-		return &pgWriter{conn: conn}, nil
+// finish sets the product's stock and the id sequence after the last
+// order, and brings the planner's statistics up to date where a running
+// database would do that by itself.
+func finish(ctx context.Context, db *store.DB, stock int, lastID int64) error {
+	// SQLite's sqlite_sequence follows the largest id inserted by itself.
+	// No ANALYZE there: the store never runs one, so its queries must find
+	// their indexes without statistics, as they do here.
+	qs := []string{`UPDATE products SET inventory = ` + strconv.Itoa(stock) + ` WHERE product_id = 1`}
+	if db.Dialect.Postgres {
+		qs = append(qs,
+			`SELECT setval(pg_get_serial_sequence('orders', 'order_id'), `+strconv.FormatInt(lastID, 10)+`)`,
+			// What autovacuum would do within minutes on a store that sold
+			// this much: statistics for the planner, and the visibility map
+			// that index-only scans need.
+			`VACUUM ANALYZE`)
 	}
-	// One handle, one connection, as the store has it; durability is the
-	// seeder's last concern (a failed seed is simply run again).
-	sdb, err := sql.Open("sqlite", "file:"+url.PathEscape(db.Path)+
-		"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)&_pragma=cache_size(-524288)&_txlock=immediate")
-	if err != nil {
-		return nil, err
-	}
-	sdb.SetMaxOpenConns(1)
-	return &sqliteWriter{db: sdb}, nil
-}
-
-type pgWriter struct{ conn *pgx.Conn }
-
-func (w *pgWriter) queryInt(ctx context.Context, q string, dst *int) error {
-	return w.conn.QueryRow(ctx, q).Scan(dst)
-}
-
-func (w *pgWriter) exec(ctx context.Context, q string, args ...any) error {
-	_, err := w.conn.Exec(ctx, q, args...)
-	return err
-}
-
-func (w *pgWriter) write(ctx context.Context, b []*table) error {
-	tx, err := w.conn.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(ctx) // after Commit a no-op; otherwise the batch is undone
-	for _, t := range b {
-		name := pgx.Identifier{t.name}
-		if t.dbos {
-			name = pgx.Identifier{"dbos", t.name}
-		}
-		if _, err := tx.CopyFrom(ctx, name, t.cols, pgx.CopyFromRows(t.rows)); err != nil {
-			return fmt.Errorf("copy into %s: %w", t.name, err)
-		}
-	}
-	return tx.Commit(ctx)
-}
-
-func (w *pgWriter) finish(ctx context.Context, stock int, lastID int64) error {
-	for _, q := range []string{
-		`UPDATE products SET inventory = ` + strconv.Itoa(stock) + ` WHERE product_id = 1`,
-		`SELECT setval(pg_get_serial_sequence('orders', 'order_id'), ` + strconv.FormatInt(lastID, 10) + `)`,
-		// What autovacuum would do within minutes on a store that sold
-		// this much: statistics for the planner, and the visibility map
-		// that index-only scans need.
-		`VACUUM ANALYZE`,
-	} {
-		if _, err := w.conn.Exec(ctx, q); err != nil {
+	for _, q := range qs {
+		if _, err := db.Q().Exec(ctx, q); err != nil {
 			return fmt.Errorf("%s: %w", q, err)
 		}
 	}
 	return nil
-}
-
-func (w *pgWriter) close() { w.conn.Close(context.Background()) }
-
-type sqliteWriter struct{ db *sql.DB }
-
-func (w *sqliteWriter) queryInt(ctx context.Context, q string, dst *int) error {
-	return w.db.QueryRowContext(ctx, q).Scan(dst)
-}
-
-func (w *sqliteWriter) exec(ctx context.Context, q string, args ...any) error {
-	_, err := w.db.ExecContext(ctx, q, args...)
-	return err
-}
-
-// rowsPerInsert is the rows of one INSERT. Few: modernc's bind costs grow
-// with the square of a statement's parameters (500 rows spent 80% of the
-// seeding's CPU binding them); 16 saves most of the per-statement cost.
-const rowsPerInsert = 16
-
-func (w *sqliteWriter) write(ctx context.Context, b []*table) error {
-	tx, err := w.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback() // after Commit a no-op; otherwise the batch is undone
-	// The statements are prepared in the transaction, on its connection:
-	// the handle has only the one.
-	stmts := map[string]*sql.Stmt{}
-	for _, t := range b {
-		for from := 0; from < len(t.rows); from += rowsPerInsert {
-			rows := t.rows[from:min(len(t.rows), from+rowsPerInsert)]
-			k := t.name + "/" + strconv.Itoa(len(rows))
-			stmt, ok := stmts[k]
-			if !ok {
-				one := "(" + strings.TrimSuffix(strings.Repeat("?,", len(t.cols)), ",") + ")"
-				q := `INSERT INTO ` + t.name + ` (` + strings.Join(t.cols, ", ") + `) VALUES ` +
-					strings.TrimSuffix(strings.Repeat(one+",", len(rows)), ",")
-				if stmt, err = tx.PrepareContext(ctx, q); err != nil {
-					return fmt.Errorf("prepare insert into %s: %w", t.name, err)
-				}
-				stmts[k] = stmt
-			}
-			args := make([]any, 0, len(rows)*len(t.cols))
-			for _, r := range rows {
-				args = append(args, r...)
-			}
-			if _, err := stmt.ExecContext(ctx, args...); err != nil {
-				return fmt.Errorf("insert into %s: %w", t.name, err)
-			}
-		}
-	}
-	return tx.Commit() // closes the statements prepared in it
-}
-
-func (w *sqliteWriter) finish(ctx context.Context, stock int, lastID int64) error {
-	// sqlite_sequence follows the largest id inserted by itself. No
-	// ANALYZE: the store never runs one, so its queries must find their
-	// indexes without statistics, as they do here.
-	_, err := w.db.ExecContext(ctx, `UPDATE products SET inventory = $1 WHERE product_id = 1`, stock)
-	return err
-}
-
-func (w *sqliteWriter) close() {
-	w.db.Close() // read-write handle: every batch was committed or rolled back above
 }

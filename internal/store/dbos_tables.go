@@ -1,0 +1,354 @@
+package store
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"time"
+)
+
+// DBOS's own tables, as the store uses them.
+//
+// DBOS keeps its system database in tables of its own, beside the store's:
+// unqualified names in the store's SQLite file (workflow_status,
+// operation_outputs, notifications, …), schema "dbos" on Postgres
+// (Dialect.DBOSTable). DBOS's API covers most of what the store needs of
+// them; where it does not, the store reads or writes them itself, and every
+// such statement is in this file, so that an SDK upgrade has one place to
+// check:
+//
+//   - MessageSent (notifications): whether a checkout's payment was sent,
+//     consumed or not (internal/paywait, the checkout's wait);
+//   - FinishedWorkflows (workflow_status): retention's pages, in the order
+//     the workflows finished (internal/retention);
+//   - UpgradeWorkflows (workflow_status, operation_outputs): a build that
+//     renames steps carries the unfinished workflows over (main.go, at start);
+//   - IndexDBOSTables: the store's own indexes on DBOS's tables (at start);
+//   - DBOSHistory: the rows of finished workflows the seeder writes
+//     (internal/seed, through WriteBulk).
+//
+// dbosColumns lists every column of DBOS's that these statements name, with
+// its type in SDK v1.8.0's schema on each database. TestDBOSTablesAsRelied
+// (dbos_tables_test.go) is the tripwire: on a real DBOS system database of
+// each kind it checks those columns and runs every statement here, checking
+// the result against DBOS's own API, so that an SDK upgrade that renames,
+// retypes or reinterprets any of them fails there, not in a store that
+// silently waits out its checkouts' payment windows or keeps its history for
+// ever.
+
+// dbosColumn is a column of one of DBOS's tables, with its declared type on
+// SQLite (PRAGMA table_info) and on Postgres (information_schema.columns).
+type dbosColumn struct{ name, sqlite, postgres string }
+
+// dbosColumns are the columns of DBOS's tables that this file names, by table
+// (SDK v1.8.0).
+func dbosColumns() map[string][]dbosColumn {
+	text := func(name string) dbosColumn { return dbosColumn{name, "TEXT", "text"} }
+	ms := func(name string) dbosColumn { return dbosColumn{name, "INTEGER", "bigint"} }
+	flag := func(name string) dbosColumn { return dbosColumn{name, "BOOLEAN", "boolean"} }
+	return map[string][]dbosColumn{
+		"workflow_status": {
+			text("workflow_uuid"), text("status"), text("name"), text("authenticated_roles"), text("executor_id"),
+			ms("created_at"), ms("updated_at"), text("application_version"), ms("recovery_attempts"),
+			{"priority", "INTEGER", "integer"}, text("parent_workflow_id"), text("serialization"),
+			flag("was_forked_from"), text("forked_from"), flag("rate_limited"), {"completed_at", "BIGINT", "bigint"},
+			flag("is_debounced"), text("application_name"), text("creator_xid"),
+		},
+		"workflow_input":  {text("workflow_uuid"), text("inputs"), ms("retention_timestamp")},
+		"workflow_output": {text("workflow_uuid"), text("output"), ms("retention_timestamp")},
+		"operation_outputs": {
+			text("workflow_uuid"), {"function_id", "INTEGER", "integer"}, text("function_name"), text("output"),
+			text("child_workflow_id"), ms("started_at_epoch_ms"), ms("completed_at_epoch_ms"), text("serialization"),
+			text("application_name"), ms("retention_timestamp"),
+		},
+		"notifications": {
+			text("message_uuid"), text("destination_uuid"), text("topic"), text("message"), ms("created_at_epoch_ms"),
+			text("serialization"), flag("consumed"), {"consumed_by_function_id", "INTEGER", "integer"},
+		},
+	}
+}
+
+// ----- notifications -----
+
+// MessageSent reports whether a message on topic was ever sent to workflow
+// destination, consumed or not: the lookup DBOS's Recv makes, read-only. It
+// relies on DBOS keeping a consumed message (marked consumed, SDK v1.8.0),
+// which lets a replayed checkout whose Recv is already checkpointed go
+// straight to Recv (see internal/paywait's package comment).
+func (db *DB) MessageSent(ctx context.Context, destination, topic string) (bool, error) {
+	var found bool
+	err := db.q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+db.Dialect.DBOSTable("notifications")+`
+		WHERE destination_uuid = $1 AND topic = $2)`, destination, topic).Scan(&found)
+	if err != nil {
+		return false, fmt.Errorf("look for a %s message to %s: %w", topic, destination, err)
+	}
+	return found, nil
+}
+
+// ----- workflow_status: retention -----
+
+// FinishedWorkflow is a workflow that finished (SUCCESS, ERROR or CANCELLED),
+// as retention sees it.
+type FinishedWorkflow struct {
+	ID, Name, ForkedFrom string
+}
+
+// FinishedWorkflows lists up to limit workflows that finished before cutoff,
+// in the order they finished, skipping the first offset.
+//
+// It reads workflow_status directly (completed_at is set, in Unix ms, when a
+// workflow reaches SUCCESS, ERROR or CANCELLED) and retention deletes through
+// DBOS's API: dbos.ListWorkflows can filter on completed_at but always sorts
+// by created_at, and on SQLite that made every page sort every workflow older
+// than the cutoff (0.9 s a page at a million orders). Ordered by
+// completed_at, a page is one walk of DBOS's own index on it
+// (idx_workflow_status_completed_at) on both databases.
+func (db *DB) FinishedWorkflows(ctx context.Context, cutoff time.Time, offset, limit int) ([]FinishedWorkflow, error) {
+	rows, err := db.q.Query(ctx, finishedWorkflowsSQL(db.Dialect), cutoff.UnixMilli(), limit, offset)
+	if err != nil {
+		return nil, fmt.Errorf("list finished workflows: %w", err)
+	}
+	defer rows.Close() // its error is rows.Err's, returned below
+	var out []FinishedWorkflow
+	for rows.Next() {
+		var w FinishedWorkflow
+		if err := rows.Scan(&w.ID, &w.Name, &w.ForkedFrom); err != nil {
+			return nil, fmt.Errorf("list finished workflows: %w", err)
+		}
+		out = append(out, w)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list finished workflows: %w", err)
+	}
+	return out, nil
+}
+
+func finishedWorkflowsSQL(d Dialect) string {
+	return `SELECT workflow_uuid, name, COALESCE(forked_from, '') FROM ` + d.DBOSTable("workflow_status") + `
+		WHERE completed_at <= $1 AND status IN ('SUCCESS', 'ERROR', 'CANCELLED')
+		ORDER BY completed_at LIMIT $2 OFFSET $3`
+}
+
+// ----- workflow_status and operation_outputs: an upgrade -----
+
+// UpgradeWorkflows carries the unfinished workflows of application version
+// from (PENDING, or ENQUEUED by a takeover) over to version to, renaming the
+// step names their checkpoints recorded as renames says (old → new), in one
+// transaction. It returns how many workflows it carried over.
+//
+// DBOS recovers only the workflows of its own application version, and when
+// it replays a checkpoint it checks that the step asking for it has the name
+// the checkpoint recorded. So a build that renames steps must do both, or an
+// order in flight under the previous build would be stranded PENDING (or fail
+// its replay) when the new build starts. This writes
+// workflow_status.application_version and operation_outputs.function_name,
+// which is why it exists only for an upgrade whose steps keep their order and
+// their inputs and outputs, only their names changing; the upgrade test in
+// internal/storetest runs the previous build, stops it mid-checkout and
+// mid-dispatch, and checks every order finishes under the new one.
+//
+// Run it before dbos.Launch, with every instance of the previous build
+// stopped: a previous-build instance still running would go on recording the
+// old names.
+func (db *DB) UpgradeWorkflows(ctx context.Context, from, to string, renames map[string]string) (int, error) {
+	status, outputs := db.Dialect.DBOSTable("workflow_status"), db.Dialect.DBOSTable("operation_outputs")
+	var n int64
+	// The unfinished workflows are read through DBOS's partial index of
+	// them (idx_workflow_status_in_flight_v2, WHERE status IN ('ENQUEUED',
+	// 'PENDING')): SQLite uses a partial index only when the query repeats
+	// its condition, in its order, and without it every start read all of
+	// workflow_status once per rename (about 2 s of every start at a million
+	// orders).
+	const inFlight = `status IN ('ENQUEUED', 'PENDING')`
+	err := db.InTx(ctx, func(tx Tx) error {
+		unfinished := `SELECT workflow_uuid FROM ` + status + ` WHERE application_version = $1 AND ` + inFlight
+		for old, name := range renames {
+			if _, err := tx.Exec(ctx, `UPDATE `+outputs+` SET function_name = $2
+				WHERE function_name = $3 AND workflow_uuid IN (`+unfinished+`)`, from, name, old); err != nil {
+				return fmt.Errorf("rename step %s: %w", old, err)
+			}
+		}
+		res, err := tx.Exec(ctx, `UPDATE `+status+` SET application_version = $2
+			WHERE application_version = $1 AND `+inFlight, from, to)
+		if err != nil {
+			return fmt.Errorf("carry workflows over: %w", err)
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("upgrade workflows of %s to %s: %w", from, to, err)
+	}
+	return int(n), nil
+}
+
+// ----- the store's indexes on DBOS's tables -----
+
+// dbosIndex is one of the store's indexes on DBOS's tables.
+type dbosIndex struct {
+	table, name, columns string
+	sqliteOnly           bool
+}
+
+// dbosIndexes are the store's own indexes on DBOS's tables, for DBOS's own
+// queries that the store makes at every start. They cannot live in
+// schema.sql, which runs before DBOS creates its tables; IndexDBOSTables
+// creates them once DBOS has (after dbos.NewContext). Names carry the
+// store's prefix so that no DBOS migration can collide with them.
+//
+// widget_store_workflow_status_executor serves "the PENDING workflows of
+// this executor and version, oldest first" (dbos.ListWorkflows with
+// WithFilterStatus, WithFilterExecutorIDs: internal/cluster at every start,
+// and a takeover of a dead instance). DBOS binds the status as a parameter,
+// and SQLite can use a partial index (DBOS's idx_workflow_status_pending,
+// WHERE status = 'PENDING') only for a literal, so without this it walked
+// all of workflow_status in created_at order: 1.5 s of every start at a
+// million orders, linear in the store's age. Postgres plans the query with
+// the parameter's value and uses DBOS's partial index, so the index is
+// SQLite's only.
+func dbosIndexes() []dbosIndex {
+	return []dbosIndex{
+		{"workflow_status", "widget_store_workflow_status_executor", "executor_id, status, created_at", true},
+	}
+}
+
+// IndexDBOSTables creates the store's indexes on DBOS's tables if they are
+// missing. Run it after dbos.NewContext (which creates DBOS's tables) and
+// before dbos.Launch. On a store that already holds many workflows the first
+// start of the build that adds an index builds it (SQLite: about 4–5 s per
+// million orders, holding the write lock, before the store serves anything).
+func (db *DB) IndexDBOSTables(ctx context.Context) error {
+	for _, ix := range dbosIndexes() {
+		if ix.sqliteOnly && db.Dialect.Postgres {
+			continue
+		}
+		q := `CREATE INDEX IF NOT EXISTS ` + ix.name + ` ON ` + db.Dialect.DBOSTable(ix.table) + ` (` + ix.columns + `)`
+		if _, err := db.q.Exec(ctx, q); err != nil {
+			return fmt.Errorf("index DBOS's %s: %w", ix.table, err)
+		}
+	}
+	return nil
+}
+
+// ----- the seeder's rows -----
+
+// DBOSHistory is rows of DBOS's tables for workflows that ran to SUCCESS, as
+// DBOS writes them: each workflow's status, input and output, its steps, and
+// the messages sent to it. The seeder (internal/seed) makes a store's past
+// with it, without running it; WriteBulk writes its Tables with the store's
+// own rows of the same orders, in one transaction.
+//
+// Values are recorded in DBOS's default serialization, DBOS_JSON: the
+// base64 of the value's JSON text. The tripwire test reads seeded rows back
+// through DBOS's API (the status, the typed output, the steps) and through
+// the store's own statements.
+type DBOSHistory struct {
+	app, version, executor                 string
+	status, input, output, steps, messages *BulkTable
+}
+
+// dbosJSON is the name DBOS records for its default serialization.
+const dbosJSON = "DBOS_JSON"
+
+// encodeDBOSJSON is a value's JSON text as DBOS_JSON records it.
+func encodeDBOSJSON(jsonText string) string {
+	return base64.StdEncoding.EncodeToString([]byte(jsonText))
+}
+
+// NewDBOSHistory starts an empty history of workflows that ran under
+// application app, version version, on executor executor.
+func NewDBOSHistory(app, version, executor string) *DBOSHistory {
+	dbosTable := func(name string, cols ...string) *BulkTable {
+		t := NewBulkTable(name, cols...)
+		t.dbos = true
+		return t
+	}
+	return &DBOSHistory{
+		app: app, version: version, executor: executor,
+		status: dbosTable("workflow_status", "workflow_uuid", "status", "name", "authenticated_roles",
+			"executor_id", "created_at", "updated_at", "application_version", "recovery_attempts", "priority", "parent_workflow_id",
+			"serialization", "was_forked_from", "rate_limited", "completed_at", "is_debounced", "application_name", "creator_xid"),
+		input:  dbosTable("workflow_input", "workflow_uuid", "inputs", "retention_timestamp"),
+		output: dbosTable("workflow_output", "workflow_uuid", "output", "retention_timestamp"),
+		steps: dbosTable("operation_outputs", "workflow_uuid", "function_id", "function_name", "output",
+			"child_workflow_id", "started_at_epoch_ms", "completed_at_epoch_ms", "serialization", "application_name", "retention_timestamp"),
+		messages: dbosTable("notifications", "message_uuid", "destination_uuid", "topic", "message",
+			"created_at_epoch_ms", "serialization", "consumed", "consumed_by_function_id"),
+	}
+}
+
+// HistoryWorkflow is a workflow that ran to SUCCESS, at its first attempt.
+type HistoryWorkflow struct {
+	ID, Name string
+	Parent   string // the id of the workflow that started it as a child; "" for none
+	// Input and Output are the JSON text of its input and its result.
+	Input, Output string
+	// Created and Completed are Unix ms.
+	Created, Completed int64
+	// CreatorXID is the UUID DBOS records of the transaction that created
+	// it (random; the seeder draws it from its seed).
+	CreatorXID string
+}
+
+// Workflow adds a workflow: its status, its input and its output.
+func (h *DBOSHistory) Workflow(w HistoryWorkflow) {
+	var parent any // NULL for none
+	if w.Parent != "" {
+		parent = w.Parent
+	}
+	h.status.Add(w.ID, "SUCCESS", w.Name, "null", h.executor, w.Created, w.Completed, h.version, 1, 0, parent,
+		dbosJSON, false, false, w.Completed, false, h.app, w.CreatorXID)
+	h.input.Add(w.ID, encodeDBOSJSON(w.Input), w.Created)
+	h.output.Add(w.ID, encodeDBOSJSON(w.Output), w.Completed)
+}
+
+// HistoryStep is a step a workflow recorded.
+type HistoryStep struct {
+	Workflow string
+	ID       int // DBOS's function id: its place in the workflow, from 0
+	Name     string
+	// Output is the JSON text of its result; "" records none (a child
+	// workflow's start).
+	Output string
+	Child  string // the child workflow it started; "" for none
+	// Started and Completed are Unix ms; Completed 0 records none (a child
+	// workflow's start).
+	Started, Completed int64
+}
+
+// Step adds a step.
+func (h *DBOSHistory) Step(s HistoryStep) {
+	var out, ser, child, done any // NULL for none
+	if s.Output != "" {
+		out, ser = encodeDBOSJSON(s.Output), dbosJSON
+	}
+	if s.Child != "" {
+		child = s.Child
+	}
+	if s.Completed != 0 {
+		done = s.Completed
+	}
+	h.steps.Add(s.Workflow, s.ID, s.Name, out, child, s.Started, done, ser, h.app, s.Started)
+}
+
+// HistoryMessage is a message sent to a workflow (dbos.Send) with an
+// idempotency key, and consumed by its Recv.
+type HistoryMessage struct {
+	IdempotencyKey, Destination, Topic string
+	Message                            string // JSON text
+	Sent                               int64  // Unix ms
+	ConsumedBy                         int    // the function id of the Recv that consumed it
+}
+
+// Message adds a message.
+func (h *DBOSHistory) Message(m HistoryMessage) {
+	// DBOS's id of a message sent with an idempotency key.
+	id := m.IdempotencyKey + "::" + m.Destination
+	h.messages.Add(id, m.Destination, m.Topic, encodeDBOSJSON(m.Message), m.Sent, dbosJSON, true, m.ConsumedBy)
+}
+
+// Tables are the history's rows, a table each, in an order that writes every
+// workflow before the rows that refer to it.
+func (h *DBOSHistory) Tables() []*BulkTable {
+	return []*BulkTable{h.status, h.input, h.output, h.steps, h.messages}
+}
