@@ -61,20 +61,20 @@ var schemaSQL string
 // config is everything the store reads from flags and the environment.
 // Flags mirror the environment variables and win over them.
 type config struct {
-	Port           string        // PORT: TCP port to listen on (0 picks a free one)
-	DatabaseURL    string        // DATABASE_URL: sqlite:PATH or postgres://…
-	ExecutorID     string        // EXECUTOR_ID: this process's identity for DBOS recovery
-	Supervise      bool          // SUPERVISE: run the store as a restarted child process
-	LogFormat      string        // LOG_FORMAT: text or json
-	LogLevel       slog.Level    // LOG_LEVEL: debug, info, warn, error
-	PayTimeout     time.Duration // PAYMENT_TIMEOUT: how long checkout waits for the payment webhook
-	CrashAt        crashPoint    // CRASH_AT: "workflow:step", exit right after that step commits (tests)
-	WebhookKey     string        // PAYMENT_WEBHOOK_SECRET: require signed webhooks when set
-	AdminToken     string        // ADMIN_TOKEN: require it for crash/restock when set
-	TakeoverAfter  time.Duration // TAKEOVER_AFTER: resume the workflows of a peer silent this long (Postgres; 0 off)
-	SQLiteSync     string        // SQLITE_SYNCHRONOUS: normal or full
-	ReconcileEvery time.Duration // RECONCILE_EVERY: how often orders no workflow will finish are looked for
-	Retention      time.Duration // RETENTION: delete DBOS's records of purchases finished this long ago (0: keep them)
+	Port           string           // PORT: TCP port to listen on (0 picks a free one)
+	DatabaseURL    string           // DATABASE_URL: sqlite:PATH or postgres://…
+	ExecutorID     string           // EXECUTOR_ID: this process's identity for DBOS recovery
+	Supervise      bool             // SUPERVISE: run the store as a restarted child process
+	LogFormat      string           // LOG_FORMAT: text or json
+	LogLevel       slog.Level       // LOG_LEVEL: debug, info, warn, error
+	PayTimeout     time.Duration    // PAYMENT_TIMEOUT: how long checkout waits for the payment webhook
+	CrashAt        crashPoint       // CRASH_AT: "workflow:step", exit right after that step commits (tests)
+	WebhookKey     string           // PAYMENT_WEBHOOK_SECRET: require signed webhooks when set
+	AdminToken     string           // ADMIN_TOKEN: require it for crash/restock when set
+	TakeoverAfter  time.Duration    // TAKEOVER_AFTER: resume the workflows of a peer silent this long (Postgres; 0 off)
+	SQLiteSync     store.SQLiteSync // SQLITE_SYNCHRONOUS: normal or full
+	ReconcileEvery time.Duration    // RECONCILE_EVERY: how often orders no workflow will finish are looked for
+	Retention      time.Duration    // RETENTION: delete DBOS's records of purchases finished this long ago (0: keep them)
 	// ProviderURL is PROVIDER_URL, the payment provider's API the refund
 	// workflow calls, without a trailing slash. Empty: the store's own
 	// stand-in, http://<its listener address>/provider, set once it listens.
@@ -103,7 +103,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		hostname = "local"
 	}
 	var cfg config
-	var supervise, payTimeout, logLevel, takeoverAfter, crashAt, reconcileEvery, retention string
+	var supervise, payTimeout, logLevel, takeoverAfter, crashAt, reconcileEvery, retention, sqliteSync string
 	fs := flag.NewFlagSet("widget-store", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Port, "port", env("PORT", "8080"), "TCP port to listen on (env PORT)")
@@ -115,7 +115,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&payTimeout, "payment-timeout", env("PAYMENT_TIMEOUT", defaultPaymentTimeout.String()), "how long a checkout waits for payment (env PAYMENT_TIMEOUT)")
 	fs.StringVar(&crashAt, "crash-at", env("CRASH_AT", ""), "testing: exit right after step N of workflow W commits, as W:N (env CRASH_AT)")
 	fs.StringVar(&takeoverAfter, "takeover-after", env("TAKEOVER_AFTER", cluster.DefaultTakeoverAfter.String()), "resume the workflows of a peer instance silent this long; 0: never (env TAKEOVER_AFTER)")
-	fs.StringVar(&cfg.SQLiteSync, "sqlite-synchronous", env("SQLITE_SYNCHRONOUS", "normal"), "SQLite: normal (survives any process crash) or full (also a power loss, slower) (env SQLITE_SYNCHRONOUS)")
+	fs.StringVar(&sqliteSync, "sqlite-synchronous", env("SQLITE_SYNCHRONOUS", "normal"), "SQLite: normal (survives any process crash) or full (also a power loss, slower) (env SQLITE_SYNCHRONOUS)")
 	fs.StringVar(&cfg.ProviderURL, "provider-url", env("PROVIDER_URL", ""), "the payment provider's API for refunds, http(s)://…; default: the store's own stand-in at /provider (env PROVIDER_URL)")
 	fs.StringVar(&reconcileEvery, "reconcile-every", env("RECONCILE_EVERY", "10s"), "how often to look for orders whose workflow will not finish them (env RECONCILE_EVERY)")
 	fs.StringVar(&retention, "retention", env("RETENTION", "off"), "delete DBOS's records of purchases finished this long ago, such as 30d or 72h; off keeps them (env RETENTION)")
@@ -155,8 +155,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if cfg.Retention, err = parseRetention(retention); err != nil {
 		return cfg, err
 	}
-	if cfg.SQLiteSync != "normal" && cfg.SQLiteSync != "full" {
-		return cfg, fmt.Errorf("SQLITE_SYNCHRONOUS %q: want normal or full", cfg.SQLiteSync)
+	if cfg.SQLiteSync, err = store.ParseSQLiteSync(sqliteSync); err != nil {
+		return cfg, err
 	}
 	if cfg.ExecutorID == "" || len(cfg.ExecutorID) > 128 {
 		return cfg, fmt.Errorf("EXECUTOR_ID must be 1 to 128 characters")

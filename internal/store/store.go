@@ -75,12 +75,39 @@ type Options struct {
 	OnStatement func()
 	// Now is the clock for the times the store records; time.Now if nil.
 	Now func() time.Time
-	// SQLiteSynchronous is SQLite's synchronous pragma: "normal" (the
-	// default) or "full". In WAL mode NORMAL survives any crash of the
-	// process; a power loss or an OS crash can lose the last commits. FULL
-	// syncs the WAL at every commit, which makes a commit durable against
-	// those too, at a measured cost (README, Known limits).
-	SQLiteSynchronous string
+	// SQLiteSynchronous is SQLite's synchronous pragma (ParseSQLiteSync);
+	// the zero value is NORMAL.
+	SQLiteSynchronous SQLiteSync
+}
+
+// SQLiteSync is SQLite's synchronous pragma. In WAL mode NORMAL survives any
+// crash of the process; a power loss or an OS crash can lose the last
+// commits. FULL syncs the WAL at every commit, which makes a commit durable
+// against those too, at a measured cost (README, Known limits).
+type SQLiteSync bool
+
+const (
+	SyncNormal SQLiteSync = false
+	SyncFull   SQLiteSync = true
+)
+
+// ParseSQLiteSync reads SQLITE_SYNCHRONOUS: normal or full. It is the one
+// place the setting is checked.
+func ParseSQLiteSync(s string) (SQLiteSync, error) {
+	switch s {
+	case "normal":
+		return SyncNormal, nil
+	case "full":
+		return SyncFull, nil
+	}
+	return SyncNormal, fmt.Errorf("SQLITE_SYNCHRONOUS %q: want normal or full", s)
+}
+
+func (s SQLiteSync) pragma() string {
+	if s == SyncFull {
+		return "FULL"
+	}
+	return "NORMAL"
 }
 
 // Open opens the database named by a DATABASE_URL: sqlite:PATH or
@@ -134,17 +161,9 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 		// waits for). WAL lets readers run beside the one writer; immediate
 		// transactions take the write lock up front instead of failing to
 		// upgrade a read lock halfway; the busy timeout queues writers.
-		sync := "NORMAL"
-		switch opts.SQLiteSynchronous {
-		case "", "normal":
-		case "full":
-			sync = "FULL"
-		default:
-			return nil, fmt.Errorf("SQLITE_SYNCHRONOUS %q: want normal or full", opts.SQLiteSynchronous)
-		}
 		dsn := "file:" + url.PathEscape(path) + "?_txlock=immediate" +
 			"&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)" +
-			"&_pragma=synchronous(" + sync + ")&_pragma=foreign_keys(ON)"
+			"&_pragma=synchronous(" + opts.SQLiteSynchronous.pragma() + ")&_pragma=foreign_keys(ON)"
 		db, err := openSQLite(dsn)
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: %w", err)
