@@ -317,7 +317,7 @@ func (s *services) handler(cfg config, logger *slog.Logger) http.Handler {
 // workflows and launches DBOS, which recovers this instance's pending ones.
 func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *services, err error) {
 	m := metrics.New()
-	db, err := store.Open(ctx, cfg.DatabaseURL, store.Options{PgTracer: cfg.pgTracer, OnStatement: m.RoundTrip, SQLiteSynchronous: cfg.SQLiteSync})
+	db, err := store.Open(ctx, cfg.DatabaseURL, store.Options{PgTracer: cfg.pgTracer, OnStatement: m.RoundTrip, SQLiteSynchronous: cfg.SQLiteSync, ExecutorID: cfg.ExecutorID})
 	if err != nil {
 		return nil, err
 	}

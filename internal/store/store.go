@@ -60,8 +60,9 @@ type DB struct {
 	Pool *pgxpool.Pool
 	SQL  *sql.DB
 
-	q   dbos.Querier // reads and writes outside transactions, on either
-	now func() time.Time
+	q    dbos.Querier // reads and writes outside transactions, on either
+	now  func() time.Time
+	lock *os.File // SQLite: the held lock file (filelock.go); nil otherwise
 }
 
 // Options tune Open.
@@ -75,6 +76,9 @@ type Options struct {
 	OnStatement func()
 	// Now is the clock for the times the store records; time.Now if nil.
 	Now func() time.Time
+	// ExecutorID names this store in the SQLite file's lock, for a second
+	// store that finds the file taken (filelock.go).
+	ExecutorID string
 	// SQLiteSynchronous is SQLite's synchronous pragma (ParseSQLiteSync);
 	// the zero value is NORMAL.
 	SQLiteSynchronous SQLiteSync
@@ -156,6 +160,10 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 				return nil, fmt.Errorf("sqlite: %w", err)
 			}
 		}
+		lock, err := holdFile(path, opts.ExecutorID, now())
+		if err != nil {
+			return nil, err
+		}
 		// One *sql.DB for DBOS and the store: a second handle to the same file
 		// deadlocks under load (each would hold the write lock the other
 		// waits for). WAL lets readers run beside the one writer; immediate
@@ -166,28 +174,40 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 			"&_pragma=synchronous(" + opts.SQLiteSynchronous.pragma() + ")&_pragma=foreign_keys(ON)"
 		db, err := openSQLite(dsn)
 		if err != nil {
+			releaseFile(lock)
 			return nil, fmt.Errorf("sqlite: %w", err)
 		}
 		db.SetMaxOpenConns(8)
 		db.SetMaxIdleConns(8)
 		if err := db.PingContext(ctx); err != nil {
 			db.Close() // the ping error is the one to report
+			releaseFile(lock)
 			return nil, fmt.Errorf("sqlite %s: %w", path, err)
 		}
-		return &DB{Dialect: Dialect{Name: "sqlite"}, SQL: db, q: sqlQuerier{db}, now: now}, nil
+		return &DB{Dialect: Dialect{Name: "sqlite"}, SQL: db, q: sqlQuerier{db}, now: now, lock: lock}, nil
 	default:
 		return nil, fmt.Errorf("DATABASE_URL %q: want sqlite:PATH or postgres://…", RedactURL(dbURL))
 	}
 }
 
-// Close closes the handle. dbos.Shutdown closes it already (it was shared with
-// DBOS); closing twice is harmless.
+// Close closes the handle and, on SQLite, lets go of the file (filelock.go).
+// dbos.Shutdown closes the handle already (it was shared with DBOS); closing
+// twice is harmless.
 func (db *DB) Close() {
 	if db.Pool != nil {
 		db.Pool.Close()
 		return
 	}
 	db.SQL.Close() // nothing is left to flush once DBOS has shut down
+	releaseFile(db.lock)
+	db.lock = nil
+}
+
+// releaseFile lets go of a SQLite file's lock; nil holds nothing.
+func releaseFile(lock *os.File) {
+	if lock != nil {
+		lock.Close() // closing the descriptor releases the flock; nothing was buffered
+	}
 }
 
 // ConfigureDBOS makes cfg use this very handle as DBOS's system database.
