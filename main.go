@@ -323,11 +323,8 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 	}
 	s := &services{db: db, metrics: m}
 	defer func() {
-		if err != nil {
-			if s.handoffs != nil {
-				s.handoffs.Stop()
-			}
-			db.Close()
+		if err != nil { // stop what was started, as a graceful stop would
+			s.shutdown(logger)
 		}
 	}()
 	if err := db.Migrate(ctx, schemaSQL); err != nil {
@@ -397,16 +394,28 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 	return s, nil
 }
 
-// shutdown stops DBOS, which also closes the database handle shared with it.
+// shutdown stops the services in the reverse order of startServices, and
+// stops only those that were started: it also undoes a start that failed
+// halfway (after dbos.NewContext, after the first heartbeat, after Launch).
+// dbos.Shutdown also closes the database handle shared with DBOS; db.Close
+// then lets go of the SQLite file.
 func (s *services) shutdown(logger *slog.Logger) {
-	s.reconcile.Stop() // before DBOS: a pass in progress uses it
+	if s.reconcile != nil {
+		s.reconcile.Stop() // before DBOS: a pass in progress uses it
+	}
 	if s.retention != nil {
 		s.retention.Stop()
 	}
-	s.cluster.Stop()
-	s.handoffs.Stop()
-	if err := dbos.Shutdown(s.dctx, 5*time.Second); err != nil {
-		logger.Warn("dbos shutdown", "err", err)
+	if s.cluster != nil {
+		s.cluster.Stop()
+	}
+	if s.handoffs != nil {
+		s.handoffs.Stop()
+	}
+	if s.dctx != nil {
+		if err := dbos.Shutdown(s.dctx, 5*time.Second); err != nil {
+			logger.Warn("dbos shutdown", "err", err)
+		}
 	}
 	s.db.Close()
 	logger.Info("stopped")
