@@ -60,9 +60,10 @@ type DB struct {
 	Pool *pgxpool.Pool
 	SQL  *sql.DB
 
-	q    dbos.Querier // reads and writes outside transactions, on either
-	now  func() time.Time
-	lock *os.File // SQLite: the held lock file (filelock.go); nil otherwise
+	q     dbos.Querier // reads and writes outside transactions, on either
+	now   func() time.Time
+	lock  *os.File    // SQLite: the held lock file (filelock.go); nil otherwise
+	space *spaceWatch // SQLite: room to write (nospace.go); nil otherwise
 }
 
 // Options tune Open.
@@ -172,7 +173,8 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 		dsn := "file:" + url.PathEscape(path) + "?_txlock=immediate" +
 			"&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)" +
 			"&_pragma=synchronous(" + opts.SQLiteSynchronous.pragma() + ")&_pragma=foreign_keys(ON)"
-		db, err := openSQLite(dsn)
+		space := &spaceWatch{path: path, now: now}
+		db, err := openSQLite(dsn, space)
 		if err != nil {
 			releaseFile(lock)
 			return nil, fmt.Errorf("sqlite: %w", err)
@@ -184,7 +186,7 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 			releaseFile(lock)
 			return nil, fmt.Errorf("sqlite %s: %w", path, err)
 		}
-		return &DB{Dialect: Dialect{Name: "sqlite"}, SQL: db, q: sqlQuerier{db}, now: now, lock: lock}, nil
+		return &DB{Dialect: Dialect{Name: "sqlite"}, SQL: db, q: sqlQuerier{db}, now: now, lock: lock, space: space}, nil
 	default:
 		return nil, fmt.Errorf("DATABASE_URL %q: want sqlite:PATH or postgres://…", RedactURL(dbURL))
 	}
@@ -254,13 +256,17 @@ func (t statementTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, d pg
 // CheckWritable reports whether the store can write right now, for /healthz:
 // on Postgres, whether the pool reaches a server and that server takes
 // writes (a standby, or a leader Patroni is demoting, answers
-// transaction_read_only = on); on SQLite, whether the file answers. The
+// transaction_read_only = on); on SQLite, whether the file answers and
+// there is room to write (RoomToWrite). The
 // pool finds the leader of a replicated cluster by itself when DATABASE_URL
 // names every node with target_session_attrs=read-write: a new connection
 // tries each host in turn and keeps the first that accepts writes.
 func (db *DB) CheckWritable(ctx context.Context) error {
 	if db.Pool == nil {
-		return db.SQL.PingContext(ctx)
+		if err := db.SQL.PingContext(ctx); err != nil {
+			return err
+		}
+		return db.RoomToWrite()
 	}
 	var readOnly string
 	if err := db.Pool.QueryRow(ctx, "SHOW transaction_read_only").Scan(&readOnly); err != nil {

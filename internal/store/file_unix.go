@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 )
@@ -41,4 +42,14 @@ func lockFile(path, holder string) (*os.File, error) {
 		return nil, fmt.Errorf("lock file: %w", err)
 	}
 	return f, nil
+}
+
+// freeBytes is the space an unprivileged process may still use on the
+// filesystem that holds path (statfs(2) of its directory).
+func freeBytes(path string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(path), &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
 }
