@@ -65,19 +65,19 @@ var schemaSQL string
 // config is everything the store reads from flags and the environment.
 // Flags mirror the environment variables and win over them.
 type config struct {
-	Port           string        // PORT: TCP port to listen on (0 picks a free one)
-	DatabaseURL    string        // DATABASE_URL: sqlite:PATH or postgres://…
-	ExecutorID     string        // EXECUTOR_ID: this process's identity for DBOS recovery
-	Supervise      bool          // SUPERVISE: run the store as a restarted child process
-	LogFormat      string        // LOG_FORMAT: text or json
-	LogLevel       slog.Level    // LOG_LEVEL: debug, info, warn, error
-	PayTimeout     time.Duration // PAYMENT_TIMEOUT: how long checkout waits for the payment webhook
-	WebhookKey     string        // PAYMENT_WEBHOOK_SECRET: require signed webhooks when set
-	AdminToken     string        // ADMIN_TOKEN: the operator's token; set, the store is hardened
-	TakeoverAfter  time.Duration // TAKEOVER_AFTER: resume the workflows of a peer silent this long (Postgres; 0 off)
-	SQLiteSync     string        // SQLITE_SYNCHRONOUS: normal or full
-	ReconcileEvery time.Duration // RECONCILE_EVERY: how often orders no workflow will finish are looked for
-	Retention      time.Duration // RETENTION: delete DBOS's records of purchases finished this long ago (0: keep them)
+	Port           string           // PORT: TCP port to listen on (0 picks a free one)
+	DatabaseURL    string           // DATABASE_URL: sqlite:PATH or postgres://…
+	ExecutorID     string           // EXECUTOR_ID: this process's identity for DBOS recovery
+	Supervise      bool             // SUPERVISE: run the store as a restarted child process
+	LogFormat      string           // LOG_FORMAT: text or json
+	LogLevel       slog.Level       // LOG_LEVEL: debug, info, warn, error
+	PayTimeout     time.Duration    // PAYMENT_TIMEOUT: how long checkout waits for the payment webhook
+	WebhookKey     string           // PAYMENT_WEBHOOK_SECRET: require signed webhooks when set
+	AdminToken     string           // ADMIN_TOKEN: the operator's token; set, the store is hardened
+	TakeoverAfter  time.Duration    // TAKEOVER_AFTER: resume the workflows of a peer silent this long (Postgres; 0 off)
+	SQLiteSync     store.SQLiteSync // SQLITE_SYNCHRONOUS: normal or full
+	ReconcileEvery time.Duration    // RECONCILE_EVERY: how often orders no workflow will finish are looked for
+	Retention      time.Duration    // RETENTION: delete DBOS's records of purchases finished this long ago (0: keep them)
 	// ListenAddr is LISTEN_ADDR, host:port to listen on. Unset: 127.0.0.1
 	// and PORT in demo mode (no ADMIN_TOKEN: crash and restock are open to
 	// whoever reaches the store, so only this machine may), every interface
@@ -125,7 +125,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		hostname = "local"
 	}
 	var cfg config
-	var supervise, payTimeout, logLevel, takeoverAfter, crashAt, reconcileEvery, retention, holdLimit, trustedProxies string
+	var supervise, payTimeout, logLevel, takeoverAfter, crashAt, reconcileEvery, retention, holdLimit, trustedProxies, sqliteSync string
 	fs := flag.NewFlagSet("widget-store", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Port, "port", env("PORT", "8080"), "TCP port to listen on (env PORT)")
@@ -140,7 +140,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&payTimeout, "payment-timeout", env("PAYMENT_TIMEOUT", defaultPaymentTimeout.String()), "how long a checkout waits for payment (env PAYMENT_TIMEOUT)")
 	fs.StringVar(&crashAt, "crash-at", env("CRASH_AT", ""), "testing: exit right after the named step of a workflow commits, such as checkout:mark-paid (env CRASH_AT)")
 	fs.StringVar(&takeoverAfter, "takeover-after", env("TAKEOVER_AFTER", cluster.DefaultTakeoverAfter.String()), "resume the workflows of a peer instance silent this long; 0: never (env TAKEOVER_AFTER)")
-	fs.StringVar(&cfg.SQLiteSync, "sqlite-synchronous", env("SQLITE_SYNCHRONOUS", "normal"), "SQLite: normal (survives any process crash) or full (also a power loss, slower) (env SQLITE_SYNCHRONOUS)")
+	fs.StringVar(&sqliteSync, "sqlite-synchronous", env("SQLITE_SYNCHRONOUS", "normal"), "SQLite: normal (survives any process crash) or full (also a power loss, slower) (env SQLITE_SYNCHRONOUS)")
 	fs.StringVar(&cfg.ProviderURL, "provider-url", env("PROVIDER_URL", ""), "the payment provider's API for refunds, http(s)://…; default: the store's own stand-in at /provider (env PROVIDER_URL)")
 	fs.StringVar(&reconcileEvery, "reconcile-every", env("RECONCILE_EVERY", "10s"), "how often to look for orders whose workflow will not finish them (env RECONCILE_EVERY)")
 	fs.StringVar(&retention, "retention", env("RETENTION", "off"), "delete DBOS's records of purchases finished this long ago, such as 30d or 72h; off keeps them (env RETENTION)")
@@ -196,8 +196,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if cfg.Retention, err = parseRetention(retention); err != nil {
 		return cfg, err
 	}
-	if cfg.SQLiteSync != "normal" && cfg.SQLiteSync != "full" {
-		return cfg, fmt.Errorf("SQLITE_SYNCHRONOUS %q: want normal or full", cfg.SQLiteSync)
+	if cfg.SQLiteSync, err = store.ParseSQLiteSync(sqliteSync); err != nil {
+		return cfg, err
 	}
 	if cfg.ExecutorID == "" || len(cfg.ExecutorID) > 128 {
 		return cfg, fmt.Errorf("EXECUTOR_ID must be 1 to 128 characters")
@@ -363,17 +363,14 @@ func (s *services) handler(cfg config, logger *slog.Logger) http.Handler {
 // workflows and launches DBOS, which recovers this instance's pending ones.
 func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *services, err error) {
 	m := metrics.New()
-	db, err := store.Open(ctx, cfg.DatabaseURL, store.Options{PgTracer: cfg.pgTracer, OnStatement: m.RoundTrip, SQLiteSynchronous: cfg.SQLiteSync})
+	db, err := store.Open(ctx, cfg.DatabaseURL, store.Options{PgTracer: cfg.pgTracer, OnStatement: m.RoundTrip, SQLiteSynchronous: cfg.SQLiteSync, ExecutorID: cfg.ExecutorID})
 	if err != nil {
 		return nil, err
 	}
 	s := &services{db: db, metrics: m}
 	defer func() {
-		if err != nil {
-			if s.handoffs != nil {
-				s.handoffs.Stop()
-			}
-			db.Close()
+		if err != nil { // stop what was started, as a graceful stop would
+			s.shutdown(logger)
 		}
 	}()
 	if err := db.Migrate(ctx, schemaSQL); err != nil {
@@ -443,16 +440,28 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 	return s, nil
 }
 
-// shutdown stops DBOS, which also closes the database handle shared with it.
+// shutdown stops the services in the reverse order of startServices, and
+// stops only those that were started: it also undoes a start that failed
+// halfway (after dbos.NewContext, after the first heartbeat, after Launch).
+// dbos.Shutdown also closes the database handle shared with DBOS; db.Close
+// then lets go of the SQLite file.
 func (s *services) shutdown(logger *slog.Logger) {
-	s.reconcile.Stop() // before DBOS: a pass in progress uses it
+	if s.reconcile != nil {
+		s.reconcile.Stop() // before DBOS: a pass in progress uses it
+	}
 	if s.retention != nil {
 		s.retention.Stop()
 	}
-	s.cluster.Stop()
-	s.handoffs.Stop()
-	if err := dbos.Shutdown(s.dctx, 5*time.Second); err != nil {
-		logger.Warn("dbos shutdown", "err", err)
+	if s.cluster != nil {
+		s.cluster.Stop()
+	}
+	if s.handoffs != nil {
+		s.handoffs.Stop()
+	}
+	if s.dctx != nil {
+		if err := dbos.Shutdown(s.dctx, 5*time.Second); err != nil {
+			logger.Warn("dbos shutdown", "err", err)
+		}
 	}
 	s.db.Close()
 	logger.Info("stopped")

@@ -42,10 +42,11 @@ type sqliteConnector struct {
 	dsn        string
 	driver     driver.Driver
 	writerLock chan struct{}
+	space      *spaceWatch // SQLITE_FULL becomes a *NoSpaceError (nospace.go)
 }
 
 // openSQLite opens a *sql.DB on dsn through the connector.
-func openSQLite(dsn string) (*sql.DB, error) {
+func openSQLite(dsn string, space *spaceWatch) (*sql.DB, error) {
 	// sql.Open connects to nothing; it finds modernc's registered driver,
 	// which the connector opens its connections with.
 	probe, err := sql.Open("sqlite", dsn)
@@ -56,7 +57,7 @@ func openSQLite(dsn string) (*sql.DB, error) {
 	if err := probe.Close(); err != nil {
 		return nil, err
 	}
-	return sql.OpenDB(&sqliteConnector{dsn: dsn, driver: drv, writerLock: make(chan struct{}, 1)}), nil
+	return sql.OpenDB(&sqliteConnector{dsn: dsn, driver: drv, writerLock: make(chan struct{}, 1), space: space}), nil
 }
 
 func (c *sqliteConnector) Connect(context.Context) (driver.Conn, error) {
@@ -69,7 +70,7 @@ func (c *sqliteConnector) Connect(context.Context) (driver.Conn, error) {
 		conn.Close() // the type error is the one to report
 		return nil, errors.New("sqlite: the driver's connection lacks the context methods the store needs")
 	}
-	return &sqliteConn{inner: inner, writerLock: c.writerLock, stmts: map[string]*list.Element{}, lru: list.New()}, nil
+	return &sqliteConn{inner: inner, writerLock: c.writerLock, space: c.space, stmts: map[string]*list.Element{}, lru: list.New()}, nil
 }
 
 func (c *sqliteConnector) Driver() driver.Driver { return c.driver }
@@ -91,6 +92,7 @@ type sqliteDriverConn interface {
 type sqliteConn struct {
 	inner      sqliteDriverConn
 	writerLock chan struct{}
+	space      *spaceWatch
 	inTx       bool // a transaction is open: it holds writerLock (unless read-only)
 
 	stmts map[string]*list.Element // of *cachedStmt, by query text
@@ -149,7 +151,7 @@ func (c *sqliteConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver
 	tx, err := c.inner.BeginTx(ctx, opts)
 	if err != nil {
 		c.unlock(held)
-		return nil, err
+		return nil, c.space.check(err)
 	}
 	c.inTx = true
 	return &sqliteTx{inner: tx, conn: c, held: held}, nil
@@ -162,7 +164,7 @@ type sqliteTx struct {
 	held  bool
 }
 
-func (t *sqliteTx) Commit() error   { return t.end(t.inner.Commit()) }
+func (t *sqliteTx) Commit() error   { return t.end(t.conn.space.check(t.inner.Commit())) }
 func (t *sqliteTx) Rollback() error { return t.end(t.inner.Rollback()) }
 
 func (t *sqliteTx) end(err error) error {
@@ -187,11 +189,14 @@ func (c *sqliteConn) ExecContext(ctx context.Context, query string, args []drive
 	if err != nil {
 		return nil, err
 	}
+	var res driver.Result
 	if cs == nil { // the cached statement is busy: run the text uncached
-		return c.inner.ExecContext(ctx, query, args)
+		res, err = c.inner.ExecContext(ctx, query, args)
+	} else {
+		res, err = cs.stmt.(driver.StmtExecContext).ExecContext(ctx, args)
+		c.release(cs)
 	}
-	defer c.release(cs)
-	return cs.stmt.(driver.StmtExecContext).ExecContext(ctx, args)
+	return res, c.space.check(err)
 }
 
 func (c *sqliteConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
@@ -218,9 +223,9 @@ func (c *sqliteConn) QueryContext(ctx context.Context, query string, args []driv
 	if err != nil {
 		c.release(cs)
 		c.unlock(held)
-		return nil, err
+		return nil, c.space.check(err)
 	}
-	return &sqliteRows{Rows: rows, done: func() { c.release(cs); c.unlock(held) }}, nil
+	return &sqliteRows{Rows: rows, space: c.space, done: func() { c.release(cs); c.unlock(held) }}, nil
 }
 
 // writes reports a statement outside a transaction that may write (and so
@@ -289,7 +294,14 @@ func (c *sqliteConn) release(cs *cachedStmt) {
 // lock if it took one, when closed.
 type sqliteRows struct {
 	driver.Rows
-	done func()
+	space *spaceWatch
+	done  func()
+}
+
+// Next reports SQLITE_FULL as a *NoSpaceError: the write of an INSERT …
+// RETURNING happens as its rows are read.
+func (r *sqliteRows) Next(dest []driver.Value) error {
+	return r.space.check(r.Rows.Next(dest))
 }
 
 func (r *sqliteRows) Close() error {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 )
 
 // openTestSQLite opens a fresh file through the store's connector with
@@ -17,7 +18,7 @@ import (
 func openTestSQLite(t *testing.T) *sql.DB {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "t.db")
-	db, err := openSQLite("file:" + url.PathEscape(path) + "?_txlock=immediate&_pragma=busy_timeout(0)&_pragma=journal_mode(WAL)")
+	db, err := openSQLite("file:"+url.PathEscape(path)+"?_txlock=immediate&_pragma=busy_timeout(0)&_pragma=journal_mode(WAL)", &spaceWatch{path: path, now: time.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,8 +60,10 @@ type DB struct {
 	Pool *pgxpool.Pool
 	SQL  *sql.DB
 
-	q   dbos.Querier // reads and writes outside transactions, on either
-	now func() time.Time
+	q     dbos.Querier // reads and writes outside transactions, on either
+	now   func() time.Time
+	lock  *os.File    // SQLite: the held lock file (filelock.go); nil otherwise
+	space *spaceWatch // SQLite: room to write (nospace.go); nil otherwise
 }
 
 // Options tune Open.
@@ -75,12 +77,42 @@ type Options struct {
 	OnStatement func()
 	// Now is the clock for the times the store records; time.Now if nil.
 	Now func() time.Time
-	// SQLiteSynchronous is SQLite's synchronous pragma: "normal" (the
-	// default) or "full". In WAL mode NORMAL survives any crash of the
-	// process; a power loss or an OS crash can lose the last commits. FULL
-	// syncs the WAL at every commit, which makes a commit durable against
-	// those too, at a measured cost (README, Known limits).
-	SQLiteSynchronous string
+	// ExecutorID names this store in the SQLite file's lock, for a second
+	// store that finds the file taken (filelock.go).
+	ExecutorID string
+	// SQLiteSynchronous is SQLite's synchronous pragma (ParseSQLiteSync);
+	// the zero value is NORMAL.
+	SQLiteSynchronous SQLiteSync
+}
+
+// SQLiteSync is SQLite's synchronous pragma. In WAL mode NORMAL survives any
+// crash of the process; a power loss or an OS crash can lose the last
+// commits. FULL syncs the WAL at every commit, which makes a commit durable
+// against those too, at a measured cost (README, Known limits).
+type SQLiteSync bool
+
+const (
+	SyncNormal SQLiteSync = false
+	SyncFull   SQLiteSync = true
+)
+
+// ParseSQLiteSync reads SQLITE_SYNCHRONOUS: normal or full. It is the one
+// place the setting is checked.
+func ParseSQLiteSync(s string) (SQLiteSync, error) {
+	switch s {
+	case "normal":
+		return SyncNormal, nil
+	case "full":
+		return SyncFull, nil
+	}
+	return SyncNormal, fmt.Errorf("SQLITE_SYNCHRONOUS %q: want normal or full", s)
+}
+
+func (s SQLiteSync) pragma() string {
+	if s == SyncFull {
+		return "FULL"
+	}
+	return "NORMAL"
 }
 
 // Open opens the database named by a DATABASE_URL: sqlite:PATH or
@@ -129,46 +161,55 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 				return nil, fmt.Errorf("sqlite: %w", err)
 			}
 		}
+		lock, err := holdFile(path, opts.ExecutorID, now())
+		if err != nil {
+			return nil, err
+		}
 		// One *sql.DB for DBOS and the store: a second handle to the same file
 		// deadlocks under load (each would hold the write lock the other
 		// waits for). WAL lets readers run beside the one writer; immediate
 		// transactions take the write lock up front instead of failing to
 		// upgrade a read lock halfway; the busy timeout queues writers.
-		sync := "NORMAL"
-		switch opts.SQLiteSynchronous {
-		case "", "normal":
-		case "full":
-			sync = "FULL"
-		default:
-			return nil, fmt.Errorf("SQLITE_SYNCHRONOUS %q: want normal or full", opts.SQLiteSynchronous)
-		}
 		dsn := "file:" + url.PathEscape(path) + "?_txlock=immediate" +
 			"&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)" +
-			"&_pragma=synchronous(" + sync + ")&_pragma=foreign_keys(ON)"
-		db, err := openSQLite(dsn)
+			"&_pragma=synchronous(" + opts.SQLiteSynchronous.pragma() + ")&_pragma=foreign_keys(ON)"
+		space := &spaceWatch{path: path, now: now}
+		db, err := openSQLite(dsn, space)
 		if err != nil {
+			releaseFile(lock)
 			return nil, fmt.Errorf("sqlite: %w", err)
 		}
 		db.SetMaxOpenConns(8)
 		db.SetMaxIdleConns(8)
 		if err := db.PingContext(ctx); err != nil {
 			db.Close() // the ping error is the one to report
+			releaseFile(lock)
 			return nil, fmt.Errorf("sqlite %s: %w", path, err)
 		}
-		return &DB{Dialect: Dialect{Name: "sqlite"}, SQL: db, q: sqlQuerier{db}, now: now}, nil
+		return &DB{Dialect: Dialect{Name: "sqlite"}, SQL: db, q: sqlQuerier{db}, now: now, lock: lock, space: space}, nil
 	default:
 		return nil, fmt.Errorf("DATABASE_URL %q: want sqlite:PATH or postgres://…", RedactURL(dbURL))
 	}
 }
 
-// Close closes the handle. dbos.Shutdown closes it already (it was shared with
-// DBOS); closing twice is harmless.
+// Close closes the handle and, on SQLite, lets go of the file (filelock.go).
+// dbos.Shutdown closes the handle already (it was shared with DBOS); closing
+// twice is harmless.
 func (db *DB) Close() {
 	if db.Pool != nil {
 		db.Pool.Close()
 		return
 	}
 	db.SQL.Close() // nothing is left to flush once DBOS has shut down
+	releaseFile(db.lock)
+	db.lock = nil
+}
+
+// releaseFile lets go of a SQLite file's lock; nil holds nothing.
+func releaseFile(lock *os.File) {
+	if lock != nil {
+		lock.Close() // closing the descriptor releases the flock; nothing was buffered
+	}
 }
 
 // ConfigureDBOS makes cfg use this very handle as DBOS's system database.
@@ -215,13 +256,17 @@ func (t statementTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, d pg
 // CheckWritable reports whether the store can write right now, for /healthz:
 // on Postgres, whether the pool reaches a server and that server takes
 // writes (a standby, or a leader Patroni is demoting, answers
-// transaction_read_only = on); on SQLite, whether the file answers. The
+// transaction_read_only = on); on SQLite, whether the file answers and
+// there is room to write (RoomToWrite). The
 // pool finds the leader of a replicated cluster by itself when DATABASE_URL
 // names every node with target_session_attrs=read-write: a new connection
 // tries each host in turn and keeps the first that accepts writes.
 func (db *DB) CheckWritable(ctx context.Context) error {
 	if db.Pool == nil {
-		return db.SQL.PingContext(ctx)
+		if err := db.SQL.PingContext(ctx); err != nil {
+			return err
+		}
+		return db.RoomToWrite()
 	}
 	var readOnly string
 	if err := db.Pool.QueryRow(ctx, "SHOW transaction_read_only").Scan(&readOnly); err != nil {

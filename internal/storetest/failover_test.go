@@ -1,7 +1,6 @@
 package storetest
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -36,19 +35,7 @@ func TestFailoverHA(t *testing.T) {
 		t.Skip("runs a three-node Patroni cluster and two store processes")
 	}
 	ha := StartHA(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	db, err := loadgen.NewPostgresDB(ctx, ha.URL)
-	cancel()
-	if err != nil {
-		t.Fatalf("create the test database on the HA cluster: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := db.Drop(ctx); err != nil {
-			t.Logf("drop the test database: %v", err)
-		}
-	})
+	db := ha.NewDatabase(t)
 	c := StartCluster(t, db, clusterEnv(clusterPaymentTimeout), "ha-0", "ha-1")
 	c.SetStock(t, clusterStock)
 	client := loadgen.NewFailover(c.Bases(), 6, 30*time.Second)

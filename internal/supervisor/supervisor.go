@@ -16,6 +16,14 @@
 // (a database that went away, say) is restarted with a growing delay, up to
 // 5 s, instead of in a tight loop. A child whose supervisor dies stops itself
 // (WatchParent): an orphan would hold the database and the socket forever.
+//
+// On SQLite a store holds its file (store.Open locks PATH.lock): a second
+// store on the file refuses to start. The next child is started only after
+// the last one was reaped, when the kernel has released its lock whatever
+// killed it, so it always takes the file over. A supervisor killed outright
+// is the exception: its child lives on for up to a second (WatchParent) plus
+// its graceful stop, and a new supervisor started meanwhile on the same file
+// has its child refused, and exits with it (ExitConfig).
 package supervisor
 
 import (

@@ -21,10 +21,20 @@ import (
 // nothing in the store needs a restart (the pool, DBOS and the payment
 // channel reconnect by themselves), so the client is told to try again:
 // store.IsUnavailable recognises such errors and statusOf maps them to 503.
+//
+// A full disk under SQLite is the same to a client (store/nospace.go): the
+// workflows in flight wait for room and resume by themselves, new writes
+// are refused at once (responder.refuseWrite) with a 503 that says the store
+// cannot write right now, and /healthz says "database not writable" until
+// there is room again.
 
 // unavailableMessage is what a client learns when the database cannot be
 // reached or cannot take writes.
 const unavailableMessage = "the database is unavailable, retrying; try again in a moment"
+
+// noSpaceMessage is what a client learns when the database has no room to
+// write.
+const noSpaceMessage = "the store cannot write right now (no space left for its database); try again in a moment"
 
 // retryAfterSeconds is the Retry-After of every 503: a failover takes
 // seconds, and a careful client that retries sooner costs little.

@@ -27,6 +27,10 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 type responder struct {
 	logger *slog.Logger
 	page   views.PageInfo
+	// roomToWrite, when set, is store.DB.RoomToWrite: while it reports an
+	// error, every write request is answered 503 before its handler runs
+	// (health.go).
+	roomToWrite func() error
 }
 
 // internalMessage is all a client learns of the server's own failures.
@@ -64,6 +68,8 @@ func statusOf(err error) (status int, msg string) {
 		}
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", mbe.Limit)
+	case store.IsNoSpace(err): // health.go
+		return http.StatusServiceUnavailable, noSpaceMessage
 	case store.IsUnavailable(err): // health.go
 		return http.StatusServiceUnavailable, unavailableMessage
 	}
@@ -72,10 +78,14 @@ func statusOf(err error) (status int, msg string) {
 
 // handle is the one adapter from handlerFunc to http.Handler: it maps errors
 // to status codes (statusOf), answers in JSON or HTML as the client prefers,
-// and logs only the server's own failures (5xx).
+// and logs only the server's own failures (5xx). A write request that comes
+// while the database has no room (roomToWrite) is refused before h runs.
 func (rs responder) handle(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		err := h(w, r)
+		err := rs.refuseWrite(r)
+		if err == nil {
+			err = h(w, r)
+		}
 		if err == nil {
 			return
 		}
@@ -84,6 +94,8 @@ func (rs responder) handle(h handlerFunc) http.Handler {
 			return // the client went away; nobody to answer
 		}
 		switch {
+		case store.IsNoSpace(err): // expected until room comes back, and said by /healthz
+			rs.logger.Warn("request refused: no room to write", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 		case store.IsUnavailable(err): // a failover: expected for seconds, and said by /healthz
 			rs.logger.Warn("request failed: no writable database", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 		case status >= 500:
@@ -110,6 +122,19 @@ func (rs responder) handle(h handlerFunc) http.Handler {
 		// that means the client left: nobody to tell.
 		_ = writeJSON(w, status, map[string]string{"error": msg})
 	})
+}
+
+// refuseWrite is the reason not to start a write request now: no room for
+// the database (health.go). Reads (GET, HEAD, OPTIONS) always go ahead.
+func (rs responder) refuseWrite(r *http.Request) error {
+	if rs.roomToWrite == nil {
+		return nil
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return nil
+	}
+	return rs.roomToWrite()
 }
 
 // wantsHTML tells a browser navigation (or htmx) from an API client.

@@ -105,7 +105,7 @@ func NewServer(logger *slog.Logger, cfg Config, db *store.DB, checkout Checkout,
 		ExecutorID:       cfg.ExecutorID,
 		UnsignedWebhooks: cfg.WebhookSecret == "" && cfg.AdminToken == "", // hardened, the webhook takes the token instead
 	}
-	rs := responder{logger: logger, page: page}
+	rs := responder{logger: logger, page: page, roomToWrite: db.RoomToWrite}
 	mux := http.NewServeMux()
 	addRoutes(mux, logger, cfg, rs, db, checkout, ops, timelines, m, proc)
 	// Browser form posts from another site are refused (Sec-Fetch-Site /
