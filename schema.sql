@@ -47,14 +47,15 @@ CREATE INDEX IF NOT EXISTS orders_unfinished ON orders (order_id) WHERE order_st
 -- order, only when the limit is on (ADMIN_TOKEN set); a demo store writes
 -- none. A table of its own for the reason refunds has one (no ADD COLUMN IF
 -- NOT EXISTS in SQLite). The limit counts a client's orders created within
--- the payment window that are still PENDING, through this index.
+-- the payment window that are still PENDING.
+-- The key leads with the client: the one read is by client and time, and an
+-- index that starts elsewhere could only be read whole.
 CREATE TABLE IF NOT EXISTS hold_clients (
-    order_id   BIGINT PRIMARY KEY,
     client     TEXT   NOT NULL,
-    created_at BIGINT NOT NULL
+    created_at BIGINT NOT NULL,
+    order_id   BIGINT NOT NULL,
+    PRIMARY KEY (client, created_at, order_id)
 );
-
-CREATE INDEX IF NOT EXISTS hold_clients_client ON hold_clients (client, created_at);
 
 -- A checkout that found the shelf empty: it made no order, and this row is
 -- what tells a retried checkout (and its payment page) "sold out". It is
