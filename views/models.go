@@ -80,7 +80,7 @@ type Attention struct {
 	Order     shop.Order
 	Reason    string
 	Workflows []WorkflowState
-	CanRetry  bool // Retry resumes its stopped workflow
+	CanRetry  bool // Retry resumes its stopped workflow (or forks it from its failed step)
 	CanCancel bool // Cancel-and-refund applies
 	Refund    bool // it is the order's payment refund that is stuck
 }

@@ -256,7 +256,8 @@ type verdict struct {
 	remedy remedy
 	// stopped is the reconciler's remedy (or, for a PAID order, the latest
 	// dispatch) when the remedy was started already and is dead too: the
-	// workflow an operator's Retry resumes. The reconciler does not start
+	// workflow an operator's Retry resumes (a cancelled one) or forks from
+	// its failed step (one in ERROR). The reconciler does not start
 	// it again (DBOS would hand back the dead workflow and its error).
 	stopped string
 }
@@ -303,7 +304,7 @@ func judge(o shop.Order, status map[string]dbos.WorkflowStatus) verdict {
 			return v
 		}
 		// Dispatched once more already, and that one is not alive either:
-		// the latest dead dispatch is the one to resume.
+		// the latest dead dispatch is the one to retry.
 		for _, id := range []string{shop.DispatchWorkflowID(o.ID), shop.RedispatchWorkflowID(o.ID)} {
 			if st, ok := status[id]; ok && Dead(st.Status) {
 				v.stopped = id

@@ -55,12 +55,11 @@ import (
 	"widget-store/internal/store"
 )
 
-// Recorded values of this build (appName in main.go, appVersion in
-// workflow.go, the price in schema.sql): the seeded rows must look like the
-// ones it writes.
+// Recorded values of this build (appName in main.go, the application
+// version in shop, the price in schema.sql): the seeded rows must look like
+// the ones it writes.
 const (
 	appName    = "widget-store"
-	appVersion = "widget-store-3"
 	priceCents = 9999
 	// payWindow is the store's default PAYMENT_TIMEOUT, recorded in each
 	// reserve step's output as the payment deadline.
@@ -307,7 +306,7 @@ func (g *generator) batch(from, to int) []*store.BulkTable {
 	late := store.NewBulkTable("late_payments", "payment_id", "order_id", "received_at")
 	refunds := store.NewBulkTable("refunds", "payment_id", "provider_refund_id", "refunded_at")
 	provider := store.NewBulkTable("provider_refunds", "idempotency_key", "refund_id", "payment_id", "amount_cents", "created_at")
-	h := store.NewDBOSHistory(appName, appVersion, executor)
+	h := store.NewDBOSHistory(appName, shop.AppVersion, executor)
 
 	for i := from; i < to; i++ {
 		id := int64(i + 1)
