@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -86,7 +87,8 @@ func browserPay(t *testing.T, c *http.Client, base, key, status string) string {
 func TestAttackerTable(t *testing.T) {
 	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
 		const admin, secret = "admin-test-token", "whsec-test-secret"
-		st := Start(t, db, "ADMIN_TOKEN="+admin, "PAYMENT_WEBHOOK_SECRET="+secret)
+		var log capturedLog
+		st := StartWith(t, db, Options{Env: []string{"ADMIN_TOKEN=" + admin, "PAYMENT_WEBHOOK_SECRET=" + secret}, Log: io.MultiWriter(&log, LogWriter(t, ""))})
 		base := st.Base()
 		adminHdr := map[string]string{"Authorization": "Bearer " + admin}
 		buyer := session(t, "")
@@ -360,6 +362,18 @@ func TestAttackerTable(t *testing.T) {
 			}
 			if r := do(t, hog, base, hreq{method: "POST", path: "/buy", body: strings.NewReader("key=" + NewKey()), header: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}}); r.status != http.StatusTooManyRequests {
 				t.Fatalf("21st hold through the store page: %d %q, want 429", r.status, r.body)
+			}
+			// A made-up X-Forwarded-For from a peer that is no trusted proxy
+			// is ignored: rotating it does not buy a fresh limit. The store
+			// says, once, that a proxy it was not told of seems to be there.
+			for i := range 3 {
+				xff := map[string]string{"X-Forwarded-For": fmt.Sprintf("203.0.113.%d", i+1)}
+				if r := do(t, hog, base, hreq{method: "POST", path: "/checkout/" + NewKey(), header: xff}); r.status != http.StatusTooManyRequests {
+					t.Fatalf("21st checkout with a forged X-Forwarded-For: %d %q, want 429", r.status, r.body)
+				}
+			}
+			if n := strings.Count(log.String(), "TRUSTED_PROXIES does not name"); n != 1 {
+				t.Errorf("the untrusted-proxy warning was logged %d times, want once", n)
 			}
 			if after := attackerSnapshot(t, base, db, admin); after != before {
 				t.Errorf("a refused checkout changed the store:\nbefore %+v\nafter  %+v", before, after)

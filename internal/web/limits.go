@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"hash/maphash"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -206,6 +207,13 @@ func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
 type buyerOf struct {
 	trusted []netip.Prefix
 	holds   *holdLimiter // nil: no limit (demo mode)
+	// proxyWarning is said once per process: a checkout came with
+	// X-Forwarded-For from a peer TRUSTED_PROXIES does not name. Behind a
+	// proxy that nobody declared, every buyer has the proxy's address and
+	// they all share one hold limit, a store-wide cap of HOLD_LIMIT unpaid
+	// checkouts: the operator must hear of it.
+	proxyWarning *sync.Once
+	logger       *slog.Logger
 }
 
 // start starts (or finds) the checkout of key for r's client, shopper being
@@ -215,6 +223,12 @@ func (b buyerOf) start(r *http.Request, checkout Checkout, key, shopper string) 
 	var holders []store.Holder
 	if b.holds != nil && b.holds.limit > 0 {
 		client = clientAddr(r, b.trusted)
+		if r.Header.Get("X-Forwarded-For") != "" && !isTrusted(peerAddr(r), b.trusted) {
+			b.proxyWarning.Do(func() {
+				b.logger.Warn("a checkout came through a proxy that TRUSTED_PROXIES does not name: its X-Forwarded-For is ignored, "+
+					"so every buyer behind it shares the proxy's hold limit; set TRUSTED_PROXIES to the proxy's address", "peer", peerAddr(r).String())
+			})
+		}
 		holders = append(holders, store.Holder{Client: client})
 		if shopper != "" {
 			holders = append(holders, store.Holder{Shopper: shopper})

@@ -34,6 +34,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 
 	"widget-store/internal/metrics"
@@ -151,7 +152,7 @@ func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder
 	if acc.hardened() {
 		holds = newHoldLimiter(cfg.HoldLimit, cfg.PayWindow, db, cfg.Now)
 	}
-	buyer := buyerOf{trusted: cfg.TrustedProxies, holds: holds}
+	buyer := buyerOf{trusted: cfg.TrustedProxies, holds: holds, proxyWarning: &sync.Once{}, logger: logger}
 
 	// JSON API, compatible with the reference widget store. Store-wide
 	// reads are the operator's; an order is its buyer's (access.go).
