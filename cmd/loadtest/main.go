@@ -4,6 +4,7 @@
 //	go run ./cmd/loadtest -mode chaos -db postgres -kills 20 -seed 42
 //	go run ./cmd/loadtest -mode restart -db sqlite
 //	go run ./cmd/loadtest -mode ab -base 5020766 -db postgres -rounds 3
+//	go run ./cmd/loadtest -mode flash -db sqlite -c 64 -kills 2
 //
 // load prints latency, throughput, memory, startup time and (Postgres)
 // commits per paid purchase; chaos SIGKILLs the store at seeded random
@@ -11,7 +12,9 @@
 // (exit status 1 on any FAIL); restart presses the crash button under the
 // built-in supervisor and measures what clients saw; ab measures the -base
 // build and this one alternately, with pgbench between rounds, and prints
-// the ratios (ab.go). Every run uses a fresh
+// the ratios (ab.go); flash sells -stock units (1000) to -c shoppers and
+// prints the sold-out answers per second, latencies, memory and the
+// invariants. Every run uses a fresh
 // SQLite file or a fresh Postgres database, dropped afterwards.
 package main
 
@@ -45,19 +48,19 @@ var errFailed = errors.New("invariants violated (see above)")
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	mode := fs.String("mode", "load", "load, chaos, restart or ab")
+	mode := fs.String("mode", "load", "load, chaos, restart, ab or flash")
 	base := fs.String("base", "HEAD", "ab: the build to compare with, a binary or a git revision of this repository (built with CGO_ENABLED=0)")
 	rounds := fs.Int("rounds", 3, "ab: rounds; each runs both builds, in alternating order")
 	dbKind := fs.String("db", "sqlite", "sqlite or postgres")
 	pgAdmin := fs.String("pg-admin-url", getenv("TEST_DATABASE_URL"), "Postgres server URL where a fresh database is created and dropped (default $TEST_DATABASE_URL)")
 	c := fs.Int("c", 8, "concurrent shoppers")
 	duration := fs.Duration("duration", 10*time.Second, "load: how long shoppers start purchases")
-	kills := fs.Int("kills", 20, "chaos: SIGKILLs")
+	kills := fs.Int("kills", 20, "chaos: SIGKILLs (flash: default 0)")
 	seed := fs.Int64("seed", time.Now().UnixNano()%1_000_000, "seed for shoppers and kills (printed; pass it again to replay)")
 	decline := fs.Float64("decline", -1, "fraction of payments declined (default 0 for load, 0.2 otherwise)")
 	abandon := fs.Float64("abandon", -1, "fraction of checkouts never paid (default 0 for load, 0.05 for chaos)")
 	payTimeout := fs.Duration("payment-timeout", 0, "the store's PAYMENT_TIMEOUT (default 120s for load and restart, 5s for chaos so abandoned checkouts settle fast)")
-	stock := fs.Int("stock", 0, "initial stock (default 1000000)")
+	stock := fs.Int("stock", 0, "initial stock (default 1000000; flash: 1000, the units on sale)")
 	bin := fs.String("bin", "", "prebuilt store binary (default: build it with CGO_ENABLED=0)")
 	storeLog := fs.String("store-log", "", "file for the store's log (default: a temp file, printed)")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -66,15 +69,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return err
 	}
-	if *mode != "load" && *mode != "chaos" && *mode != "restart" && *mode != "ab" {
-		return fmt.Errorf("-mode %q: want load, chaos, restart or ab", *mode)
+	if *mode != "load" && *mode != "chaos" && *mode != "restart" && *mode != "ab" && *mode != "flash" {
+		return fmt.Errorf("-mode %q: want load, chaos, restart, ab or flash", *mode)
+	}
+	if *mode == "flash" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["kills"] {
+			*kills = 0
+		}
+		if *stock == 0 {
+			*stock = 1000
+		}
 	}
 	if *rounds < 1 || *rounds > 20 {
 		return fmt.Errorf("-rounds %d: want 1 to 20", *rounds)
 	}
 	if *decline < 0 {
 		*decline = 0.2
-		if *mode == "load" || *mode == "ab" {
+		if *mode == "load" || *mode == "ab" || *mode == "flash" {
 			*decline = 0
 		}
 	}
@@ -171,6 +184,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "chaos":
 		opts.Replay = 0.2
 		r, err := loadgen.Chaos(ctx, opts)
+		if err != nil {
+			return fmt.Errorf("%w (seed %d)", err, *seed)
+		}
+		return report(stdout, r, r.Checks)
+	case "flash":
+		r, err := loadgen.Flash(ctx, opts)
 		if err != nil {
 			return fmt.Errorf("%w (seed %d)", err, *seed)
 		}
