@@ -11,7 +11,8 @@
 //   - Errors. Handlers return an error instead of writing it, and one adapter
 //     (responder.handle, respond.go) turns it into the answer: the shop.Kind
 //     of the error picks the status (NotFound 404, Conflict 409, Invalid 400,
-//     Busy 503, Unauthorized 401), an *http.MaxBytesError is a 413, a client
+//     Busy 503, Unauthorized 401, TooMany 429 with its Retry-After), an
+//     *http.MaxBytesError is a 413, a client
 //     that went away gets nothing, and anything else is the server's own
 //     failure: a 500 with a generic message. Only 5xx are logged. Failures
 //     found here (an unreadable form, a bad query value) are shop errors too,
@@ -19,11 +20,15 @@
 //     is JSON, or the HTML error page for a browser or htmx.
 //   - Rendering. Pages are rendered to a buffer first, so a failure half-way
 //     becomes a clean error answer instead of half a page.
-//   - Auth. Operator actions (restock, crash, the refund list) need the admin
-//     token unless the store runs in demo mode; the payment webhook needs an
-//     HMAC signature when a secret is configured (auth.go). Cross-site
-//     browser posts are refused for every route, and every body is capped at
-//     64 KB.
+//   - Who may do what. access.go decides, once per concern: an order is
+//     its buyer's (the browser session that bought it) and the operator's
+//     (the admin token, or a browser signed in with it); store-wide reads
+//     and operator actions are the operator's; in demo mode (no ADMIN_TOKEN)
+//     everyone is the operator. The payment webhook needs an HMAC signature
+//     when a secret is configured (auth.go). A store open to the public
+//     bounds each client's unpaid holds (limits.go). Cross-site browser
+//     posts are refused for every route, every answer carries the security
+//     headers (securityHeaders), and every body is capped at 64 KB.
 //
 // Starting checkouts and applying payments is not this package's business: it
 // goes through the Checkout interface, which internal/checkout satisfies.
