@@ -31,7 +31,8 @@ type PageInfo struct {
 // Store is the store page.
 type Store struct {
 	Product  shop.Product
-	NewKey   string // idempotency key of the next Buy: a double submit buys once
+	Catalog  []shop.Product // every product, by id
+	NewKey   string         // idempotency key of the next Buy: a double submit buys once
 	MyOrders []shop.Order
 	// Internals is the operator's panel; nil for anyone else (a visitor of a
 	// store with ADMIN_TOKEN set), whose page then carries none of it.

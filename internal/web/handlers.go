@@ -37,16 +37,37 @@ type productJSON struct {
 	Price       float64 `json:"price"`
 }
 
+func toProductJSON(p shop.Product) productJSON {
+	return productJSON{
+		ProductID: p.ID, Product: p.Name, Description: p.Description,
+		Inventory: p.Inventory, Price: float64(p.PriceCents) / 100,
+	}
+}
+
+// handleGetProduct is GET /product: product 1, the reference store's.
 func handleGetProduct(db *store.DB) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		p, err := db.Product(r.Context())
 		if err != nil {
 			return err
 		}
-		return writeJSON(w, http.StatusOK, productJSON{
-			ProductID: p.ID, Product: p.Name, Description: p.Description,
-			Inventory: p.Inventory, Price: float64(p.PriceCents) / 100,
-		})
+		return writeJSON(w, http.StatusOK, toProductJSON(p))
+	}
+}
+
+// handleGetProducts is GET /products: the catalog, one GET /product object
+// per product, by product id.
+func handleGetProducts(db *store.DB) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		ps, err := db.Products(r.Context())
+		if err != nil {
+			return err
+		}
+		out := make([]productJSON, 0, len(ps))
+		for _, p := range ps {
+			out = append(out, toProductJSON(p))
+		}
+		return writeJSON(w, http.StatusOK, out)
 	}
 }
 
@@ -60,6 +81,10 @@ type orderJSON struct {
 	ProductID         int       `json:"product_id"`
 	CreatedAt         time.Time `json:"created_at"`
 	Price             float64   `json:"price"`
+	// Items and TotalCents are the order's lines (GET /order/{id} only;
+	// the lists leave them out).
+	Items      []shop.Line `json:"items,omitempty"`
+	TotalCents *int64      `json:"total_cents,omitempty"`
 }
 
 func toOrderJSON(o shop.Order) orderJSON {
@@ -109,7 +134,13 @@ func handleGetOrder(db *store.DB, acc access) handlerFunc {
 		if err != nil {
 			return err
 		}
-		return writeJSON(w, http.StatusOK, toOrderJSON(o))
+		if o, err = db.WithLines(r.Context(), o); err != nil {
+			return err
+		}
+		out := toOrderJSON(o)
+		total := shop.Total(o.Lines)
+		out.Items, out.TotalCents = o.Lines, &total
+		return writeJSON(w, http.StatusOK, out)
 	}
 }
 
@@ -152,13 +183,21 @@ func handlePaymentWebhook(acc access, now func() time.Time, checkout Checkout) h
 	}
 }
 
-// handleRestock sets the stock (?inventory=N or a form field, 100 by
-// default) and answers the product, or the internals panel for htmx.
+// handleRestock sets a product's stock (?product_id=N, product 1 without
+// it; ?inventory=N or form fields, 100 by default) and answers the product,
+// or the internals panel for htmx.
 func handleRestock(logger *slog.Logger, db *store.DB, internals handlerFunc) handlerFunc {
-	product := handleGetProduct(db)
 	return func(w http.ResponseWriter, r *http.Request) error {
 		if err := parseForm(r); err != nil {
 			return err
+		}
+		id := shop.ProductID
+		if s := r.FormValue("product_id"); s != "" {
+			v, err := strconv.Atoi(s)
+			if err != nil || v < 1 {
+				return shop.Errorf(shop.Invalid, "product_id must be a positive whole number (got %.40q)", s)
+			}
+			id = v
 		}
 		n := 100
 		if s := r.FormValue("inventory"); s != "" {
@@ -168,14 +207,18 @@ func handleRestock(logger *slog.Logger, db *store.DB, internals handlerFunc) han
 			}
 			n = v
 		}
-		if err := db.Restock(r.Context(), n); err != nil {
+		if err := db.Restock(r.Context(), id, n); err != nil {
 			return err
 		}
-		logger.Info("restocked", "inventory", n)
+		logger.Info("restocked", "product_id", id, "inventory", n)
 		if r.Header.Get("HX-Request") != "" {
 			return internals(w, r)
 		}
-		return product(w, r)
+		p, err := db.ProductByID(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, toProductJSON(p))
 	}
 }
 
@@ -249,6 +292,9 @@ func handleStorePage(db *store.DB, ops Operations, acc access, page views.PageIn
 			s.Internals = &in
 		}
 		if s.Product, err = db.Product(r.Context()); err != nil {
+			return err
+		}
+		if s.Catalog, err = db.Products(r.Context()); err != nil {
 			return err
 		}
 		s.NewKey, s.MyOrders = newKey(), mine

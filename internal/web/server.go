@@ -157,6 +157,7 @@ func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder
 	// reads are the operator's; an order is its buyer's (access.go).
 	mux.Handle("GET /healthz", handleHealthz(proc.Ready, db, cfg.Now))
 	mux.Handle("GET /product", handle(handleGetProduct(db)))
+	mux.Handle("GET /products", handle(handleGetProducts(db)))
 	mux.Handle("GET /orders", handle(requireAdmin(handleListOrders(db))))
 	mux.Handle("GET /order/{id}", handle(handleGetOrder(db, acc)))
 	mux.Handle("POST /checkout/{key}", handle(handleCheckout(checkout, buyer)))
