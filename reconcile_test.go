@@ -49,7 +49,7 @@ func checkoutWaiting(t *testing.T, s *services) shop.Order {
 	t.Helper()
 	ctx := context.Background()
 	key := storetest.NewKey()
-	if soldOut, err := checkout.New(s.handoffs, s.db, s.workflows, slog.Default()).Start(ctx, key, "reconcile-test", ""); err != nil || soldOut {
+	if soldOut, err := checkout.New(s.handoffs, s.db, s.workflows, slog.Default()).Start(ctx, key, "reconcile-test", "", nil); err != nil || soldOut {
 		t.Fatalf("checkout %s: sold out %v, %v", key, soldOut, err)
 	}
 	o, err := s.db.OrderByKey(ctx, key)

@@ -3,7 +3,9 @@ package web
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"io"
 	"io/fs"
+	"mime"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -147,13 +149,19 @@ func handleGetOrder(db *store.DB, acc access) handlerFunc {
 // handleCheckout starts a checkout and answers its payment id, which is the
 // checkout's key itself (which the client already knows: it tells a stranger
 // who replays a key nothing new). In hardened mode the hold limit applies.
+// With Content-Type: application/json the body is the cart (readCart);
+// without, the checkout buys one unit of product 1, as the reference store's.
 func handleCheckout(checkout Checkout, buyer buyerOf) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		key := r.PathValue("key")
 		if err := shop.ValidateKey("idempotency key", key); err != nil {
 			return err
 		}
-		soldOut, err := buyer.start(r, checkout, key, "")
+		items, err := readCart(r)
+		if err != nil {
+			return err
+		}
+		soldOut, err := buyer.start(r, checkout, key, "", items)
 		if err != nil {
 			return err
 		}
@@ -162,6 +170,28 @@ func handleCheckout(checkout Checkout, buyer buyerOf) handlerFunc {
 		}
 		return writeText(w, http.StatusOK, key)
 	}
+}
+
+// maxCartBytes bounds a cart's body: 20 lines fit in well under 2 KB.
+const maxCartBytes = 8 << 10
+
+// readCart reads the cart of a checkout whose Content-Type is
+// application/json: nil without one (any other body is ignored, as it always
+// was). A body over maxCartBytes, or one that is not a cart, is a
+// shop.Invalid error; over the store's body limit, its 413.
+func readCart(r *http.Request) ([]shop.Line, error) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return nil, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxCartBytes+1))
+	if err != nil {
+		return nil, err // the store's body limit (413), or a broken connection
+	}
+	if len(body) > maxCartBytes {
+		return nil, shop.Errorf(shop.Invalid, "the cart is larger than %d bytes; nothing was held", maxCartBytes)
+	}
+	return shop.ParseCart(body)
 }
 
 // handlePaymentWebhook is the payment provider's call: authenticated first
@@ -314,7 +344,7 @@ func handleBuy(checkout Checkout, buyer buyerOf) handlerFunc {
 		// Sold out or not, the buyer goes to the payment page, which shows
 		// sold out too: the URL carries the key, so a reload or a second tab
 		// shows the same checkout.
-		if _, err := buyer.start(r, checkout, key, shopper(w, r)); err != nil {
+		if _, err := buyer.start(r, checkout, key, shopper(w, r), nil); err != nil {
 			return err
 		}
 		http.Redirect(w, r, "/pay/"+key, http.StatusSeeOther)
