@@ -327,7 +327,7 @@ func handleStorePage(db *store.DB, ops Operations, acc access, page views.PageIn
 		if s.Catalog, err = db.Products(r.Context()); err != nil {
 			return err
 		}
-		s.NewKey, s.MyOrders = newKey(), mine
+		s.NewKey, s.CartKey, s.MyOrders = newKey(), newKey(), mine
 		return render(w, r, http.StatusOK, views.StorePage(acc.page(page, r), s))
 	}
 }
@@ -341,10 +341,17 @@ func handleBuy(checkout Checkout, buyer buyerOf) handlerFunc {
 		if err := shop.ValidateKey("checkout key", key); err != nil {
 			return err
 		}
+		var items []shop.Line // Buy now: one unit of product 1
+		if c := r.PostFormValue("cart"); c != "" {
+			var err error
+			if items, err = shop.ParseCart([]byte(c)); err != nil {
+				return err
+			}
+		}
 		// Sold out or not, the buyer goes to the payment page, which shows
-		// sold out too: the URL carries the key, so a reload or a second tab
-		// shows the same checkout.
-		if _, err := buyer.start(r, checkout, key, shopper(w, r), nil); err != nil {
+		// sold out too (and a cart's short lines): the URL carries the key,
+		// so a reload or a second tab shows the same checkout.
+		if soldOut, err := buyer.start(r, checkout, key, shopper(w, r), items); err != nil && !soldOut {
 			return err
 		}
 		http.Redirect(w, r, "/pay/"+key, http.StatusSeeOther)
@@ -401,6 +408,12 @@ func handlePayPage(db *store.DB, acc access, page views.PageInfo) handlerFunc {
 		pay := views.Pay{Key: key, Product: p, Order: o, SoldOut: o == nil, Sig: sig}
 		if o != nil {
 			pay.CanTrack = acc.ownsOrder(r, *o)
+			if pay.Lines, err = orderLines(r, db, *o); err != nil {
+				return err
+			}
+			pay.TotalCents = o.PriceCents
+		} else if pay.Short, err = shortLines(r, db, key); err != nil {
+			return err
 		}
 		return render(w, r, http.StatusOK, views.PayPage(acc.page(page, r), pay))
 	}
@@ -446,8 +459,58 @@ func handleOrderPage(db *store.DB, acc access, page views.PageInfo) handlerFunc 
 		if err != nil {
 			return err
 		}
-		return render(w, r, http.StatusOK, views.OrderPage(acc.page(page, r), o))
+		lines, err := orderLines(r, db, o)
+		if err != nil {
+			return err
+		}
+		return render(w, r, http.StatusOK, views.OrderPage(acc.page(page, r), o, lines))
 	}
+}
+
+// orderLines is order o's lines as a page shows them, with product names.
+func orderLines(r *http.Request, db *store.DB, o shop.Order) ([]views.Line, error) {
+	o, err := db.WithLines(r.Context(), o)
+	if err != nil {
+		return nil, err
+	}
+	names, err := productNames(r, db)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]views.Line, 0, len(o.Lines))
+	for _, l := range o.Lines {
+		out = append(out, views.Line{ProductID: l.ProductID, Name: names[l.ProductID], Quantity: l.Quantity, UnitPriceCents: l.UnitPriceCents})
+	}
+	return out, nil
+}
+
+// shortLines is the short lines of sold-out checkout key, with names.
+func shortLines(r *http.Request, db *store.DB, key string) ([]views.Short, error) {
+	cart, err := db.SoldOutLines(r.Context(), key)
+	if err != nil {
+		return nil, err
+	}
+	names, err := productNames(r, db)
+	if err != nil {
+		return nil, err
+	}
+	var out []views.Short
+	for _, s := range cart {
+		if s.Available < s.Quantity {
+			out = append(out, views.Short{Name: names[s.ProductID], Quantity: s.Quantity, Available: s.Available})
+		}
+	}
+	return out, nil
+}
+
+// productNames is the catalog's names by product id.
+func productNames(r *http.Request, db *store.DB) (map[int]string, error) {
+	ps, err := db.Products(r.Context())
+	names := make(map[int]string, len(ps))
+	for _, p := range ps {
+		names[p.ID] = p.Name
+	}
+	return names, err
 }
 
 func handleOrderPartial(db *store.DB, acc access) handlerFunc {
