@@ -58,7 +58,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	abandon := fs.Float64("abandon", -1, "fraction of checkouts never paid (default 0 for load, 0.05 for chaos)")
 	payTimeout := fs.Duration("payment-timeout", 0, "the store's PAYMENT_TIMEOUT (default 120s for load and restart, 5s for chaos so abandoned checkouts settle fast)")
 	stock := fs.Int("stock", 0, "initial stock (default 1000000; with -carts, of each product, default 30)")
-	carts := fs.Bool("carts", false, "chaos: random carts of 1–3 lines, quantities 1–3, of every product (little stock: lines sell out)")
+	carts := fs.Bool("carts", false, "load and chaos: random carts of 1–3 lines, quantities 1–3, of every product (chaos: little stock, lines sell out)")
 	bin := fs.String("bin", "", "prebuilt store binary (default: build it with CGO_ENABLED=0)")
 	storeLog := fs.String("store-log", "", "file for the store's log (default: a temp file, printed)")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
-	if *carts && *stock == 0 {
+	if *carts && *stock == 0 && *mode == "chaos" {
 		*stock = 30
 	}
 

@@ -154,6 +154,7 @@ func restock(ctx context.Context, base string, id, n int, reads *atomic.Int64) e
 // Tally counts purchases by outcome.
 type Tally struct {
 	Keys, PaymentIDs, SoldOut, Paid, Declined, PaidTooLate, Abandoned, GaveUp int
+	PaidUnits                                                                 int // units in the paid purchases (one each without a cart)
 }
 
 func tally(ps []Purchase) Tally {
@@ -175,6 +176,7 @@ func tally(ps []Purchase) Tally {
 		switch {
 		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusOK:
 			t.Paid++
+			t.PaidUnits += max(1, shop.Units(p.Cart))
 		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusConflict:
 			t.PaidTooLate++
 		case p.Sent == shop.PaymentFailed && p.Payment.Status == http.StatusOK:
@@ -335,6 +337,7 @@ func Load(ctx context.Context, o Options) (*LoadReport, error) {
 	Shoppers(loadCtx, rg.client, ShopperConfig{
 		Concurrency: o.Concurrency, MaxPurchases: o.MaxPurchases, Decline: o.Decline, Abandon: o.Abandon,
 		Replay: o.Replay, Seed: o.Seed, KeyPrefix: "load-" + strconv.FormatInt(o.Seed, 10) + "-",
+		Carts: o.Carts, CartProducts: CartProducts,
 	}, rg.ledger)
 	r.Elapsed = time.Since(start)
 	cancel()
@@ -369,6 +372,9 @@ func (r *LoadReport) Print(w io.Writer) {
 	fmt.Fprintf(w, "== load: %s, C=%d, %v (store and tool on the same machine: %d CPUs)\n", r.DB, r.Concurrency, r.Elapsed.Round(time.Millisecond), runtime.NumCPU())
 	fmt.Fprintf(w, "  purchases          %s\n", r.Tally)
 	fmt.Fprintf(w, "  purchases/s        %.1f (paid, acknowledged)\n", r.PurchasesPerSec())
+	if r.Tally.PaidUnits != r.Tally.Paid {
+		fmt.Fprintf(w, "  units/s            %.1f (%.2f units per paid cart)\n", float64(r.Tally.PaidUnits)/r.Elapsed.Seconds(), float64(r.Tally.PaidUnits)/float64(max(1, r.Tally.Paid)))
+	}
 	fmt.Fprintf(w, "  POST /checkout     %s\n", r.Checkout)
 	fmt.Fprintf(w, "  POST /payment_...  %s\n", r.Webhook)
 	fmt.Fprintf(w, "  errors (retried)   %s\n", formatErrors(r.Errors))

@@ -152,6 +152,31 @@ func TestCartCheckout(t *testing.T) {
 			}
 		})
 
+		t.Run("an operator cancels a paid cart: every unit back, the total refunded", func(t *testing.T) {
+			before := stockOf(t, base)
+			key := NewKey()
+			if r := checkoutCart(t, base, key, cartBody(4, 2, 1, 1)); r.status != http.StatusOK {
+				t.Fatalf("checkout: %d %q", r.status, r.body)
+			}
+			_, id := webhook(t, base, key, "paid")
+			MustCall(t, "POST", base+"/admin/orders/"+id+"/cancel", http.StatusOK)
+			if o := GetJSON[CartOrder](t, base+"/order/"+id); o.OrderStatus != shop.StatusCancelled {
+				t.Fatalf("order after the operator's cancel: %+v", o)
+			}
+			if after := stockOf(t, base); fmt.Sprint(after) != fmt.Sprint(before) {
+				t.Fatalf("stock after the cancel %v, want %v", after, before)
+			}
+			want := 2*prices[4] + prices[1]
+			WaitUntil(t, 30*time.Second, "the cancelled cart refunded", func() bool {
+				var got int64
+				query(t, db, `SELECT COALESCE(MAX(amount_cents), 0) FROM provider_refunds WHERE payment_id = '`+key+`'`, func(scan func(...any) error) error { return scan(&got) })
+				if got != 0 && got != want {
+					t.Fatalf("refunded %d cents, want the total %d", got, want)
+				}
+				return got == want
+			})
+		})
+
 		t.Run("a short line: nothing held, the short lines named", func(t *testing.T) {
 			before := stockOf(t, base)
 			key := NewKey()
