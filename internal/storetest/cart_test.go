@@ -57,6 +57,20 @@ func webhook(t testing.TB, base, key, status string) (int, string) {
 	return Call(t, "POST", base+"/payment_webhook/"+key+"/"+status)
 }
 
+// waitRefundedTotal waits until the stand-in provider refunded payment key,
+// and fails the test if the amount is not want (the order's total).
+func waitRefundedTotal(t *testing.T, db *loadgen.Database, key string, want int64) {
+	t.Helper()
+	WaitUntil(t, 30*time.Second, "payment "+key+" refunded", func() bool {
+		var got int64
+		query(t, db, `SELECT COALESCE(MAX(amount_cents), 0) FROM provider_refunds WHERE payment_id = '`+key+`'`, func(scan func(...any) error) error { return scan(&got) })
+		if got != 0 && got != want {
+			t.Fatalf("refunded %d cents, want the total %d", got, want)
+		}
+		return got == want
+	})
+}
+
 func TestCartCheckout(t *testing.T) {
 	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
 		st := Start(t, db, "PAYMENT_TIMEOUT=60s")
@@ -138,15 +152,7 @@ func TestCartCheckout(t *testing.T) {
 			if code, body := webhook(t, base, key, "paid"); code != http.StatusConflict {
 				t.Fatalf("late payment: %d %s", code, body)
 			}
-			want := 2*prices[1] + prices[2] + 3*prices[4]
-			WaitUntil(t, 30*time.Second, "the late payment refunded", func() bool {
-				var got int64
-				query(t, db, `SELECT COALESCE(MAX(amount_cents), 0) FROM provider_refunds WHERE payment_id = '`+key+`'`, func(scan func(...any) error) error { return scan(&got) })
-				if got != 0 && got != want {
-					t.Fatalf("refunded %d cents, want the total %d", got, want)
-				}
-				return got == want
-			})
+			waitRefundedTotal(t, db, key, 2*prices[1]+prices[2]+3*prices[4])
 			if after := stockOf(t, base); fmt.Sprint(after) != fmt.Sprint(before) {
 				t.Fatalf("stock after the late payment %v, want %v", after, before)
 			}
@@ -166,15 +172,7 @@ func TestCartCheckout(t *testing.T) {
 			if after := stockOf(t, base); fmt.Sprint(after) != fmt.Sprint(before) {
 				t.Fatalf("stock after the cancel %v, want %v", after, before)
 			}
-			want := 2*prices[4] + prices[1]
-			WaitUntil(t, 30*time.Second, "the cancelled cart refunded", func() bool {
-				var got int64
-				query(t, db, `SELECT COALESCE(MAX(amount_cents), 0) FROM provider_refunds WHERE payment_id = '`+key+`'`, func(scan func(...any) error) error { return scan(&got) })
-				if got != 0 && got != want {
-					t.Fatalf("refunded %d cents, want the total %d", got, want)
-				}
-				return got == want
-			})
+			waitRefundedTotal(t, db, key, 2*prices[4]+prices[1])
 		})
 
 		t.Run("a short line: nothing held, the short lines named", func(t *testing.T) {

@@ -211,9 +211,9 @@ var seededStock = map[int]int{1: 100, 2: 50, 3: 10, 4: 200}
 
 // cartJSON is a cart as POST /checkout/{key} takes it.
 func cartJSON(cart []shop.Line) string {
-	var items []string
+	var pq []int
 	for _, l := range cart {
-		items = append(items, fmt.Sprintf(`{"product_id":%d,"quantity":%d}`, l.ProductID, l.Quantity))
+		pq = append(pq, l.ProductID, l.Quantity)
 	}
-	return `{"items":[` + strings.Join(items, ",") + `]}`
+	return cartBody(pq...)
 }
