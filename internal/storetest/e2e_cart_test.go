@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"widget-store/internal/shop"
 )
 
 // TestBrowserCart is a buyer's cart in the browser, under the
@@ -123,4 +125,56 @@ func TestBrowserCart(t *testing.T) {
 		}
 	})
 	_ = orderID
+}
+
+// TestBrowserCartCrash: the cart survives a crash of the store (it lives in
+// the browser), and a cart's order crashed mid-dispatch is dispatched once,
+// with its lines and total unchanged and each product's stock down by its
+// line.
+func TestBrowserCartCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	st := StartWith(t, NewSQLiteDB(t), Options{Supervise: true})
+	base := st.Base()
+	p := newBrowser(t, base)
+	add := func(id, qty int) {
+		eval[chromedp.Void](p, `(() => { const it = document.querySelector('[data-testid=catalog-item][data-product-id="`+strconv.Itoa(id)+`"]'); it.querySelector("[data-testid=add-qty]").value = "`+strconv.Itoa(qty)+`"; it.querySelector("[data-add-to-cart]").click(); })()`)
+	}
+	const cartShown = `document.querySelectorAll("[data-testid=cart-line]").length === 2 && document.querySelector("[data-testid=cart-total]").textContent === "$164.93"`
+	before := stockOf(t, base)
+
+	p.phase(t, "a cart, the store crashes, the cart is still there", func(t *testing.T) {
+		p.open("/")
+		add(2, 2)
+		add(4, 5)
+		p.waitFor("the cart", cartShown, 10*time.Second) // 2 × 49.99 + 5 × 12.99
+		p.click("crash")
+		p.waitFor("back online", `!!document.body.dataset.online && !document.body.classList.contains("offline")`, 30*time.Second)
+		p.open("/")
+		p.waitFor("the same cart after the crash", cartShown, 10*time.Second)
+	})
+
+	var orderID string
+	p.phase(t, "checked out, paid, crashed mid-dispatch: dispatched once, lines unchanged", func(t *testing.T) {
+		p.click("cart-checkout")
+		p.waitFor("the pay page", `location.pathname.startsWith("/pay/") && !!document.querySelector("[data-testid=pay]")`, 30*time.Second)
+		p.click("pay")
+		p.waitFor("dispatch under way", `location.pathname.startsWith("/track/") && document.querySelector("[data-testid=order-live]").dataset.remaining <= 7`, 30*time.Second)
+		orderID = p.path()[len("/track/"):]
+		p.click("crash")
+		p.waitFor("back online", `!!document.body.dataset.online && !document.body.classList.contains("offline")`, 30*time.Second)
+		p.waitFor("DISPATCHED after the crash", `document.querySelector("[data-testid=order-live]").dataset.status === "DISPATCHED"`, 60*time.Second)
+		p.checkDispatchTimeline()
+		if got := eval[string](p, `[...document.querySelectorAll("[data-testid=order-line]")].map(r => r.dataset.productId + "×" + r.querySelector("[data-testid=line-qty]").textContent).join(" ") + " " + document.querySelector("[data-testid=order-total]").textContent`); got != "2×2 4×5 $164.93" {
+			t.Fatalf("order page lines %q", got)
+		}
+		o := GetJSON[CartOrder](t, base+"/order/"+orderID)
+		if o.OrderStatus != shop.StatusDispatched || *o.TotalCents != 16493 || len(o.Items) != 2 {
+			t.Fatalf("order %s: %+v", orderID, o)
+		}
+		if after := stockOf(t, base); after[2] != before[2]-2 || after[4] != before[4]-5 || after[1] != before[1] || after[3] != before[3] {
+			t.Fatalf("stock %v after the dispatch, before %v", after, before)
+		}
+	})
 }
