@@ -121,7 +121,7 @@ func (s *benchStore) purchase() (checkout, webhook time.Duration, orderID int64,
 }
 
 func (s *benchStore) restock(b testing.TB) {
-	if err := s.s.db.Restock(context.Background(), 1_000_000); err != nil {
+	if err := s.s.db.Restock(context.Background(), shop.ProductID, 1_000_000); err != nil {
 		b.Fatal(err)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -49,7 +50,7 @@ func checkoutWaiting(t *testing.T, s *services) shop.Order {
 	t.Helper()
 	ctx := context.Background()
 	key := storetest.NewKey()
-	if soldOut, err := checkout.New(s.handoffs, s.db, s.workflows, slog.Default()).Start(ctx, key, "reconcile-test", ""); err != nil || soldOut {
+	if soldOut, err := checkout.New(s.handoffs, s.db, s.workflows, slog.Default()).Start(ctx, key, "reconcile-test", "", nil); err != nil || soldOut {
 		t.Fatalf("checkout %s: sold out %v, %v", key, soldOut, err)
 	}
 	o, err := s.db.OrderByKey(ctx, key)
@@ -193,6 +194,56 @@ func TestReconcileDoesNotActOnACheckoutThatFinishedMeanwhile(t *testing.T) {
 		}
 		if st, ok := workflowExists(t, s, shop.ReleaseWorkflowID(o.ID)); ok {
 			t.Errorf("the pass started %s (%s) for an order its checkout had just cancelled", shop.ReleaseWorkflowID(o.ID), st)
+		}
+	})
+}
+
+// A cart's order that no checkout will finish (an operator cancelled its
+// checkout) is released by the reconciler: cancelled, and every unit of
+// every line back on the shelf, once, however many passes run.
+func TestReconcileReleasesEveryLineOfACart(t *testing.T) {
+	storetest.ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
+		s, _ := servicesForTest(t, db.URL)
+		ctx := context.Background()
+		stock := func() map[int]int {
+			ps, err := s.db.Products(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := map[int]int{}
+			for _, p := range ps {
+				m[p.ID] = p.Inventory
+			}
+			return m
+		}
+		before := stock()
+		key := storetest.NewKey()
+		cart := []shop.Line{{ProductID: 3, Quantity: 2}, {ProductID: 1, Quantity: 1}, {ProductID: 2, Quantity: 3}}
+		if soldOut, err := checkout.New(s.handoffs, s.db, s.workflows, slog.Default()).Start(ctx, key, "reconcile-test", "", cart); err != nil || soldOut {
+			t.Fatalf("checkout %s: sold out %v, %v", key, soldOut, err)
+		}
+		held := stock()
+		if held[1] != before[1]-1 || held[2] != before[2]-3 || held[3] != before[3]-2 || held[4] != before[4] {
+			t.Fatalf("stock while held %v, before %v", held, before)
+		}
+		o, err := s.db.OrderByKey(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dbos.CancelWorkflow(s.dctx, key); err != nil {
+			t.Fatal(err)
+		}
+		pastGrace(t, s)
+		for range 2 {
+			if _, err := s.reconcile.Pass(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if st := orderStatus(t, s, o.ID); st != shop.StatusCancelled {
+			t.Fatalf("order %d is %s after the passes, want CANCELLED", o.ID, st)
+		}
+		if after := stock(); fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Fatalf("stock after the release %v, want %v", after, before)
 		}
 	})
 }

@@ -149,3 +149,51 @@ CREATE TABLE IF NOT EXISTS background_turns (
     taken_at BIGINT NOT NULL,
     holder   TEXT   NOT NULL
 );
+
+-- The catalog beyond product 1 (the reference store's widget, above): seeded
+-- once, never overwritten (an operator's restock or price change stands).
+INSERT INTO products (product_id, name, description, price_cents, inventory) VALUES
+    (2, 'Pocket Widget', 'All the quality of the Premium, sized for your pocket.', 4999, 50),
+    (3, 'Widget Pro Max', 'Twice the widget, for the professional who has everything.', 24999, 10),
+    (4, 'Widget Care Kit', 'Cloth, brush and polish to keep any widget shining.', 1299, 200)
+ON CONFLICT (product_id) DO NOTHING;
+
+-- Each product's picture: a path under /static (views/static/products),
+-- served by the store itself (no network). A table of its own for the reason
+-- refunds has one (no ADD COLUMN IF NOT EXISTS in SQLite).
+CREATE TABLE IF NOT EXISTS product_pictures (
+    product_id INTEGER PRIMARY KEY REFERENCES products (product_id),
+    picture    TEXT    NOT NULL
+);
+
+INSERT INTO product_pictures (product_id, picture) VALUES
+    (1, '/static/products/premium.svg'),
+    (2, '/static/products/pocket.svg'),
+    (3, '/static/products/promax.svg'),
+    (4, '/static/products/carekit.svg')
+ON CONFLICT (product_id) DO NOTHING;
+
+-- The lines of an order: what it holds, and the unit price at the moment of
+-- the hold (a later price change never changes a placed order). Written with
+-- the order by the checkout's first step; orders.price_cents is their total.
+-- Orders made before carts have no lines: they are one unit of
+-- orders.product_id at orders.price_cents.
+CREATE TABLE IF NOT EXISTS order_lines (
+    order_id         BIGINT  NOT NULL,
+    product_id       INTEGER NOT NULL REFERENCES products (product_id),
+    quantity         INTEGER NOT NULL CHECK (quantity BETWEEN 1 AND 10),
+    unit_price_cents INTEGER NOT NULL CHECK (unit_price_cents >= 0),
+    PRIMARY KEY (order_id, product_id)
+);
+
+-- The cart of a checkout that found a line short (written with its row in
+-- sold_out_checkouts): every line asked for, and the stock the checkout found
+-- (available < quantity: the line was short). It names the short lines in the
+-- answer, and tells a replay of the key with another cart.
+CREATE TABLE IF NOT EXISTS sold_out_lines (
+    checkout_key TEXT    NOT NULL,
+    product_id   INTEGER NOT NULL,
+    quantity     INTEGER NOT NULL,
+    available    INTEGER NOT NULL,
+    PRIMARY KEY (checkout_key, product_id)
+);

@@ -99,53 +99,79 @@ type reserved struct {
 	Status   shop.Status `json:"status,omitempty"`
 }
 
-// reserve takes one unit of stock and creates the PENDING order, in one
-// transaction. When the product is sold out it records that instead
-// (sold_out_checkouts, which tells a retried checkout and its payment page)
-// and returns OrderID 0.
+// reserve holds every line of the cart (one unit of product 1 without one)
+// and creates the PENDING order with its lines, at the products' prices now,
+// in one transaction. If any line is short it holds nothing: it records the
+// cart and the stock it found (sold_out_checkouts, sold_out_lines: they tell
+// a retried checkout, its payment page and the answer which lines were
+// short) and returns OrderID 0.
 //
-// A key that already made an order or found the shelf empty takes nothing:
+// Each line is a conditional UPDATE of its product's row, in product_id
+// order (the cart is sorted by the checkout's start): on Postgres each row
+// is locked in that order, so two carts never wait on each other in a cycle.
+// A short line's UPDATE matches nothing; the lines already taken are given
+// back in the same transaction, which then commits only the sold-out record.
+//
+// A key that already made an order or found a line short takes nothing:
 // DBOS runs a workflow ID once only while it keeps the workflow's records,
 // and retention (internal/retention) or an operator deletes them, after
-// which the same key starts a new execution. The reserve's UPDATE checks for
-// both in the same statement (two index lookups, no extra round trip), and
-// only when it took no unit does a second read tell which.
-func (s steps) reserve(key, shopper, client string) func(context.Context, dbos.Tx) (reserved, error) {
+// which the same key starts a new execution. The first line's UPDATE checks
+// for both in the same statement (two index lookups, no extra round trip),
+// and only when it took nothing does a second read tell which.
+func (s steps) reserve(key, shopper, client string, cart []shop.Line) func(context.Context, dbos.Tx) (reserved, error) {
+	if len(cart) == 0 {
+		cart = shop.DefaultCart() // the reference store's checkout, and every input of the previous build
+	}
 	return func(ctx context.Context, tx dbos.Tx) (reserved, error) {
-		res, err := tx.Exec(ctx, `
-			UPDATE products SET inventory = inventory - 1 WHERE product_id = $1 AND inventory > 0
-			AND NOT EXISTS (SELECT 1 FROM orders WHERE checkout_key = $2)
-			AND NOT EXISTS (SELECT 1 FROM sold_out_checkouts WHERE checkout_key = $2)`, shop.ProductID, key)
-		if err != nil {
-			return reserved{}, fmt.Errorf("reserve: %w", err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return reserved{}, err
+		lines := make([]shop.Line, 0, len(cart))
+		var short []shop.Shortage
+		for i, l := range cart {
+			q := `UPDATE products SET inventory = inventory - $1 WHERE product_id = $2 AND inventory >= $1`
+			if i == 0 {
+				q += ` AND NOT EXISTS (SELECT 1 FROM orders WHERE checkout_key = $3)
+				AND NOT EXISTS (SELECT 1 FROM sold_out_checkouts WHERE checkout_key = $3)`
+			}
+			q += ` RETURNING price_cents`
+			args := []any{l.Quantity, l.ProductID}
+			if i == 0 {
+				args = append(args, key)
+			}
+			err := tx.QueryRow(ctx, q, args...).Scan(&l.UnitPriceCents)
+			switch {
+			case err == nil:
+				lines = append(lines, l)
+				continue
+			case !store.IsNoRows(err):
+				return reserved{}, fmt.Errorf("reserve product %d: %w", l.ProductID, err)
+			case i == 0:
+				if r, done, err := s.seenBefore(ctx, tx, key); done || err != nil {
+					return r, err
+				}
+			}
+			var available int
+			if err := tx.QueryRow(ctx, `SELECT inventory FROM products WHERE product_id = $1`, l.ProductID).Scan(&available); err != nil && !store.IsNoRows(err) {
+				return reserved{}, fmt.Errorf("read the stock of product %d: %w", l.ProductID, err)
+			}
+			short = append(short, shop.Shortage{ProductID: l.ProductID, Quantity: l.Quantity, Available: available})
 		}
 		now := s.now().UnixMilli()
-		if n == 0 {
-			o, err := store.OrderByKey(ctx, tx, key)
-			if err == nil {
-				return reserved{OrderID: o.ID, CreatedAtMs: o.CreatedAt.UnixMilli(), Existing: true, Status: o.Status}, nil
-			}
-			if shop.KindOf(err) != shop.NotFound {
-				return reserved{}, err
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO sold_out_checkouts (checkout_key, at) VALUES ($1, $2) ON CONFLICT (checkout_key) DO NOTHING`, key, now); err != nil {
-				return reserved{}, fmt.Errorf("record sold out: %w", err)
-			}
-			s.metrics.Checkout(metrics.CheckoutSoldOut)
-			return reserved{}, nil
+		if len(short) > 0 {
+			return reserved{}, s.recordShort(ctx, tx, key, cart, lines, short, now)
 		}
 		var orderID int64
-		err = tx.QueryRow(ctx, `
+		err := tx.QueryRow(ctx, `
 			INSERT INTO orders (checkout_key, shopper, product_id, price_cents, order_status, progress_remaining, created_at, last_update_time)
-			SELECT $1, $2, product_id, price_cents, $3, $4, $5, $5 FROM products WHERE product_id = $6
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
 			RETURNING order_id`,
-			key, shopper, shop.StatusPending, shop.DispatchLegs, now, shop.ProductID).Scan(&orderID)
+			key, shopper, lines[0].ProductID, shop.Total(lines), shop.StatusPending, shop.DispatchLegs, now).Scan(&orderID)
 		if err != nil {
 			return reserved{}, fmt.Errorf("create order: %w", err)
+		}
+		for _, l := range lines {
+			if _, err := tx.Exec(ctx, `INSERT INTO order_lines (order_id, product_id, quantity, unit_price_cents) VALUES ($1, $2, $3, $4)`,
+				orderID, l.ProductID, l.Quantity, l.UnitPriceCents); err != nil {
+				return reserved{}, fmt.Errorf("record the lines of order %d: %w", orderID, err)
+			}
 		}
 		if client != "" { // the hold limit is on: remember where the hold came from
 			if _, err := tx.Exec(ctx, `INSERT INTO hold_clients (order_id, client, created_at) VALUES ($1, $2, $3)`, orderID, client, now); err != nil {
@@ -155,6 +181,58 @@ func (s steps) reserve(key, shopper, client string) func(context.Context, dbos.T
 		s.metrics.Checkout(metrics.CheckoutStarted)
 		return reserved{OrderID: orderID, PayByMs: now + s.payTimeout.Milliseconds(), CreatedAtMs: now}, nil
 	}
+}
+
+// seenBefore is the reserve's second read, when its first UPDATE took
+// nothing: done when this key made an order (Existing) or found a line short
+// before this execution; otherwise the first line was short, and the reserve
+// goes on.
+func (s steps) seenBefore(ctx context.Context, tx dbos.Tx, key string) (r reserved, done bool, err error) {
+	o, err := store.OrderByKey(ctx, tx, key)
+	if err == nil {
+		return reserved{OrderID: o.ID, CreatedAtMs: o.CreatedAt.UnixMilli(), Existing: true, Status: o.Status}, true, nil
+	}
+	if shop.KindOf(err) != shop.NotFound {
+		return reserved{}, true, err
+	}
+	var one int
+	err = tx.QueryRow(ctx, `SELECT 1 FROM sold_out_checkouts WHERE checkout_key = $1`, key).Scan(&one)
+	if store.IsNoRows(err) {
+		return reserved{}, false, nil
+	}
+	if err == nil {
+		s.metrics.Checkout(metrics.CheckoutSoldOut)
+	}
+	return reserved{}, true, err
+}
+
+// recordShort gives back the lines taken, and records the sold-out cart:
+// every line with the stock the reserve found (a taken line had enough).
+func (s steps) recordShort(ctx context.Context, tx dbos.Tx, key string, cart, taken []shop.Line, short []shop.Shortage, now int64) error {
+	for _, l := range taken {
+		if _, err := tx.Exec(ctx, `UPDATE products SET inventory = inventory + $1 WHERE product_id = $2`, l.Quantity, l.ProductID); err != nil {
+			return fmt.Errorf("give back product %d: %w", l.ProductID, err)
+		}
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO sold_out_checkouts (checkout_key, at) VALUES ($1, $2) ON CONFLICT (checkout_key) DO NOTHING`, key, now); err != nil {
+		return fmt.Errorf("record sold out: %w", err)
+	}
+	found := map[int]int{}
+	for _, sh := range short {
+		found[sh.ProductID] = sh.Available
+	}
+	for _, l := range cart {
+		available, ok := found[l.ProductID]
+		if !ok {
+			available = l.Quantity // taken: there was enough
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO sold_out_lines (checkout_key, product_id, quantity, available) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+			key, l.ProductID, l.Quantity, available); err != nil {
+			return fmt.Errorf("record the sold-out cart: %w", err)
+		}
+	}
+	s.metrics.Checkout(metrics.CheckoutSoldOut)
+	return nil
 }
 
 // markPaid moves the order from PENDING to PAID and returns when (Unix ms).
@@ -272,18 +350,31 @@ func move(ctx context.Context, tx dbos.Tx, orderID int64, from, to shop.Status, 
 }
 
 // cancelAndRestock cancels order orderID, if it is in status from, and
-// returns its unit of stock, in the caller's transaction; moved is false, and
-// nothing changed, when the order was not in status from.
+// returns every unit of every line to the stock, in the caller's
+// transaction; moved is false, and nothing changed, when the order was not in
+// status from. The status move comes first and is conditional, so the units
+// go back once however often this runs. (An order made before carts has no
+// lines: its one unit of its product goes back.)
 func cancelAndRestock(ctx context.Context, tx dbos.Tx, orderID int64, from shop.Status, nowMs int64) (moved bool, err error) {
 	if moved, err := move(ctx, tx, orderID, from, shop.StatusCancelled, nowMs); err != nil || !moved {
 		return false, err
 	}
-	res, err := tx.Exec(ctx, `UPDATE products SET inventory = inventory + 1 WHERE product_id = (SELECT product_id FROM orders WHERE order_id = $1)`, orderID)
+	o, err := store.OrderByID(ctx, tx, orderID)
 	if err != nil {
-		return false, fmt.Errorf("return the unit of order %d: %w", orderID, err)
+		return false, err
 	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return false, cmp.Or(err, fmt.Errorf("return the unit of order %d: its product matched %d rows, want 1", orderID, n))
+	lines, err := store.OrderLines(ctx, tx, o)
+	if err != nil {
+		return false, err
+	}
+	for _, l := range lines {
+		res, err := tx.Exec(ctx, `UPDATE products SET inventory = inventory + $1 WHERE product_id = $2`, l.Quantity, l.ProductID)
+		if err != nil {
+			return false, fmt.Errorf("return the units of order %d: %w", orderID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return false, cmp.Or(err, fmt.Errorf("return the units of order %d: product %d matched %d rows, want 1", orderID, l.ProductID, n))
+		}
 	}
 	return true, nil
 }

@@ -48,11 +48,11 @@ func (w *workflows) register() {
 type checkoutInput struct {
 	Shopper string `json:"shopper,omitempty"` // the browser that bought, for "your orders" and who may see it
 	Client  string `json:"client,omitempty"`  // the buyer's address, for the hold limit ("" when it is off)
-	// Key is the client's idempotency key, which the workflow ID is too,
-	// recorded so that an execution forked by an operator (dbos workflow
-	// fork), which runs under another ID with the same input, knows it is
-	// one. Empty in the previous build's inputs.
-	Key string `json:"key,omitempty"`
+	// Key is the client's idempotency key (the workflow ID), recorded so that an
+	// execution forked by an operator (dbos workflow fork) under another ID knows
+	// it is one. Empty in the previous build's inputs.
+	Key   string      `json:"key,omitempty"`
+	Items []shop.Line `json:"items,omitempty"` // the cart, by product id; none: one unit of product 1 (as before carts)
 }
 
 // orderResult is the checkout's recorded result. OrderID is 0 when the
@@ -62,8 +62,8 @@ type orderResult struct {
 	Status  shop.Status `json:"order_status"`
 }
 
-// checkout sells one widget. Its workflow ID is the client's idempotency key,
-// which is also the payment id, so a key runs it at most once.
+// checkout sells a cart, all of it or nothing. Its workflow ID is the client's
+// idempotency key, which is also the payment id, so a key runs it at most once.
 func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, error) {
 	key, err := w.checkoutKey(ctx, in)
 	if err != nil || key == "" {
@@ -72,7 +72,7 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 	handoff := w.handoffs.Checkout(key) // tells the requests waiting in this process, at once
 	defer handoff.Close()
 
-	order, err := step(ctx, w, shop.CheckoutWorkflow, shop.StepReserve, w.steps.reserve(key, in.Shopper, in.Client))
+	order, err := step(ctx, w, shop.CheckoutWorkflow, shop.StepReserve, w.steps.reserve(key, in.Shopper, in.Client, in.Items))
 	if err != nil {
 		return orderResult{}, err
 	}
@@ -95,7 +95,7 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 		if paidAtMs, err = step(ctx, w, shop.CheckoutWorkflow, shop.StepMarkPaid, w.steps.markPaid(order.OrderID)); err == nil {
 			err = w.startDispatch(ctx, order.OrderID, paidAtMs)
 		}
-	} else { // declined, or no payment in time: cancelled, its unit back
+	} else { // declined, or no payment in time: cancelled, every unit back
 		status = shop.StatusCancelled
 		_, err = step(ctx, w, shop.CheckoutWorkflow, shop.StepCancel, w.steps.cancel(order.OrderID, payment))
 	}
@@ -119,7 +119,7 @@ func (w *workflows) checkoutKey(ctx dbos.Context, in checkoutInput) (string, err
 	return key, err
 }
 
-// answerAsIs ends a checkout that found the product sold out, or this key's
+// answerAsIs ends a checkout that found a line short, or this key's
 // order made by an execution whose records were deleted: it answers from the
 // order and changes nothing (the reconciler releases an order left PENDING).
 func (w *workflows) answerAsIs(ctx dbos.Context, handoff *paywait.Checkout, order reserved) orderResult {
@@ -181,12 +181,12 @@ func (w *workflows) dispatch(ctx dbos.Context, in dispatchInput) (int64, error) 
 }
 
 // release cancels order orderID, whose checkout will never finish it, and
-// returns its unit: one step, exactly once (its workflow ID is per order).
+// returns its units: one step, exactly once (its workflow ID is per order).
 // It changes nothing if the order is no longer PENDING.
 func (w *workflows) release(ctx dbos.Context, orderID int64) (bool, error) {
 	released, err := step(ctx, w, shop.ReleaseWorkflow, shop.StepRelease, w.steps.release(orderID))
 	if err == nil && released {
-		w.log(ctx, orderID).Warn("release: the order's checkout will not finish it; cancelled, unit returned")
+		w.log(ctx, orderID).Warn("release: the order's checkout will not finish it; cancelled, units returned")
 	}
 	return released, err
 }
@@ -195,7 +195,7 @@ func (w *workflows) release(ctx dbos.Context, orderID int64) (bool, error) {
 type refundInput struct {
 	PaymentID   string `json:"payment_id"`
 	OrderID     int64  `json:"order_id"`
-	AmountCents int64  `json:"amount_cents"` // the order's price: what was paid
+	AmountCents int64  `json:"amount_cents"` // the order's total: what was paid
 }
 
 // refund pays back a late payment, one that came for an order already
@@ -235,7 +235,7 @@ func (w *workflows) refund(ctx dbos.Context, in refundInput) (string, error) {
 
 // cancelOrder is an operator's Cancel-and-refund of an unfinished order
 // (reconcile.Operations.CancelOrder), once per order (its ID): one step
-// cancels it, returns its unit and, if it was paid, records the payment for
+// cancels it, returns its units and, if it was paid, records the payment for
 // refund; then the payment's refund workflow starts as a child (its ID is per
 // payment, so the reconciler finds it started).
 func (w *workflows) cancelOrder(ctx dbos.Context, orderID int64) (cancelled, error) {
@@ -254,9 +254,9 @@ func (w *workflows) cancelOrder(ctx dbos.Context, orderID int64) (cancelled, err
 // The starts: how internal/checkout and internal/reconcile run the workflows,
 // each under its fixed ID, so a second start finds the first.
 
-// StartCheckout starts (or finds) the checkout of key.
-func (w *workflows) StartCheckout(key, shopper, client string) error {
-	_, err := start(w, w.checkout, checkoutInput{Shopper: shopper, Client: client, Key: key}, key, false)
+// StartCheckout starts (or finds) the checkout of key for cart items.
+func (w *workflows) StartCheckout(key, shopper, client string, items []shop.Line) error {
+	_, err := start(w, w.checkout, checkoutInput{Shopper: shopper, Client: client, Key: key, Items: items}, key, false)
 	return err
 }
 

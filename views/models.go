@@ -31,7 +31,9 @@ type PageInfo struct {
 // Store is the store page.
 type Store struct {
 	Product  shop.Product
-	NewKey   string // idempotency key of the next Buy: a double submit buys once
+	Catalog  []shop.Product // every product, by id
+	CartKey  string         // idempotency key of the cart's next Check out
+	NewKey   string         // idempotency key of the next Buy: a double submit buys once
 	MyOrders []shop.Order
 	// Internals is the operator's panel; nil for anyone else (a visitor of a
 	// store with ADMIN_TOKEN set), whose page then carries none of it.
@@ -60,12 +62,37 @@ type LatePayment struct {
 	RefundedAt time.Time // when Refunded
 }
 
+// Line is one line of an order or a cart as a page shows it.
+type Line struct {
+	ProductID      int
+	Name           string
+	Quantity       int
+	UnitPriceCents int64
+}
+
+// UnitPrice formats the unit price.
+func (l Line) UnitPrice() string { return shop.Money(l.UnitPriceCents) }
+
+// Subtotal formats quantity × unit price.
+func (l Line) Subtotal() string { return shop.Money(int64(l.Quantity) * l.UnitPriceCents) }
+
+// Short is a line a checkout could not hold.
+type Short struct {
+	Name                string
+	Quantity, Available int
+}
+
 // Pay is the payment page of one checkout.
 type Pay struct {
 	Key     string
 	Product shop.Product
 	Order   *shop.Order // nil when the checkout sold out
 	SoldOut bool
+	// Lines and TotalCents are the order's (when there is one); Short the
+	// lines that were short (a cart that sold out).
+	Lines      []Line
+	TotalCents int64
+	Short      []Short
 	// Sig is the pay link's signature the page was opened with, carried in
 	// its forms (a buyer with a signed link and no session); "" otherwise.
 	Sig string

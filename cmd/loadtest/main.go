@@ -60,7 +60,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	decline := fs.Float64("decline", -1, "fraction of payments declined (default 0 for load, 0.2 otherwise)")
 	abandon := fs.Float64("abandon", -1, "fraction of checkouts never paid (default 0 for load, 0.05 for chaos)")
 	payTimeout := fs.Duration("payment-timeout", 0, "the store's PAYMENT_TIMEOUT (default 120s for load and restart, 5s for chaos so abandoned checkouts settle fast)")
-	stock := fs.Int("stock", 0, "initial stock (default 1000000; flash: 1000, the units on sale)")
+	stock := fs.Int("stock", 0, "initial stock (default 1000000; flash: 1000, the units on sale; with -carts, of each product, default 30)")
+	carts := fs.Bool("carts", false, "load and chaos: random carts of 1–3 lines, quantities 1–3, of every product (chaos: little stock, lines sell out)")
 	bin := fs.String("bin", "", "prebuilt store binary (default: build it with CGO_ENABLED=0)")
 	storeLog := fs.String("store-log", "", "file for the store's log (default: a temp file, printed)")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -96,6 +97,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if *mode == "chaos" {
 			*abandon = 0.05
 		}
+	}
+
+	if *carts && *stock == 0 && *mode == "chaos" {
+		*stock = 30
 	}
 
 	tmp, err := os.MkdirTemp("", "loadtest-")
@@ -155,7 +160,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer drop()
 	opts := loadgen.Options{
 		Bin: *bin, DB: db, Concurrency: *c, Duration: *duration, Kills: *kills, Seed: *seed,
-		Decline: *decline, Abandon: *abandon, PaymentTimeout: *payTimeout, Stock: *stock,
+		Decline: *decline, Abandon: *abandon, PaymentTimeout: *payTimeout, Stock: *stock, Carts: *carts,
 		StoreLog: logFile, Progress: stdout,
 	}
 	if *mode == "ab" {
@@ -172,8 +177,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runAB(ctx, stdout, &abRun{name: "old", bin: baseBin}, &abRun{name: "new", bin: *bin},
 			*rounds, opts, newDB, *pgAdmin)
 	}
-	fmt.Fprintf(stdout, "mode %s, %s, C=%d, seed %d, decline %.2f, abandon %.2f; store log: %s\n",
-		*mode, *dbKind, *c, *seed, *decline, *abandon, logPath)
+	fmt.Fprintf(stdout, "mode %s, %s, C=%d, seed %d, decline %.2f, abandon %.2f, carts %v; store log: %s\n",
+		*mode, *dbKind, *c, *seed, *decline, *abandon, *carts, logPath)
 	switch *mode {
 	case "load":
 		r, err := loadgen.Load(ctx, opts)

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 
 	"widget-store/internal/paywait"
 	"widget-store/internal/shop"
@@ -25,10 +26,11 @@ import (
 // ID on the store's root DBOS context, never the request's, whose
 // cancellation would durably cancel it.
 type Workflows interface {
-	// StartCheckout starts the checkout of key (its workflow ID) for the
-	// browser session shopper ("" for an API client), from the client
-	// address client ("" unless the hold limit is on).
-	StartCheckout(key, shopper, client string) error
+	// StartCheckout starts the checkout of key (its workflow ID) of cart
+	// items (nil: one unit of product 1) for the browser session shopper
+	// ("" for an API client), from the client address client ("" unless the
+	// hold limit is on).
+	StartCheckout(key, shopper, client string, items []shop.Line) error
 	// Release runs the release of an order (reconcile's remedy for a PENDING
 	// order whose checkout will not run again) and waits for it.
 	Release(ctx context.Context, orderID int64) error
@@ -53,8 +55,65 @@ func New(hub *paywait.Hub, db *store.DB, w Workflows, logger *slog.Logger) *Serv
 // waits for its first step; soldOut reports that it found no stock. shopper
 // is the buying browser's session ("" for an API client), client its address
 // when the hold limit is on.
-func (s *Service) Start(ctx context.Context, key, shopper, client string) (soldOut bool, err error) {
-	return s.hub.AwaitStart(ctx, key, func() error { return s.workflows.StartCheckout(key, shopper, client) })
+//
+// items is the cart (shop.ParseCart checked its shape); nil is the API's
+// checkout without one, one unit of product 1. With a cart, a product not in
+// the catalog is a shop.Invalid error before anything starts, a key seen
+// before with another cart a shop.Conflict, and a short line the
+// shop.Conflict that names the short lines. (A checkout without a cart is
+// answered as before carts, replays included: no read is added to it.)
+func (s *Service) Start(ctx context.Context, key, shopper, client string, items []shop.Line) (soldOut bool, err error) {
+	if items != nil {
+		if err := s.inCatalog(ctx, items); err != nil {
+			return false, err
+		}
+		items = slices.Clone(items)
+		shop.SortLines(items) // the order the reserve takes the rows in (steps.go)
+	}
+	soldOut, err = s.hub.AwaitStart(ctx, key, func() error { return s.workflows.StartCheckout(key, shopper, client, items) })
+	if err != nil || items == nil {
+		return soldOut, err
+	}
+	cart, _, err := s.db.CartOfKey(ctx, key)
+	if err != nil {
+		return false, err
+	}
+	if !shop.SameCart(cart, items) {
+		return false, shop.Errorf(shop.Conflict, "checkout %s was made for a different cart; use a new key for this one", key)
+	}
+	if soldOut {
+		short, err := s.db.SoldOutLines(ctx, key)
+		if err != nil {
+			return false, err
+		}
+		return true, shop.Errorf(shop.Conflict, "%s", shop.ShortMessage(key, shortOnly(short)))
+	}
+	return false, nil
+}
+
+// inCatalog refuses a cart with a product the catalog does not have.
+func (s *Service) inCatalog(ctx context.Context, items []shop.Line) error {
+	products, err := s.db.Products(ctx)
+	if err != nil {
+		return err
+	}
+	for _, l := range items {
+		if !slices.ContainsFunc(products, func(p shop.Product) bool { return p.ID == l.ProductID }) {
+			return shop.Errorf(shop.Invalid, "there is no product %d in the catalog; nothing was held", l.ProductID)
+		}
+	}
+	return nil
+}
+
+// shortOnly keeps the lines that were short.
+func shortOnly(cart []shop.Shortage) []shop.Shortage {
+	var out []shop.Shortage
+	for _, s := range cart {
+		if s.Available < s.Quantity {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Pay applies a payment status to the order behind payment id pid and

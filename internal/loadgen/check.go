@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,11 +25,25 @@ type Order struct {
 	Key      string
 	Status   shop.Status
 	Progress int
+	// Lines are the units it holds, by product (order_lines); nil is one
+	// unit of ProductID (0: product 1), an order of a build before carts.
+	Lines     []shop.Line
+	ProductID int
+}
+
+// units is what order o holds: quantity by product.
+func (o Order) units() []shop.Line {
+	if o.Lines != nil {
+		return o.Lines
+	}
+	return []shop.Line{{ProductID: max(o.ProductID, shop.ProductID), Quantity: 1}}
 }
 
 // Snapshot is the store's state read straight from its database.
 type Snapshot struct {
-	Stock        int
+	Stock int // product 1's
+	// Stocks is every product's stock by id; nil: only Stock (product 1).
+	Stocks       map[int]int
 	Orders       []Order
 	LatePayments map[string]int64 // payment id → order id
 	// ProviderRefunds counts the stand-in provider's refunds by payment id
@@ -83,12 +99,22 @@ func ReadSnapshot(ctx context.Context, db *Database) (Snapshot, error) {
 		defer tx.Rollback() // read-only: nothing to commit
 		q = sqlQ{tx}
 	}
-	if err := q.queryRow(ctx, `SELECT inventory FROM products WHERE product_id = 1`).Scan(&snap.Stock); err != nil {
+	snap.Stocks = map[int]int{}
+	err := each(ctx, q, `SELECT product_id, inventory FROM products`, func(r scanner) error {
+		var id, n int
+		if err := r.Scan(&id, &n); err != nil {
+			return err
+		}
+		snap.Stocks[id] = n
+		return nil
+	})
+	if err != nil {
 		return snap, fmt.Errorf("read stock: %w", err)
 	}
-	err := each(ctx, q, `SELECT order_id, checkout_key, order_status, progress_remaining FROM orders ORDER BY order_id`, func(r scanner) error {
+	snap.Stock = snap.Stocks[shop.ProductID]
+	err = each(ctx, q, `SELECT order_id, checkout_key, order_status, progress_remaining, product_id FROM orders ORDER BY order_id`, func(r scanner) error {
 		var o Order
-		if err := r.Scan(&o.ID, &o.Key, &o.Status, &o.Progress); err != nil {
+		if err := r.Scan(&o.ID, &o.Key, &o.Status, &o.Progress, &o.ProductID); err != nil {
 			return err
 		}
 		snap.Orders = append(snap.Orders, o)
@@ -96,6 +122,9 @@ func ReadSnapshot(ctx context.Context, db *Database) (Snapshot, error) {
 	})
 	if err != nil {
 		return snap, fmt.Errorf("read orders: %w", err)
+	}
+	if err := readLines(ctx, q, db.Kind, snap.Orders); err != nil {
+		return snap, err
 	}
 	err = each(ctx, q, `SELECT payment_id, order_id FROM late_payments`, func(r scanner) error {
 		var pid string
@@ -144,6 +173,35 @@ func ReadSnapshot(ctx context.Context, db *Database) (Snapshot, error) {
 		return snap, fmt.Errorf("read refunds: %w", err)
 	}
 	return readWorkflows(ctx, q, workflowTable, snap)
+}
+
+// readLines reads the orders' lines (order_lines), if the build has them.
+func readLines(ctx context.Context, q querier, kind string, orders []Order) error {
+	has := `SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'order_lines')`
+	if kind == "postgres" {
+		has = `SELECT to_regclass('order_lines') IS NOT NULL`
+	}
+	var ok bool
+	if err := q.queryRow(ctx, has).Scan(&ok); err != nil || !ok {
+		return err
+	}
+	byID := make(map[int64]int, len(orders))
+	for i, o := range orders {
+		byID[o.ID] = i
+	}
+	return each(ctx, q, `SELECT order_id, product_id, quantity FROM order_lines`, func(r scanner) error {
+		var id int64
+		var l shop.Line
+		if err := r.Scan(&id, &l.ProductID, &l.Quantity); err != nil {
+			return err
+		}
+		i, ok := byID[id]
+		if !ok {
+			return fmt.Errorf("order_lines has a line of order %d, which does not exist", id)
+		}
+		orders[i].Lines = append(orders[i].Lines, l)
+		return nil
+	})
 }
 
 // readWorkflows adds the count of DBOS workflows by name and status.
@@ -279,33 +337,66 @@ type Observed struct {
 }
 
 // CheckInvariants checks the store's six invariants against the database
-// snapshot taken after the run and the clients' acknowledgements.
+// snapshot taken after the run and the clients' acknowledgements, for a run
+// that started with initialStock units of product 1 (and sold nothing else).
 func CheckInvariants(initialStock int, snap Snapshot, purchases []Purchase, obs Observed) Checks {
+	return CheckInvariantsStocks(map[int]int{shop.ProductID: initialStock}, snap, purchases, obs)
+}
+
+// CheckInvariantsStocks is CheckInvariants for a run that started with
+// initial stock by product: check 1 holds for every product, and a product
+// not in initial must have no unit held by any order.
+func CheckInvariantsStocks(initial map[int]int, snap Snapshot, purchases []Purchase, obs Observed) Checks {
 	byKey := map[string]Order{}
 	count := map[shop.Status]int{}
+	held := map[int]int{} // units in PAID, DISPATCHED and PENDING orders, by product
 	for _, o := range snap.Orders {
 		count[o.Status]++
+		if o.Status == shop.StatusPaid || o.Status == shop.StatusDispatched || o.Status == shop.StatusPending {
+			for _, l := range o.units() {
+				held[l.ProductID] += l.Quantity
+			}
+		}
+	}
+	stocks := snap.Stocks
+	if stocks == nil {
+		stocks = map[int]int{shop.ProductID: snap.Stock}
 	}
 	var cs Checks
 
-	// 1. Stock conservation.
+	// 1. Stock conservation, per product.
 	var o1 offences
-	holding := count[shop.StatusPaid] + count[shop.StatusDispatched] + count[shop.StatusPending]
-	if initialStock-snap.Stock != holding {
-		o1.add("initial %d − final %d = %d, but PAID %d + DISPATCHED %d + PENDING %d = %d",
-			initialStock, snap.Stock, initialStock-snap.Stock, count[shop.StatusPaid], count[shop.StatusDispatched], count[shop.StatusPending], holding)
+	var ok1 []string
+	for _, id := range slices.Sorted(maps.Keys(initial)) {
+		final, have := stocks[id]
+		if !have {
+			o1.add("product %d: no stock read", id)
+			continue
+		}
+		if initial[id]-final != held[id] {
+			o1.add("product %d: initial %d − final %d = %d, but PAID/DISPATCHED/PENDING orders hold %d units",
+				id, initial[id], final, initial[id]-final, held[id])
+		}
+		ok1 = append(ok1, fmt.Sprintf("product %d: %d − %d = %d", id, initial[id], final, held[id]))
 	}
-	if snap.Stock < 0 {
-		o1.add("final stock %d < 0", snap.Stock)
+	for id, n := range held {
+		if _, ok := initial[id]; !ok && n != 0 {
+			o1.add("product %d: orders hold %d units of a product the run did not stock", id, n)
+		}
+	}
+	for id, n := range stocks {
+		if n < 0 {
+			o1.add("product %d: final stock %d < 0", id, n)
+		}
 	}
 	for _, v := range obs.Violations {
 		if strings.HasPrefix(v, "stock") {
 			o1.add("seen while running: %s", v)
 		}
 	}
-	cs = append(cs, o1.check("1 stock conserved, never negative",
-		fmt.Sprintf("initial %d − final %d = %d = PAID %d + DISPATCHED %d + PENDING %d",
-			initialStock, snap.Stock, initialStock-snap.Stock, count[shop.StatusPaid], count[shop.StatusDispatched], count[shop.StatusPending])))
+	cs = append(cs, o1.check("1 stock conserved per product (initial − final = units held by PAID + DISPATCHED + PENDING orders), never negative",
+		fmt.Sprintf("%s; orders PAID %d + DISPATCHED %d + PENDING %d", strings.Join(ok1, ", "),
+			count[shop.StatusPaid], count[shop.StatusDispatched], count[shop.StatusPending])))
 
 	// 2. One key → at most one order; every order made by a key a client sent.
 	var o2 offences

@@ -100,3 +100,40 @@ func TestCheckInvariantsCatchesEachViolation(t *testing.T) {
 		})
 	}
 }
+
+// Carts: check 1 holds per product, counting units, not orders.
+func TestCheckInvariantsPerProduct(t *testing.T) {
+	good := func() Snapshot {
+		return Snapshot{
+			Stocks: map[int]int{1: 9, 2: 7, 3: 5},
+			Orders: []Order{
+				{ID: 1, Key: "a", Status: shop.StatusDispatched, Lines: []shop.Line{{ProductID: 1, Quantity: 1}, {ProductID: 2, Quantity: 3}}},
+				{ID: 2, Key: "b", Status: shop.StatusCancelled, Progress: shop.DispatchLegs, Lines: []shop.Line{{ProductID: 3, Quantity: 2}}},
+			},
+			Workflows: map[string]int{"checkout SUCCESS": 2, "dispatch SUCCESS": 1},
+		}
+	}
+	ps := []Purchase{
+		{Key: "a", Checkout: Answer{200, "a"}, Sent: "paid", Payment: Answer{200, "1"}},
+		{Key: "b", Checkout: Answer{200, "b"}, Sent: "failed", Payment: Answer{200, "2"}},
+	}
+	initial := map[int]int{1: 10, 2: 10, 3: 5}
+	if cs := CheckInvariantsStocks(initial, good(), ps, Observed{}); !cs.OK() {
+		var b strings.Builder
+		cs.Print(&b)
+		t.Fatalf("a consistent run failed:\n%s", b.String())
+	}
+	for name, corrupt := range map[string]func(*Snapshot){
+		"a declined line's units not back": func(s *Snapshot) { s.Stocks[3] = 3 },
+		"one unit of a line lost":          func(s *Snapshot) { s.Stocks[2] = 6 },
+		"units given back twice":           func(s *Snapshot) { s.Stocks[3] = 7 },
+		"a line of an unstocked product":   func(s *Snapshot) { s.Orders[0].Lines = append(s.Orders[0].Lines, shop.Line{ProductID: 4, Quantity: 1}) },
+	} {
+		snap := good()
+		corrupt(&snap)
+		cs := CheckInvariantsStocks(initial, snap, ps, Observed{})
+		if cs[0].OK {
+			t.Errorf("%s: check 1 passed: %s", name, cs[0].Detail)
+		}
+	}
+}

@@ -49,18 +49,24 @@ func NewClient(base string, conns int, timeout time.Duration) *Client {
 // Checkout is POST /checkout/{key} until a definitive answer: 200 with the
 // payment id, 409 sold out, or another 4xx (a bug this client reports).
 func (c *Client) Checkout(ctx context.Context, key string) (Answer, int, error) {
-	return c.retry(ctx, "checkout", "/checkout/"+key)
+	return c.retry(ctx, "checkout", "/checkout/"+key, "")
+}
+
+// CheckoutCart is Checkout of a cart (its JSON body): 200 + payment id, or
+// 409 with the short lines named.
+func (c *Client) CheckoutCart(ctx context.Context, key, cart string) (Answer, int, error) {
+	return c.retry(ctx, "checkout", "/checkout/"+key, cart)
 }
 
 // Pay is POST /payment_webhook/{pid}/{status} until a definitive answer: 200
 // with the order id, or 409 (the status contradicts the order's fate).
 func (c *Client) Pay(ctx context.Context, pid, status string) (Answer, int, error) {
-	return c.retry(ctx, "webhook", "/payment_webhook/"+pid+"/"+status)
+	return c.retry(ctx, "webhook", "/payment_webhook/"+pid+"/"+status, "")
 }
 
-// retry posts to path until a 2xx or 4xx answer or ctx ends, and returns the
-// answer and the number of attempts.
-func (c *Client) retry(ctx context.Context, op, path string) (Answer, int, error) {
+// retry posts to path (with JSON body, if not "") until a 2xx or 4xx answer
+// or ctx ends, and returns the answer and the number of attempts.
+func (c *Client) retry(ctx context.Context, op, path, body string) (Answer, int, error) {
 	backoff := 2 * time.Millisecond
 	maxBackoff := c.MaxBackoff
 	if maxBackoff == 0 {
@@ -68,7 +74,7 @@ func (c *Client) retry(ctx context.Context, op, path string) (Answer, int, error
 	}
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		a, err := c.post(ctx, path)
+		a, err := c.post(ctx, path, body)
 		if err == nil && a.Status < 500 {
 			c.Stats.latency(op, time.Since(start))
 			return a, attempt, nil
@@ -92,10 +98,17 @@ func errOrStatus(err error, a Answer) string {
 	return a.String()
 }
 
-func (c *Client) post(ctx context.Context, path string) (Answer, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Base+path, nil)
+func (c *Client) post(ctx context.Context, path, body string) (Answer, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Base+path, rd)
 	if err != nil {
 		return Answer{}, err
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {

@@ -130,7 +130,7 @@ func (f *Failover) call(ctx context.Context, op string, start int, path string) 
 	for attempt := 1; ; attempt++ {
 		node := (start + attempt - 1) % len(f.Nodes)
 		began := time.Now()
-		a, err := f.Nodes[node].post(ctx, path)
+		a, err := f.Nodes[node].post(ctx, path, "")
 		if err == nil && a.Status < 500 {
 			took := time.Since(began)
 			f.Stats.latency(op, took)

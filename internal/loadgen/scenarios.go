@@ -33,7 +33,11 @@ type Options struct {
 	Abandon      float64       // fraction of checkouts never paid
 	Replay       float64       // fraction of purchases whose calls are repeated
 	Seed         int64         // seeds shoppers and kills; print it so a failure replays
-	Stock        int           // initial stock (default 1,000,000: never sells out)
+	Stock        int           // initial stock (default 1,000,000: never sells out), of each product with Carts
+	// Carts: shoppers buy random carts (1–3 lines of CartProducts,
+	// quantities 1–3) and every product is stocked with Stock; the
+	// invariants are checked per product.
+	Carts bool
 	// PaymentTimeout is the store's PAYMENT_TIMEOUT: how long an abandoned
 	// checkout holds its unit. Chaos runs use a short one (default 5s) so
 	// abandoned checkouts settle fast; load runs keep the store's 120s.
@@ -103,9 +107,35 @@ func (o *Options) settleTimeout() time.Duration {
 	return pt + (shop.DispatchLegs+1)*time.Second + o.SettleExtra // the payment window, a dispatch and a second, recovery
 }
 
-// restock sets the stock over HTTP (demo mode: no admin token).
-func restock(ctx context.Context, base string, n int, reads *atomic.Int64) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/restock?inventory="+strconv.Itoa(n), nil)
+// CartProducts are the products of the seeded catalog (schema.sql), which
+// the cart shoppers buy.
+var CartProducts = []int{1, 2, 3, 4}
+
+// initialStocks is the stock a run starts with, by product.
+func (o *Options) initialStocks() map[int]int {
+	if !o.Carts {
+		return map[int]int{shop.ProductID: o.Stock}
+	}
+	m := map[int]int{}
+	for _, id := range CartProducts {
+		m[id] = o.Stock
+	}
+	return m
+}
+
+// restockAll sets the run's initial stocks over HTTP.
+func restockAll(ctx context.Context, base string, o Options, reads *atomic.Int64) error {
+	for id, n := range o.initialStocks() {
+		if err := restock(ctx, base, id, n, reads); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restock sets product id's stock over HTTP (demo mode: no admin token).
+func restock(ctx context.Context, base string, id, n int, reads *atomic.Int64) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/restock?product_id="+strconv.Itoa(id)+"&inventory="+strconv.Itoa(n), nil)
 	if err != nil {
 		return err
 	}
@@ -124,6 +154,7 @@ func restock(ctx context.Context, base string, n int, reads *atomic.Int64) error
 // Tally counts purchases by outcome.
 type Tally struct {
 	Keys, PaymentIDs, SoldOut, Paid, Declined, PaidTooLate, Abandoned, GaveUp int
+	PaidUnits                                                                 int // units in the paid purchases (one each without a cart)
 }
 
 func tally(ps []Purchase) Tally {
@@ -145,6 +176,7 @@ func tally(ps []Purchase) Tally {
 		switch {
 		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusOK:
 			t.Paid++
+			t.PaidUnits += max(1, shop.Units(p.Cart))
 		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusConflict:
 			t.PaidTooLate++
 		case p.Sent == shop.PaymentFailed && p.Payment.Status == http.StatusOK:
@@ -178,7 +210,7 @@ func finishWith(ctx context.Context, o *Options, st *Store, sampler *Sampler, le
 	}
 	samples, _, _, violations := sampler.Result()
 	ps := ledger.Purchases()
-	checks := CheckInvariants(o.Stock, snap, ps, Observed{Samples: samples, Violations: violations, SettleErr: settleErr})
+	checks := CheckInvariantsStocks(o.initialStocks(), snap, ps, Observed{Samples: samples, Violations: violations, SettleErr: settleErr})
 	return tally(ps), settle, checks, nil
 }
 
@@ -249,7 +281,7 @@ func startStocked(ctx context.Context, st *Store, o Options) (rig, error) {
 	if _, err := st.Start(ctx); err != nil {
 		return rig{}, err
 	}
-	if err := restock(ctx, st.Base(), o.Stock, reads); err != nil {
+	if err := restockAll(ctx, st.Base(), o, reads); err != nil {
 		return rig{}, err
 	}
 	return newRig(st, o, o.SampleEvery, reads), nil
@@ -267,7 +299,7 @@ func Load(ctx context.Context, o Options) (*LoadReport, error) {
 	if r.StartupFresh, err = st.Start(ctx); err != nil {
 		return nil, err
 	}
-	if err := restock(ctx, st.Base(), o.Stock, &reads); err != nil {
+	if err := restockAll(ctx, st.Base(), o, &reads); err != nil {
 		return nil, err
 	}
 	if err := st.Stop(20 * time.Second); err != nil {
@@ -305,6 +337,7 @@ func Load(ctx context.Context, o Options) (*LoadReport, error) {
 	Shoppers(loadCtx, rg.client, ShopperConfig{
 		Concurrency: o.Concurrency, MaxPurchases: o.MaxPurchases, Decline: o.Decline, Abandon: o.Abandon,
 		Replay: o.Replay, Seed: o.Seed, KeyPrefix: "load-" + strconv.FormatInt(o.Seed, 10) + "-",
+		Carts: o.Carts, CartProducts: CartProducts,
 	}, rg.ledger)
 	r.Elapsed = time.Since(start)
 	cancel()
@@ -339,6 +372,9 @@ func (r *LoadReport) Print(w io.Writer) {
 	fmt.Fprintf(w, "== load: %s, C=%d, %v (store and tool on the same machine: %d CPUs)\n", r.DB, r.Concurrency, r.Elapsed.Round(time.Millisecond), runtime.NumCPU())
 	fmt.Fprintf(w, "  purchases          %s\n", r.Tally)
 	fmt.Fprintf(w, "  purchases/s        %.1f (paid, acknowledged)\n", r.PurchasesPerSec())
+	if r.Tally.PaidUnits != r.Tally.Paid {
+		fmt.Fprintf(w, "  units/s            %.1f (%.2f units per paid cart)\n", float64(r.Tally.PaidUnits)/r.Elapsed.Seconds(), float64(r.Tally.PaidUnits)/float64(max(1, r.Tally.Paid)))
+	}
 	fmt.Fprintf(w, "  POST /checkout     %s\n", r.Checkout)
 	fmt.Fprintf(w, "  POST /payment_...  %s\n", r.Webhook)
 	fmt.Fprintf(w, "  errors (retried)   %s\n", formatErrors(r.Errors))
@@ -516,6 +552,7 @@ func Chaos(ctx context.Context, o Options) (*ChaosReport, error) {
 		Shoppers(loadCtx, rg.client, ShopperConfig{
 			Concurrency: o.Concurrency, MaxPurchases: o.MaxPurchases, Decline: o.Decline, Abandon: o.Abandon,
 			Replay: o.Replay, Seed: o.Seed, KeyPrefix: "chaos-" + strconv.FormatInt(o.Seed, 10) + "-",
+			Carts: o.Carts, CartProducts: CartProducts,
 		}, rg.ledger)
 	}()
 

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 // acknowledgements the invariants are checked against.
 type Purchase struct {
 	Key      string
+	Cart     []shop.Line // nil: no cart (one unit of product 1)
 	Started  time.Time
 	Finished time.Time // zero while in flight
 
@@ -89,6 +91,31 @@ type ShopperConfig struct {
 	// RetryFor bounds how long a call is retried after the load stops
 	// (default 2 minutes): a careful client retries, but not forever.
 	RetryFor time.Duration
+	// Carts: each purchase is a random cart of 1–3 lines of CartProducts
+	// (quantities 1–3), sent as JSON (the caller must be a CartCaller).
+	Carts        bool
+	CartProducts []int
+}
+
+// CartCaller checks out a cart (Client does).
+type CartCaller interface {
+	CheckoutCart(ctx context.Context, key, cart string) (Answer, int, error)
+}
+
+// randomCart is 1–3 distinct products of products, 1–3 units each.
+func randomCart(rng *rand.Rand, products []int) []shop.Line {
+	n := 1 + rng.IntN(min(3, len(products)))
+	var cart []shop.Line
+	for _, i := range rng.Perm(len(products))[:n] {
+		cart = append(cart, shop.Line{ProductID: products[i], Quantity: 1 + rng.IntN(3)})
+	}
+	return cart
+}
+
+// cartJSON is a cart as POST /checkout/{key} takes it.
+func cartJSON(cart []shop.Line) string {
+	b, _ := json.Marshal(map[string][]shop.Line{"items": cart}) // a slice of plain structs always marshals
+	return string(b)
 }
 
 // Caller makes a shopper's two calls until a definitive answer: *Client
@@ -126,6 +153,9 @@ func Shoppers(ctx context.Context, c Caller, cfg ShopperConfig, ledger *Ledger) 
 					return
 				}
 				p := &Purchase{Key: cfg.KeyPrefix + strconv.Itoa(i) + "-" + strconv.Itoa(n), Started: time.Now()}
+				if cfg.Carts {
+					p.Cart = randomCart(rng, cfg.CartProducts)
+				}
 				ledger.add(p)
 				decline, abandon, replay := rng.Float64() < cfg.Decline, rng.Float64() < cfg.Abandon, rng.Float64() < cfg.Replay
 				buy(callCtx, c, p, decline, abandon, replay, ledger)
@@ -139,7 +169,13 @@ func Shoppers(ctx context.Context, c Caller, cfg ShopperConfig, ledger *Ledger) 
 // answers, then the same payment call until it answers.
 func buy(ctx context.Context, c Caller, p *Purchase, decline, abandon, replay bool, ledger *Ledger) {
 	defer ledger.record(func() { p.Finished = time.Now() })
-	a, _, err := c.Checkout(ctx, p.Key)
+	checkout := func() (Answer, int, error) {
+		if cc, ok := c.(CartCaller); ok && p.Cart != nil {
+			return cc.CheckoutCart(ctx, p.Key, cartJSON(p.Cart))
+		}
+		return c.Checkout(ctx, p.Key)
+	}
+	a, _, err := checkout()
 	if err != nil {
 		ledger.gaveUp(p, err.Error())
 		return
@@ -162,7 +198,7 @@ func buy(ctx context.Context, c Caller, p *Purchase, decline, abandon, replay bo
 	if !replay {
 		return
 	}
-	ca, _, err := c.Checkout(ctx, p.Key)
+	ca, _, err := checkout()
 	if err != nil {
 		ledger.gaveUp(p, "replay: "+err.Error())
 		return

@@ -14,16 +14,18 @@ import (
 	"time"
 )
 
-// ProductID is the store's one product.
+// ProductID is the reference store's product, the first of the catalog: the
+// product of GET /product, and of a checkout without a cart.
 const ProductID = 1
 
-// Product is the store's one product.
+// Product is one product of the catalog.
 type Product struct {
 	ID          int
 	Name        string
 	Description string
 	PriceCents  int64
 	Inventory   int
+	Picture     string // its picture's path under /static ("" if it has none)
 }
 
 // Price formats the price, e.g. "$99.99".
@@ -75,6 +77,10 @@ type Order struct {
 	ProgressRemaining int
 	CreatedAt         time.Time
 	LastUpdate        time.Time
+	// Lines are what the order holds, each at its unit price at the hold;
+	// PriceCents is their total. Read only where they are shown (nil
+	// elsewhere).
+	Lines []Line
 }
 
 // StatusName is the status as a word.

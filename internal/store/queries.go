@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -12,13 +13,19 @@ import (
 	"widget-store/internal/shop"
 )
 
-// Product reads the store's one product.
+// Product reads product 1, the reference store's product (GET /product).
 func (db *DB) Product(ctx context.Context) (shop.Product, error) {
-	var p shop.Product
-	err := db.q.QueryRow(ctx, sqlProduct, shop.ProductID).
-		Scan(&p.ID, &p.Name, &p.Description, &p.PriceCents, &p.Inventory)
+	return db.ProductByID(ctx, shop.ProductID)
+}
+
+// ProductByID reads product id; a shop.NotFound error if there is none.
+func (db *DB) ProductByID(ctx context.Context, id int) (shop.Product, error) {
+	p, err := scanProduct(db.q.QueryRow(ctx, sqlProduct, id))
+	if IsNoRows(err) {
+		return p, shop.Errorf(shop.NotFound, "there is no product %d", id)
+	}
 	if err != nil {
-		return p, fmt.Errorf("read product: %w", err)
+		return p, fmt.Errorf("read product %d: %w", id, err)
 	}
 	return p, nil
 }
@@ -399,10 +406,15 @@ func (db *DB) ProviderRefundOnce(ctx context.Context, key, pid string, amountCen
 	return r, nil
 }
 
-// Restock sets the stock to n: an operator action, not part of any workflow.
-func (db *DB) Restock(ctx context.Context, n int) error {
-	if _, err := db.q.Exec(ctx, `UPDATE products SET inventory = $1 WHERE product_id = $2`, n, shop.ProductID); err != nil {
+// Restock sets product productID's stock to n: an operator action, not part
+// of any workflow. A product that does not exist is a shop.NotFound error.
+func (db *DB) Restock(ctx context.Context, productID, n int) error {
+	res, err := db.q.Exec(ctx, `UPDATE products SET inventory = $1 WHERE product_id = $2`, n, productID)
+	if err != nil {
 		return fmt.Errorf("restock: %w", err)
+	}
+	if m, err := res.RowsAffected(); err != nil || m == 0 {
+		return cmp.Or(err, shop.Errorf(shop.NotFound, "there is no product %d", productID))
 	}
 	return nil
 }

@@ -34,7 +34,15 @@ func envInt(t *testing.T, key string, def int64) int64 {
 //	CHAOS_KILLS=20 go test -run TestChaos -v ./internal/storetest
 //
 // or go run ./cmd/loadtest -mode chaos. CHAOS_SEED replays a failed run.
-func TestChaos(t *testing.T) {
+func TestChaos(t *testing.T) { runChaos(t, false) }
+
+// TestChaosCarts is TestChaos with carts: each purchase a random cart of 1–3
+// lines (quantities 1–3) of the seeded catalog, every product with little
+// stock, so lines sell out while the store is killed; the stock is checked
+// per product.
+func TestChaosCarts(t *testing.T) { runChaos(t, true) }
+
+func runChaos(t *testing.T, carts bool) {
 	if testing.Short() {
 		t.Skip("builds the binary and kills it repeatedly")
 	}
@@ -49,7 +57,7 @@ func TestChaos(t *testing.T) {
 			Decline: 0.2, Abandon: 0.05, Replay: 0.2, PaymentTimeout: 5 * time.Second,
 			// Little stock, so checkouts also sell out, and declined and
 			// abandoned units come back, while the store is being killed.
-			Stock:    150,
+			Stock: 150, Carts: carts,
 			StoreLog: LogWriter(t, ""), Progress: &progress,
 		})
 		if err != nil {

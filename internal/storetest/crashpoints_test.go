@@ -71,7 +71,7 @@ func TestCrashPoints(t *testing.T) {
 					sem <- struct{}{}
 					defer func() { <-sem }()
 					t.Run(c.point+"_"+c.status, func(t *testing.T) {
-						runCrashCase(t, fl.New(t), c.point, c.status)
+						runCrashCase(t, fl.New(t), c.point, c.status, nil)
 					})
 				})
 			}
@@ -80,9 +80,34 @@ func TestCrashPoints(t *testing.T) {
 	}
 }
 
+// TestCrashPointsCart crashes a cart's checkout where its lines are held
+// (checkout:reserve, paid and declined) and where they are given back
+// (checkout:cancel): after the restart, every unit of every line is held
+// once, or back once.
+func TestCrashPointsCart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and crashes it")
+	}
+	cart := []shop.Line{{ProductID: 2, Quantity: 3}, {ProductID: 1, Quantity: 2}, {ProductID: 4, Quantity: 1}}
+	Binary(t)
+	for _, fl := range Flavours() {
+		t.Run(fl.Name, func(t *testing.T) {
+			t.Parallel()
+			for _, c := range []struct{ point, status string }{
+				{shop.CheckoutWorkflow + ":" + shop.StepReserve, "paid"},
+				{shop.CheckoutWorkflow + ":" + shop.StepReserve, "failed"},
+				{shop.CheckoutWorkflow + ":" + shop.StepCancel, "failed"},
+			} {
+				t.Run(c.point+"_"+c.status, func(t *testing.T) { runCrashCase(t, fl.New(t), c.point, c.status, cart) })
+			}
+		})
+	}
+}
+
 // runCrashCase is one named-point crash: a purchase of one key, paid or
-// declined, with the store set to exit right after step point.
-func runCrashCase(t *testing.T, db *loadgen.Database, point, status string) {
+// declined, with the store set to exit right after step point; of cart, or
+// (nil) one unit of product 1, on a new database (the seeded catalog).
+func runCrashCase(t *testing.T, db *loadgen.Database, point, status string, cart []shop.Line) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// PAYMENT_TIMEOUT=10s bounds a possible stall: a payment that a recovering
@@ -95,11 +120,17 @@ func runCrashCase(t *testing.T, db *loadgen.Database, point, status string) {
 	// The shopper: the same key, then the same payment call, until answered.
 	client := loadgen.NewClient(st.Base(), 2, 30*time.Second)
 	key := "crash-" + strings.ReplaceAll(point, ":", "-") + "-" + status
-	p := loadgen.Purchase{Key: key, Sent: status}
+	p := loadgen.Purchase{Key: key, Sent: status, Cart: cart}
+	checkout := func() (loadgen.Answer, int, error) {
+		if cart != nil {
+			return client.CheckoutCart(ctx, key, cartJSON(cart))
+		}
+		return client.Checkout(ctx, key)
+	}
 	bought := make(chan error, 1)
 	go func() {
 		var err error
-		if p.Checkout, _, err = client.Checkout(ctx, key); err != nil {
+		if p.Checkout, _, err = checkout(); err != nil {
 			bought <- err
 			return
 		}
@@ -141,7 +172,7 @@ func runCrashCase(t *testing.T, db *loadgen.Database, point, status string) {
 	// Repeated calls give the same answers, before and after the order settles.
 	replay := func(t *testing.T) {
 		t.Helper()
-		again, _, err := client.Checkout(ctx, key)
+		again, _, err := checkout()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -160,7 +191,11 @@ func runCrashCase(t *testing.T, db *loadgen.Database, point, status string) {
 	})
 
 	phase(t, "invariants and the final order", func(t *testing.T) {
-		snap := CheckInvariants(t, st, initialStock, []loadgen.Purchase{p}, obs)
+		initial := map[int]int{shop.ProductID: initialStock}
+		if cart != nil {
+			initial = seededStock
+		}
+		snap := CheckInvariantsStocks(t, st, initial, []loadgen.Purchase{p}, obs)
 		want := shop.StatusDispatched
 		if status == "failed" {
 			want = shop.StatusCancelled
@@ -169,4 +204,16 @@ func runCrashCase(t *testing.T, db *loadgen.Database, point, status string) {
 			t.Errorf("orders %+v, want one, %s, id %s", snap.Orders, want, p.Payment.Body)
 		}
 	})
+}
+
+// seededStock is the stock schema.sql seeds a new database with.
+var seededStock = map[int]int{1: 100, 2: 50, 3: 10, 4: 200}
+
+// cartJSON is a cart as POST /checkout/{key} takes it.
+func cartJSON(cart []shop.Line) string {
+	var pq []int
+	for _, l := range cart {
+		pq = append(pq, l.ProductID, l.Quantity)
+	}
+	return cartBody(pq...)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"widget-store/internal/loadgen"
+	"widget-store/internal/shop"
 )
 
 // Settle polls the store's API (every 100 ms) until every order it lists is
@@ -49,6 +50,18 @@ func CheckInvariants(t testing.TB, st *Store, initialStock int, purchases []load
 // fails it.
 func CheckInvariantsExcusing(t testing.TB, st *Store, initialStock int, purchases []loadgen.Purchase, obs loadgen.Observed, excused map[string]int) loadgen.Snapshot {
 	t.Helper()
+	return checkInvariants(t, st, map[int]int{shop.ProductID: initialStock}, purchases, obs, excused)
+}
+
+// CheckInvariantsStocks is CheckInvariants for a run that began with initial
+// stock by product (carts): stock is conserved per product.
+func CheckInvariantsStocks(t testing.TB, st *Store, initial map[int]int, purchases []loadgen.Purchase, obs loadgen.Observed) loadgen.Snapshot {
+	t.Helper()
+	return checkInvariants(t, st, initial, purchases, obs, nil)
+}
+
+func checkInvariants(t testing.TB, st *Store, initial map[int]int, purchases []loadgen.Purchase, obs loadgen.Observed, excused map[string]int) loadgen.Snapshot {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	snap, err := loadgen.StopAndSnapshot(ctx, st.Store, 5)
@@ -63,7 +76,7 @@ func CheckInvariantsExcusing(t testing.TB, st *Store, initialStock int, purchase
 			delete(snap.Workflows, k)
 		}
 	}
-	report(t, loadgen.CheckInvariants(initialStock, snap, purchases, obs))
+	report(t, loadgen.CheckInvariantsStocks(initial, snap, purchases, obs))
 	return snap
 }
 

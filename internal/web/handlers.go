@@ -3,8 +3,10 @@ package web
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"io"
 	"io/fs"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -37,16 +39,37 @@ type productJSON struct {
 	Price       float64 `json:"price"`
 }
 
+func toProductJSON(p shop.Product) productJSON {
+	return productJSON{
+		ProductID: p.ID, Product: p.Name, Description: p.Description,
+		Inventory: p.Inventory, Price: float64(p.PriceCents) / 100,
+	}
+}
+
+// handleGetProduct is GET /product: product 1, the reference store's.
 func handleGetProduct(db *store.DB) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		p, err := db.Product(r.Context())
 		if err != nil {
 			return err
 		}
-		return writeJSON(w, http.StatusOK, productJSON{
-			ProductID: p.ID, Product: p.Name, Description: p.Description,
-			Inventory: p.Inventory, Price: float64(p.PriceCents) / 100,
-		})
+		return writeJSON(w, http.StatusOK, toProductJSON(p))
+	}
+}
+
+// handleGetProducts is GET /products: the catalog, one GET /product object
+// per product, by product id.
+func handleGetProducts(db *store.DB) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		ps, err := db.Products(r.Context())
+		if err != nil {
+			return err
+		}
+		out := make([]productJSON, 0, len(ps))
+		for _, p := range ps {
+			out = append(out, toProductJSON(p))
+		}
+		return writeJSON(w, http.StatusOK, out)
 	}
 }
 
@@ -60,6 +83,10 @@ type orderJSON struct {
 	ProductID         int       `json:"product_id"`
 	CreatedAt         time.Time `json:"created_at"`
 	Price             float64   `json:"price"`
+	// Items and TotalCents are the order's lines (GET /order/{id} only;
+	// the lists leave them out).
+	Items      []shop.Line `json:"items,omitempty"`
+	TotalCents *int64      `json:"total_cents,omitempty"`
 }
 
 func toOrderJSON(o shop.Order) orderJSON {
@@ -109,20 +136,32 @@ func handleGetOrder(db *store.DB, acc access) handlerFunc {
 		if err != nil {
 			return err
 		}
-		return writeJSON(w, http.StatusOK, toOrderJSON(o))
+		if o, err = db.WithLines(r.Context(), o); err != nil {
+			return err
+		}
+		out := toOrderJSON(o)
+		total := shop.Total(o.Lines)
+		out.Items, out.TotalCents = o.Lines, &total
+		return writeJSON(w, http.StatusOK, out)
 	}
 }
 
 // handleCheckout starts a checkout and answers its payment id, which is the
 // checkout's key itself (which the client already knows: it tells a stranger
 // who replays a key nothing new). In hardened mode the hold limit applies.
+// With Content-Type: application/json the body is the cart (readCart);
+// without, the checkout buys one unit of product 1, as the reference store's.
 func handleCheckout(checkout Checkout, buyer buyerOf) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		key := r.PathValue("key")
 		if err := shop.ValidateKey("idempotency key", key); err != nil {
 			return err
 		}
-		soldOut, err := buyer.start(r, checkout, key, "")
+		items, err := readCart(r)
+		if err != nil {
+			return err
+		}
+		soldOut, err := buyer.start(r, checkout, key, "", items)
 		if err != nil {
 			return err
 		}
@@ -131,6 +170,28 @@ func handleCheckout(checkout Checkout, buyer buyerOf) handlerFunc {
 		}
 		return writeText(w, http.StatusOK, key)
 	}
+}
+
+// maxCartBytes bounds a cart's body: 20 lines fit in well under 2 KB.
+const maxCartBytes = 8 << 10
+
+// readCart reads the cart of a checkout whose Content-Type is
+// application/json: nil without one (any other body is ignored, as it always
+// was). A body over maxCartBytes, or one that is not a cart, is a
+// shop.Invalid error; over the store's body limit, its 413.
+func readCart(r *http.Request) ([]shop.Line, error) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return nil, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxCartBytes+1))
+	if err != nil {
+		return nil, err // the store's body limit (413), or a broken connection
+	}
+	if len(body) > maxCartBytes {
+		return nil, shop.Errorf(shop.Invalid, "the cart is larger than %d bytes; nothing was held", maxCartBytes)
+	}
+	return shop.ParseCart(body)
 }
 
 // handlePaymentWebhook is the payment provider's call: authenticated first
@@ -152,13 +213,21 @@ func handlePaymentWebhook(acc access, now func() time.Time, checkout Checkout) h
 	}
 }
 
-// handleRestock sets the stock (?inventory=N or a form field, 100 by
-// default) and answers the product, or the internals panel for htmx.
+// handleRestock sets a product's stock (?product_id=N, product 1 without
+// it; ?inventory=N or form fields, 100 by default) and answers the product,
+// or the internals panel for htmx.
 func handleRestock(logger *slog.Logger, db *store.DB, internals handlerFunc) handlerFunc {
-	product := handleGetProduct(db)
 	return func(w http.ResponseWriter, r *http.Request) error {
 		if err := parseForm(r); err != nil {
 			return err
+		}
+		id := shop.ProductID
+		if s := r.FormValue("product_id"); s != "" {
+			v, err := strconv.Atoi(s)
+			if err != nil || v < 1 {
+				return shop.Errorf(shop.Invalid, "product_id must be a positive whole number (got %.40q)", s)
+			}
+			id = v
 		}
 		n := 100
 		if s := r.FormValue("inventory"); s != "" {
@@ -168,14 +237,18 @@ func handleRestock(logger *slog.Logger, db *store.DB, internals handlerFunc) han
 			}
 			n = v
 		}
-		if err := db.Restock(r.Context(), n); err != nil {
+		if err := db.Restock(r.Context(), id, n); err != nil {
 			return err
 		}
-		logger.Info("restocked", "inventory", n)
+		logger.Info("restocked", "product_id", id, "inventory", n)
 		if r.Header.Get("HX-Request") != "" {
 			return internals(w, r)
 		}
-		return product(w, r)
+		p, err := db.ProductByID(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, toProductJSON(p))
 	}
 }
 
@@ -251,7 +324,10 @@ func handleStorePage(db *store.DB, ops Operations, acc access, page views.PageIn
 		if s.Product, err = db.Product(r.Context()); err != nil {
 			return err
 		}
-		s.NewKey, s.MyOrders = newKey(), mine
+		if s.Catalog, err = db.Products(r.Context()); err != nil {
+			return err
+		}
+		s.NewKey, s.CartKey, s.MyOrders = newKey(), newKey(), mine
 		return render(w, r, http.StatusOK, views.StorePage(acc.page(page, r), s))
 	}
 }
@@ -265,10 +341,17 @@ func handleBuy(checkout Checkout, buyer buyerOf) handlerFunc {
 		if err := shop.ValidateKey("checkout key", key); err != nil {
 			return err
 		}
+		var items []shop.Line // Buy now: one unit of product 1
+		if c := r.PostFormValue("cart"); c != "" {
+			var err error
+			if items, err = shop.ParseCart([]byte(c)); err != nil {
+				return err
+			}
+		}
 		// Sold out or not, the buyer goes to the payment page, which shows
-		// sold out too: the URL carries the key, so a reload or a second tab
-		// shows the same checkout.
-		if _, err := buyer.start(r, checkout, key, shopper(w, r)); err != nil {
+		// sold out too (and a cart's short lines): the URL carries the key,
+		// so a reload or a second tab shows the same checkout.
+		if soldOut, err := buyer.start(r, checkout, key, shopper(w, r), items); err != nil && !soldOut {
 			return err
 		}
 		http.Redirect(w, r, "/pay/"+key, http.StatusSeeOther)
@@ -325,6 +408,12 @@ func handlePayPage(db *store.DB, acc access, page views.PageInfo) handlerFunc {
 		pay := views.Pay{Key: key, Product: p, Order: o, SoldOut: o == nil, Sig: sig}
 		if o != nil {
 			pay.CanTrack = acc.ownsOrder(r, *o)
+			if pay.Lines, err = orderLines(r, db, *o); err != nil {
+				return err
+			}
+			pay.TotalCents = o.PriceCents
+		} else if pay.Short, err = shortLines(r, db, key); err != nil {
+			return err
 		}
 		return render(w, r, http.StatusOK, views.PayPage(acc.page(page, r), pay))
 	}
@@ -370,8 +459,58 @@ func handleOrderPage(db *store.DB, acc access, page views.PageInfo) handlerFunc 
 		if err != nil {
 			return err
 		}
-		return render(w, r, http.StatusOK, views.OrderPage(acc.page(page, r), o))
+		lines, err := orderLines(r, db, o)
+		if err != nil {
+			return err
+		}
+		return render(w, r, http.StatusOK, views.OrderPage(acc.page(page, r), o, lines))
 	}
+}
+
+// orderLines is order o's lines as a page shows them, with product names.
+func orderLines(r *http.Request, db *store.DB, o shop.Order) ([]views.Line, error) {
+	o, err := db.WithLines(r.Context(), o)
+	if err != nil {
+		return nil, err
+	}
+	names, err := productNames(r, db)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]views.Line, 0, len(o.Lines))
+	for _, l := range o.Lines {
+		out = append(out, views.Line{ProductID: l.ProductID, Name: names[l.ProductID], Quantity: l.Quantity, UnitPriceCents: l.UnitPriceCents})
+	}
+	return out, nil
+}
+
+// shortLines is the short lines of sold-out checkout key, with names.
+func shortLines(r *http.Request, db *store.DB, key string) ([]views.Short, error) {
+	cart, err := db.SoldOutLines(r.Context(), key)
+	if err != nil {
+		return nil, err
+	}
+	names, err := productNames(r, db)
+	if err != nil {
+		return nil, err
+	}
+	var out []views.Short
+	for _, s := range cart {
+		if s.Available < s.Quantity {
+			out = append(out, views.Short{Name: names[s.ProductID], Quantity: s.Quantity, Available: s.Available})
+		}
+	}
+	return out, nil
+}
+
+// productNames is the catalog's names by product id.
+func productNames(r *http.Request, db *store.DB) (map[int]string, error) {
+	ps, err := db.Products(r.Context())
+	names := make(map[int]string, len(ps))
+	for _, p := range ps {
+		names[p.ID] = p.Name
+	}
+	return names, err
 }
 
 func handleOrderPartial(db *store.DB, acc access) handlerFunc {

@@ -216,9 +216,10 @@ type buyerOf struct {
 	logger       *slog.Logger
 }
 
-// start starts (or finds) the checkout of key for r's client, shopper being
-// its browser session ("" for an API client); see Checkout.Start.
-func (b buyerOf) start(r *http.Request, checkout Checkout, key, shopper string) (soldOut bool, err error) {
+// start starts (or finds) the checkout of key, of cart items, for r's
+// client, shopper being its browser session ("" for an API client); see
+// Checkout.Start.
+func (b buyerOf) start(r *http.Request, checkout Checkout, key, shopper string, items []shop.Line) (soldOut bool, err error) {
 	var client string
 	var holders []store.Holder
 	if b.holds != nil && b.holds.limit > 0 {
@@ -239,5 +240,5 @@ func (b buyerOf) start(r *http.Request, checkout Checkout, key, shopper string) 
 		return false, err
 	}
 	defer done()
-	return checkout.Start(r.Context(), key, shopper, client)
+	return checkout.Start(r.Context(), key, shopper, client, items)
 }

@@ -56,8 +56,10 @@ type Checkout interface {
 	// waits for its first step. soldOut reports that it found no stock.
 	// shopper is the buying browser's session ("" for an API client), client
 	// its address when the hold limit is on (else ""). Errors carry shop
-	// kinds (shop.Busy: still starting, retry).
-	Start(ctx context.Context, key, shopper, client string) (soldOut bool, err error)
+	// kinds (shop.Busy: still starting, retry). items is the cart, nil for
+	// one unit of product 1; with a cart, a short line is a shop.Conflict
+	// that names the short lines.
+	Start(ctx context.Context, key, shopper, client string, items []shop.Line) (soldOut bool, err error)
 	// Pay applies payment status ("paid"/"failed", already validated by web)
 	// to the order behind payment id pid and returns its order id.
 	// shop.NotFound: unknown payment id; shop.Conflict: it contradicts the
@@ -163,6 +165,7 @@ func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder
 	// reads are the operator's; an order is its buyer's (access.go).
 	mux.Handle("GET /healthz", handleHealthz(proc.Ready, db, cfg.Now))
 	mux.Handle("GET /product", handle(handleGetProduct(db)))
+	mux.Handle("GET /products", handle(handleGetProducts(db)))
 	mux.Handle("GET /orders", handle(requireAdmin(handleListOrders(db))))
 	mux.Handle("GET /order/{id}", handle(handleGetOrder(db, acc)))
 	mux.Handle("POST /checkout/{key}", handle(handleCheckout(checkout, buyer)))

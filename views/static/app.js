@@ -156,6 +156,106 @@
     })();
   });
 
+  // ----- the cart -----
+  // The cart lives in this browser (localStorage), not in the store: a
+  // reload, a new tab or a crash of the store keeps it, and the store holds
+  // no stock and writes nothing until Check out, which posts the whole cart
+  // with the form's one-time key (the store holds every line or none). The
+  // cart is emptied once the pay page shows the order its key made; a cart
+  // that sold out stays, to be changed and checked out again.
+  var CART = "widget-store.cart", CART_KEY = "widget-store.cart-key";
+  function loadCart() {
+    try {
+      var c = JSON.parse(localStorage.getItem(CART) || "[]");
+      return Array.isArray(c) ? c : [];
+    } catch (err) { return []; }
+  }
+  function saveCart(c) {
+    try { localStorage.setItem(CART, JSON.stringify(c)); } catch (err) { /* private mode: the cart lives as long as the page */ }
+    renderCart(c);
+  }
+  function money(cents) { return "$" + Math.floor(cents / 100) + "." + String(cents % 100).padStart(2, "0"); }
+  function clampQty(v) { v = parseInt(v, 10); return isNaN(v) ? 1 : Math.max(1, Math.min(10, v)); }
+  function cell(tr, text) { var td = document.createElement("td"); td.textContent = text; tr.appendChild(td); return td; }
+  function renderCart(c) {
+    var box = document.querySelector("[data-testid=cart]");
+    if (!box) return;
+    var table = box.querySelector("[data-testid=cart-lines]"), tbody = table.querySelector("tbody");
+    tbody.textContent = "";
+    var total = 0;
+    c.forEach(function (l) {
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-testid", "cart-line");
+      tr.setAttribute("data-product-id", String(l.product_id));
+      cell(tr, l.name);
+      cell(tr, money(l.price_cents));
+      var q = document.createElement("input");
+      q.type = "number"; q.min = "1"; q.max = "10"; q.value = String(l.quantity); q.className = "qty";
+      q.setAttribute("data-testid", "cart-qty");
+      q.setAttribute("aria-label", "Quantity of " + l.name);
+      cell(tr, "").appendChild(q);
+      cell(tr, money(l.quantity * l.price_cents));
+      var rm = document.createElement("button");
+      rm.type = "button"; rm.className = "button"; rm.textContent = "Remove";
+      rm.setAttribute("data-testid", "cart-remove");
+      cell(tr, "").appendChild(rm);
+      tbody.appendChild(tr);
+      total += l.quantity * l.price_cents;
+    });
+    var empty = c.length === 0;
+    box.querySelector("[data-testid=cart-empty]").hidden = !empty;
+    table.hidden = empty;
+    box.querySelector("[data-testid=cart-total-line]").hidden = empty;
+    box.querySelector("[data-testid=cart-total]").textContent = money(total);
+    var form = box.querySelector("[data-cart-form]");
+    form.querySelector("[data-cart-field]").value = empty ? "" : JSON.stringify({
+      items: c.map(function (l) { return { product_id: l.product_id, quantity: l.quantity }; })
+    });
+    var btn = form.querySelector("[data-testid=cart-checkout]");
+    if (!form.dataset.busy) btn.disabled = empty;
+  }
+  document.addEventListener("click", function (e) {
+    var add = e.target.closest && e.target.closest("[data-add-to-cart]");
+    if (add) {
+      var item = add.closest("[data-product-id]");
+      var id = parseInt(item.getAttribute("data-product-id"), 10);
+      var qty = clampQty(item.querySelector("[data-testid=add-qty]").value);
+      var c = loadCart(), line = c.filter(function (l) { return l.product_id === id; })[0];
+      if (line) line.quantity = Math.min(10, line.quantity + qty);
+      else c.push({ product_id: id, name: item.getAttribute("data-name"), price_cents: parseInt(item.getAttribute("data-price-cents"), 10), quantity: qty });
+      saveCart(c);
+      return;
+    }
+    var rm = e.target.closest && e.target.closest("[data-testid=cart-remove]");
+    if (rm) {
+      var pid = parseInt(rm.closest("[data-product-id]").getAttribute("data-product-id"), 10);
+      saveCart(loadCart().filter(function (l) { return l.product_id !== pid; }));
+    }
+  });
+  document.addEventListener("change", function (e) {
+    if (!e.target.matches || !e.target.matches("[data-testid=cart-qty]")) return;
+    var pid = parseInt(e.target.closest("[data-product-id]").getAttribute("data-product-id"), 10);
+    var c = loadCart();
+    c.forEach(function (l) { if (l.product_id === pid) l.quantity = clampQty(e.target.value); });
+    saveCart(c);
+  });
+  // Check out: remember which key carries the cart; the pay page of that
+  // key's order empties it.
+  document.addEventListener("submit", function (e) {
+    if (!e.target.hasAttribute || !e.target.hasAttribute("data-cart-form")) return;
+    try { localStorage.setItem(CART_KEY, e.target.querySelector("[name=key]").value); } catch (err) { /* see saveCart */ }
+  }, true);
+  (function () {
+    var placed = document.querySelector("[data-placed-key]");
+    var key = null;
+    try { key = localStorage.getItem(CART_KEY); } catch (err) { /* see saveCart */ }
+    if (placed && key && placed.getAttribute("data-placed-key") === key) {
+      try { localStorage.removeItem(CART); localStorage.removeItem(CART_KEY); } catch (err) { /* see saveCart */ }
+    }
+  })();
+  renderCart(loadCart());
+  window.addEventListener("storage", function (e) { if (e.key === CART) renderCart(loadCart()); });
+
   // ----- polling pauses in hidden tabs -----
   // Every polled fragment (hx-trigger "every Ns") skips its request while the
   // tab is hidden and resumes at its next tick once it is shown. This is done
