@@ -35,7 +35,13 @@ func TestBrowserOperatorRetriesARefusedRefund(t *testing.T) {
 	p.phase(t, "Retry, with the provider back: refunded once, the list empties", func(t *testing.T) {
 		prov.mode.Store(providerUp)
 		sel := row + ` [data-testid=attention-retry]`
-		p.do("click Retry", chromedp.WaitVisible(sel), chromedp.Click(sel))
+		// Clicked from the page's own script, in one task: the panel is
+		// swapped in anew every second, and a click dispatched by the
+		// driver between finding the button and pressing it can land on a
+		// button the swap has just detached (seen once under load: the
+		// request never went, the entry stayed).
+		p.do("see Retry", chromedp.WaitVisible(sel))
+		eval[chromedp.Void](p, `document.querySelector('`+sel+`').click(); void 0`)
 		p.waitFor("the entry gone", `document.querySelector('`+row+`') === null && document.querySelector('[data-refund-order-id="`+strconv.FormatInt(late.OrderID, 10)+`"]')?.textContent.includes('refunded')`, 30*time.Second)
 		waitRefunded(t, base, pay.Key, 10*time.Second)
 		if got := providerRefunds(t, db, pay.Key); len(got) != 1 {
