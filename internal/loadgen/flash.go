@@ -140,13 +140,5 @@ func (r *FlashReport) Print(w io.Writer) {
 	fmt.Fprintf(w, "  RSS peak           %.1f MB\n", mb(r.RSSPeak))
 	fmt.Fprintf(w, "  errors (retried)   %s\n", formatErrors(r.Errors))
 	fmt.Fprintf(w, "  settled            %v after the sale\n", r.Settle.Round(time.Millisecond))
-	fmt.Fprintln(w, "  invariants:")
-	r.Checks.Print(w)
-	violations := 0
-	for _, c := range r.Checks {
-		if !c.OK {
-			violations++
-		}
-	}
-	fmt.Fprintf(w, "  violations: %d (replay with -seed %d)\n", violations, r.Seed)
+	printInvariants(w, r.Checks, r.Seed)
 }

@@ -613,15 +613,20 @@ func (r *ChaosReport) Print(w io.Writer) {
 	fmt.Fprintf(w, "  POST /payment_...  %s\n", r.Webhook)
 	fmt.Fprintf(w, "  errors (retried)   %s\n", formatErrors(r.Errors))
 	fmt.Fprintf(w, "  settled            %v after the load\n", r.Settle.Round(time.Millisecond))
+	printInvariants(w, r.Checks, r.Seed)
+}
+
+// printInvariants writes the checks of a seeded run and how many failed.
+func printInvariants(w io.Writer, checks Checks, seed int64) {
 	fmt.Fprintln(w, "  invariants:")
-	r.Checks.Print(w)
+	checks.Print(w)
 	violations := 0
-	for _, c := range r.Checks {
+	for _, c := range checks {
 		if !c.OK {
 			violations++
 		}
 	}
-	fmt.Fprintf(w, "  violations: %d (replay with -seed %d)\n", violations, r.Seed)
+	fmt.Fprintf(w, "  violations: %d (replay with -seed %d)\n", violations, seed)
 }
 
 // ----- restart under the supervisor -----
