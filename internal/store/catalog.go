@@ -71,6 +71,40 @@ func OrderLines(ctx context.Context, q dbos.Querier, o shop.Order) ([]shop.Line,
 	return out, nil
 }
 
+// PageWithLines reads the lines of a page of orders (ascending ids, as
+// OrdersPage returns them) into each, in one query over the page's id range;
+// an order with none in the table is one unit of its product, as in
+// OrderLines.
+func (db *DB) PageWithLines(ctx context.Context, page []shop.Order) ([]shop.Order, error) {
+	if len(page) == 0 {
+		return page, nil
+	}
+	rows, err := db.q.Query(ctx, sqlPageLines, page[0].ID, page[len(page)-1].ID)
+	if err != nil {
+		return nil, fmt.Errorf("read the lines of a page of orders: %w", err)
+	}
+	defer rows.Close() // its error is rows.Err's, returned below
+	lines := map[int64][]shop.Line{}
+	for rows.Next() {
+		var id int64
+		var l shop.Line
+		if err := rows.Scan(&id, &l.ProductID, &l.Quantity, &l.UnitPriceCents); err != nil {
+			return nil, fmt.Errorf("read the lines of a page of orders: %w", err)
+		}
+		lines[id] = append(lines[id], l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the lines of a page of orders: %w", err)
+	}
+	for i, o := range page {
+		page[i].Lines = lines[o.ID]
+		if len(page[i].Lines) == 0 {
+			page[i].Lines = []shop.Line{{ProductID: o.ProductID, Quantity: 1, UnitPriceCents: o.PriceCents}}
+		}
+	}
+	return page, nil
+}
+
 // WithLines reads order o's lines into it.
 func (db *DB) WithLines(ctx context.Context, o shop.Order) (shop.Order, error) {
 	lines, err := OrderLines(ctx, db.q, o)

@@ -9,6 +9,9 @@ const (
 	sqlProduct       = `SELECT ` + productColumns + ` FROM products p LEFT JOIN product_pictures pp ON pp.product_id = p.product_id WHERE p.product_id = $1`
 	sqlProducts      = `SELECT ` + productColumns + ` FROM products p LEFT JOIN product_pictures pp ON pp.product_id = p.product_id ORDER BY p.product_id`
 	sqlOrderLines    = `SELECT product_id, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY product_id`
+	// The lines of a page of orders (GET /orders): its ids are a range.
+	sqlPageLines = `SELECT order_id, product_id, quantity, unit_price_cents FROM order_lines
+		WHERE order_id BETWEEN $1 AND $2 ORDER BY order_id, product_id`
 	sqlOrderByID     = `SELECT ` + orderColumns + ` FROM orders WHERE order_id = $1`
 	sqlRecentOrders  = `SELECT ` + orderColumns + ` FROM orders ORDER BY order_id DESC LIMIT $1`
 	sqlShopperOrders = `SELECT ` + orderColumns + ` FROM orders WHERE shopper = $1 ORDER BY order_id DESC LIMIT $2`
@@ -56,6 +59,7 @@ func PageQueries() []PageQuery {
 	return []PageQuery{
 		{Name: "product", SQL: sqlProduct, Args: []any{1}},
 		{Name: "an order's lines", SQL: sqlOrderLines, Args: []any{int64(42)}},
+		{Name: "a page's lines", SQL: sqlPageLines, Args: []any{int64(500_000), int64(500_100)}},
 		{Name: "order by id", SQL: sqlOrderByID, Args: []any{int64(42)}},
 		{Name: "newest orders", SQL: sqlRecentOrders, Args: []any{20}, KeyOrder: true},
 		{Name: "a shopper's orders", SQL: sqlShopperOrders, Args: []any{"0123456789abcdef0123456789abcdef", 10}},

@@ -97,6 +97,15 @@ func toOrderJSON(o shop.Order) orderJSON {
 	}
 }
 
+// toOrderWithLinesJSON is an order with its lines read (GET /order/{id},
+// every order of GET /orders): the reference's fields, its items and total.
+func toOrderWithLinesJSON(o shop.Order) orderJSON {
+	out := toOrderJSON(o)
+	total := shop.Total(o.Lines)
+	out.Items, out.TotalCents = o.Lines, &total
+	return out
+}
+
 // handleListOrders is GET /orders: every order, oldest first (ascending
 // order_id), one page at a time: ?limit=N orders per page (default
 // defaultPageSize = 100, at most maxPageSize = 1000), ?after=CURSOR from the
@@ -117,9 +126,12 @@ func handleListOrders(db *store.DB) handlerFunc {
 		if err != nil {
 			return err
 		}
+		if orders, err = db.PageWithLines(r.Context(), orders); err != nil {
+			return err
+		}
 		out := make([]orderJSON, 0, len(orders))
 		for _, o := range orders {
-			out = append(out, toOrderJSON(o))
+			out = append(out, toOrderWithLinesJSON(o))
 		}
 		if more {
 			setNextLink(w, "/orders", limit, orderCursor(orders[len(orders)-1].ID))
@@ -139,10 +151,7 @@ func handleGetOrder(db *store.DB, acc access) handlerFunc {
 		if o, err = db.WithLines(r.Context(), o); err != nil {
 			return err
 		}
-		out := toOrderJSON(o)
-		total := shop.Total(o.Lines)
-		out.Items, out.TotalCents = o.Lines, &total
-		return writeJSON(w, http.StatusOK, out)
+		return writeJSON(w, http.StatusOK, toOrderWithLinesJSON(o))
 	}
 }
 
