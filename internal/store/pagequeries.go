@@ -6,9 +6,9 @@ package store
 // (internal/storetest/large_test.go), which EXPLAINs each on a seeded
 // database and fails when one would read a whole table, share one text.
 const (
-	sqlProduct       = `SELECT ` + productColumns + ` FROM products p LEFT JOIN product_pictures pp ON pp.product_id = p.product_id WHERE p.product_id = $1`
-	sqlProducts      = `SELECT ` + productColumns + ` FROM products p LEFT JOIN product_pictures pp ON pp.product_id = p.product_id ORDER BY p.product_id`
-	sqlOrderLines    = `SELECT product_id, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY product_id`
+	sqlProduct    = `SELECT ` + productColumns + ` FROM products p LEFT JOIN product_pictures pp ON pp.product_id = p.product_id WHERE p.product_id = $1`
+	sqlProducts   = `SELECT ` + productColumns + ` FROM products p LEFT JOIN product_pictures pp ON pp.product_id = p.product_id ORDER BY p.product_id`
+	sqlOrderLines = `SELECT product_id, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY product_id`
 	// The lines of a page of orders (GET /orders): its ids are a range.
 	sqlPageLines = `SELECT order_id, product_id, quantity, unit_price_cents FROM order_lines
 		WHERE order_id BETWEEN $1 AND $2 ORDER BY order_id, product_id`
