@@ -17,6 +17,7 @@ import (
 	_ "modernc.org/sqlite" // the same pure-Go driver the store uses
 
 	"widget-store/internal/shop"
+	"widget-store/internal/stripetest"
 )
 
 // Order is one row of the store's orders table.
@@ -334,6 +335,14 @@ type Observed struct {
 	Samples    int
 	Violations []string // status/progress/stock violations the sampler saw
 	SettleErr  error    // the orders did not all become final in time
+	// Stripe: the store took payments through Stripe (stripe-mock behind
+	// the recording proxy); nil: the stand-in.
+	Stripe *StripeObserved
+}
+
+// StripeObserved is what Stripe was asked during a run.
+type StripeObserved struct {
+	Requests []stripetest.Request
 }
 
 // CheckInvariants checks the store's six invariants against the database
@@ -347,6 +356,11 @@ func CheckInvariants(initialStock int, snap Snapshot, purchases []Purchase, obs 
 // initial stock by product: check 1 holds for every product, and a product
 // not in initial must have no unit held by any order.
 func CheckInvariantsStocks(initial map[int]int, snap Snapshot, purchases []Purchase, obs Observed) Checks {
+	if obs.Stripe != nil {
+		// Refunds are made at Stripe: counted at the proxy, one per
+		// distinct Idempotency-Key (Stripe makes one refund per key).
+		snap.ProviderRefunds = stripeRefunds(obs.Stripe.Requests, purchases)
+	}
 	byKey := map[string]Order{}
 	count := map[shop.Status]int{}
 	held := map[int]int{} // units in PAID, DISPATCHED and PENDING orders, by product
@@ -437,68 +451,73 @@ func CheckInvariantsStocks(initial map[int]int, snap Snapshot, purchases []Purch
 	cs = append(cs, o2.check("2 one key → at most one order, no order without a key",
 		fmt.Sprintf("%d orders from %d keys (%d payment ids, %d sold out)", len(snap.Orders), len(purchases), acked, soldOut)))
 
-	// 3. Payment acknowledgements match the orders' fates.
-	var o3 offences
-	paidAcks, failedAcks, lateAcks, unpaid := 0, 0, 0, 0
-	for _, p := range purchases {
-		o, has := byKey[p.Key]
-		if !has {
-			if p.Payment.Status != 0 {
-				o3.add("payment %s answered %v but there is no order", p.Key, p.Payment)
+	// 3. Payment acknowledgements match the orders' fates (Stripe mode: the
+	// events' answers, see checkStripeFates).
+	if obs.Stripe != nil {
+		cs = append(cs, checkStripeFates(byKey, count, snap, purchases))
+	} else {
+		var o3 offences
+		paidAcks, failedAcks, lateAcks, unpaid := 0, 0, 0, 0
+		for _, p := range purchases {
+			o, has := byKey[p.Key]
+			if !has {
+				if p.Payment.Status != 0 {
+					o3.add("payment %s answered %v but there is no order", p.Key, p.Payment)
+				}
+				continue
 			}
-			continue
+			wantID := strconv.FormatInt(o.ID, 10)
+			switch {
+			case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusOK:
+				paidAcks++
+				if o.Status != shop.StatusPaid && o.Status != shop.StatusDispatched {
+					o3.add("paid acknowledged for order %d but it is %s", o.ID, o.Status)
+				}
+				if p.Payment.Body != wantID {
+					o3.add("paid for %s answered order %q, want %s", p.Key, p.Payment.Body, wantID)
+				}
+			case p.Sent == shop.PaymentFailed && p.Payment.Status == http.StatusOK:
+				failedAcks++
+				if o.Status != shop.StatusCancelled {
+					o3.add("decline acknowledged for order %d but it is %s", o.ID, o.Status)
+				}
+				if p.Payment.Body != wantID {
+					o3.add("failed for %s answered order %q, want %s", p.Key, p.Payment.Body, wantID)
+				}
+			case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusConflict:
+				// The payment window closed first: the order is cancelled and the
+				// payment recorded for refund.
+				lateAcks++
+				if o.Status != shop.StatusCancelled {
+					o3.add("paid for order %d answered 409 but it is %s", o.ID, o.Status)
+				}
+				if _, ok := snap.LatePayments[p.Key]; !ok {
+					o3.add("paid for cancelled order %d answered 409 but is not recorded for refund", o.ID)
+				}
+			case p.Payment.Status != 0:
+				o3.add("%s for order %d answered %v", p.Sent, o.ID, p.Payment)
+			default: // never paid (abandoned, or the client gave up): the window closes
+				unpaid++
+				if o.Status != shop.StatusCancelled && o.Status != shop.StatusPending {
+					o3.add("order %d was never paid but is %s", o.ID, o.Status)
+				}
+			}
+			for _, r := range p.Replays {
+				if r.Got != r.Want {
+					o3.add("%s repeated answered %v, first %v", r.Call, r.Got, r.Want)
+				}
+			}
 		}
-		wantID := strconv.FormatInt(o.ID, 10)
-		switch {
-		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusOK:
-			paidAcks++
-			if o.Status != shop.StatusPaid && o.Status != shop.StatusDispatched {
-				o3.add("paid acknowledged for order %d but it is %s", o.ID, o.Status)
-			}
-			if p.Payment.Body != wantID {
-				o3.add("paid for %s answered order %q, want %s", p.Key, p.Payment.Body, wantID)
-			}
-		case p.Sent == shop.PaymentFailed && p.Payment.Status == http.StatusOK:
-			failedAcks++
-			if o.Status != shop.StatusCancelled {
-				o3.add("decline acknowledged for order %d but it is %s", o.ID, o.Status)
-			}
-			if p.Payment.Body != wantID {
-				o3.add("failed for %s answered order %q, want %s", p.Key, p.Payment.Body, wantID)
-			}
-		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusConflict:
-			// The payment window closed first: the order is cancelled and the
-			// payment recorded for refund.
-			lateAcks++
-			if o.Status != shop.StatusCancelled {
-				o3.add("paid for order %d answered 409 but it is %s", o.ID, o.Status)
-			}
-			if _, ok := snap.LatePayments[p.Key]; !ok {
-				o3.add("paid for cancelled order %d answered 409 but is not recorded for refund", o.ID)
-			}
-		case p.Payment.Status != 0:
-			o3.add("%s for order %d answered %v", p.Sent, o.ID, p.Payment)
-		default: // never paid (abandoned, or the client gave up): the window closes
-			unpaid++
-			if o.Status != shop.StatusCancelled && o.Status != shop.StatusPending {
-				o3.add("order %d was never paid but is %s", o.ID, o.Status)
-			}
+		if got := count[shop.StatusPaid] + count[shop.StatusDispatched]; got != paidAcks {
+			o3.add("%d orders PAID/DISPATCHED but %d paid acknowledgements", got, paidAcks)
 		}
-		for _, r := range p.Replays {
-			if r.Got != r.Want {
-				o3.add("%s repeated answered %v, first %v", r.Call, r.Got, r.Want)
-			}
+		if got, want := count[shop.StatusCancelled]+count[shop.StatusPending], failedAcks+lateAcks+unpaid; got != want {
+			o3.add("%d orders CANCELLED/PENDING but %d declines + %d late payments + %d unpaid", got, failedAcks, lateAcks, unpaid)
 		}
+		cs = append(cs, o3.check("3 every acknowledgement matches the order",
+			fmt.Sprintf("%d paid = %d PAID/DISPATCHED; %d declined + %d paid too late + %d unpaid = %d CANCELLED",
+				paidAcks, count[shop.StatusPaid]+count[shop.StatusDispatched], failedAcks, lateAcks, unpaid, count[shop.StatusCancelled])))
 	}
-	if got := count[shop.StatusPaid] + count[shop.StatusDispatched]; got != paidAcks {
-		o3.add("%d orders PAID/DISPATCHED but %d paid acknowledgements", got, paidAcks)
-	}
-	if got, want := count[shop.StatusCancelled]+count[shop.StatusPending], failedAcks+lateAcks+unpaid; got != want {
-		o3.add("%d orders CANCELLED/PENDING but %d declines + %d late payments + %d unpaid", got, failedAcks, lateAcks, unpaid)
-	}
-	cs = append(cs, o3.check("3 every acknowledgement matches the order",
-		fmt.Sprintf("%d paid = %d PAID/DISPATCHED; %d declined + %d paid too late + %d unpaid = %d CANCELLED",
-			paidAcks, count[shop.StatusPaid]+count[shop.StatusDispatched], failedAcks, lateAcks, unpaid, count[shop.StatusCancelled])))
 
 	// 4. Forward only; DISPATCHED ⇔ progress 0; progress never rises.
 	var o4 offences
@@ -602,6 +621,9 @@ func CheckInvariantsStocks(initial map[int]int, snap Snapshot, purchases []Purch
 		detail = fmt.Sprintf("%d paid shipped; refunds not checked: this build has no refund tables", shipped)
 	}
 	cs = append(cs, o6.check("6 every payment received ships a widget or is refunded, exactly once", detail))
+	if obs.Stripe != nil {
+		cs = append(cs, checkStripeCalls(byKey, snap, purchases, obs.Stripe.Requests))
+	}
 	return cs
 }
 
