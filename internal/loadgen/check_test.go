@@ -218,7 +218,9 @@ func TestCheckStripeCatchesEachViolation(t *testing.T) {
 		corrupt func(*Snapshot, []Purchase, *StripeObserved)
 		fails   string
 	}{
-		{"an event answered 400", func(_ *Snapshot, ps []Purchase, _ *StripeObserved) { ps[0].Events[1].Answer = Answer{400, "bad signature"} }, "3"},
+		{"an event answered 400", func(_ *Snapshot, ps []Purchase, _ *StripeObserved) {
+			ps[0].Events[1].Answer = Answer{400, "bad signature"}
+		}, "3"},
 		{"a late payment shipped", func(s *Snapshot, _ []Purchase, _ *StripeObserved) {
 			s.Orders[2].Status, s.Orders[2].Progress, s.Stock = shop.StatusDispatched, 0, 97
 		}, "3"},
