@@ -3,6 +3,8 @@
 # SQLite file, a real Postgres server and (for the browser tests) a real
 # headless Chromium.
 #
+# The Stripe tests run stripe-mock, a Go tool pinned in go.mod (built below).
+#
 # Postgres: set TEST_DATABASE_URL to a server where the tests may create and
 # drop databases. Unset, and running as root on Debian (CI, a fresh VM), this
 # script installs PostgreSQL, Chromium, Patroni and etcd with apt-get and
@@ -43,6 +45,15 @@ unformatted=$(gofmt -l . | grep -v '^vendor/' || true)
 go vet ./...
 go tool templ generate -check >/dev/null || { echo "views/*_templ.go are stale: run go tool templ generate"; exit 1; }
 CGO_ENABLED=0 go build -o /dev/null .
+
+# stripe-mock (Stripe's API simulator, for the PAYMENT_PROVIDER=stripe tests)
+# is a Go tool pinned in go.mod: the go command builds it from the module
+# cache (the module proxy is all it needs) into the build cache, where
+# internal/stripetest finds it with the same command. Building it here once
+# keeps a cold build (minutes on a fresh 2-core machine) out of any test's
+# timing and fails early, with the compiler's words, if it cannot be built.
+echo "== stripe-mock"
+go tool -n stripe-mock >/dev/null
 
 echo "== go test"
 go test -count=1 -timeout 30m "$@" ./...
