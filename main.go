@@ -97,6 +97,20 @@ type config struct {
 	// store's own stand-in, which takes the ADMIN_TOKEN.
 	providerIsSelf bool
 
+	// PaymentProvider is PAYMENT_PROVIDER: standin (the default: the store's
+	// own pay page and PROVIDER_URL's refunds) or stripe (the STRIPE_*
+	// settings below; README: Taking payments with Stripe).
+	PaymentProvider string
+	// StripeSecretKey (STRIPE_SECRET_KEY, sk_… or rk_…) and
+	// StripeWebhookSecret (STRIPE_WEBHOOK_SECRET, whsec_…), both required
+	// with PAYMENT_PROVIDER=stripe; StripeAPIBase is STRIPE_API_BASE,
+	// Stripe's API unless set (tests: stripe-mock), without a trailing slash.
+	StripeSecretKey, StripeWebhookSecret, StripeAPIBase string
+	// PublicURL is PUBLIC_URL, where buyers' browsers reach the store
+	// (Stripe sends them back to their order page there), without a trailing
+	// slash. Empty: the listener's loopback address, set once it listens.
+	PublicURL string
+
 	// CrashAt is CRASH_AT, "workflow:step": exit right after that step
 	// commits (tests; internal/crashpoint).
 	CrashAt crashpoint.Point
@@ -144,6 +158,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&cfg.ProviderURL, "provider-url", env("PROVIDER_URL", ""), "the payment provider's API for refunds, http(s)://…; default: the store's own stand-in at /provider (env PROVIDER_URL)")
 	fs.StringVar(&reconcileEvery, "reconcile-every", env("RECONCILE_EVERY", "10s"), "how often to look for orders whose workflow will not finish them (env RECONCILE_EVERY)")
 	fs.StringVar(&retention, "retention", env("RETENTION", "off"), "delete DBOS's records of purchases finished this long ago, such as 30d or 72h; off keeps them (env RETENTION)")
+	fs.StringVar(&cfg.PaymentProvider, "payment-provider", env("PAYMENT_PROVIDER", paymentStandIn), "standin (the store's own pay page) or stripe (env PAYMENT_PROVIDER)")
+	fs.StringVar(&cfg.StripeAPIBase, "stripe-api-base", env("STRIPE_API_BASE", provider.StripeDefaultAPI), "Stripe's API, http(s)://… (env STRIPE_API_BASE)")
+	fs.StringVar(&cfg.PublicURL, "public-url", env("PUBLIC_URL", ""), "where buyers' browsers reach the store, such as https://shop.example; default the listener's address (env PUBLIC_URL)")
+	cfg.StripeSecretKey = getenv("STRIPE_SECRET_KEY")
+	cfg.StripeWebhookSecret = getenv("STRIPE_WEBHOOK_SECRET")
 	cfg.WebhookKey = getenv("PAYMENT_WEBHOOK_SECRET")
 	cfg.AdminToken = getenv("ADMIN_TOKEN")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -207,6 +226,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 			return cfg, err
 		}
 	}
+	if err := cfg.parsePayments(); err != nil {
+		return cfg, err
+	}
 	if crashAt != "" {
 		if cfg.CrashAt, err = crashpoint.Parse(crashAt); err != nil {
 			return cfg, err
@@ -235,10 +257,55 @@ func parseRetention(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// parseProviderURL checks PROVIDER_URL: an absolute http or https URL with
-// a host, and no query or fragment (the refund path is appended to it). It
+// Payment providers (PAYMENT_PROVIDER).
+const (
+	paymentStandIn = "standin"
+	paymentStripe  = "stripe"
+)
+
+// parsePayments checks PAYMENT_PROVIDER and what it needs: with stripe, the
+// secret key and the webhook secret, each named when missing.
+func (cfg *config) parsePayments() error {
+	var err error
+	if cfg.PublicURL != "" {
+		if cfg.PublicURL, err = parseBaseURL("PUBLIC_URL", cfg.PublicURL); err != nil {
+			return err
+		}
+	}
+	switch cfg.PaymentProvider {
+	case paymentStandIn:
+		return nil
+	case paymentStripe:
+	default:
+		return fmt.Errorf("PAYMENT_PROVIDER %q: want standin (the store's own pay page) or stripe", cfg.PaymentProvider)
+	}
+	var missing []string
+	if cfg.StripeSecretKey == "" {
+		missing = append(missing, "STRIPE_SECRET_KEY (sk_test_… from Stripe's dashboard, Developers → API keys)")
+	}
+	if cfg.StripeWebhookSecret == "" {
+		missing = append(missing, "STRIPE_WEBHOOK_SECRET (whsec_…, from the webhook endpoint, or printed by `stripe listen`)")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("PAYMENT_PROVIDER=stripe needs %s", strings.Join(missing, " and "))
+	}
+	if !strings.HasPrefix(cfg.StripeSecretKey, "sk_") && !strings.HasPrefix(cfg.StripeSecretKey, "rk_") {
+		return errors.New("STRIPE_SECRET_KEY: want a secret key, sk_test_… or sk_live_… (or a restricted key, rk_…); a publishable key (pk_…) cannot create payments")
+	}
+	if !strings.HasPrefix(cfg.StripeWebhookSecret, "whsec_") {
+		return errors.New("STRIPE_WEBHOOK_SECRET: want the endpoint's signing secret, whsec_…")
+	}
+	cfg.StripeAPIBase, err = parseBaseURL("STRIPE_API_BASE", cfg.StripeAPIBase)
+	return err
+}
+
+// parseProviderURL checks PROVIDER_URL (parseBaseURL).
+func parseProviderURL(s string) (string, error) { return parseBaseURL("PROVIDER_URL", s) }
+
+// parseBaseURL checks setting name's URL s: an absolute http or https URL
+// with a host, and no query or fragment (paths are appended to it). It
 // returns it without a trailing slash. A password in it is never shown.
-func parseProviderURL(s string) (string, error) {
+func parseBaseURL(name, s string) (string, error) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 		shown := s
@@ -247,7 +314,7 @@ func parseProviderURL(s string) (string, error) {
 		} else if err != nil {
 			shown = "(unparsable)"
 		}
-		return "", fmt.Errorf("PROVIDER_URL %q: want an http:// or https:// URL with a host and no query, such as https://provider.example/v1", shown)
+		return "", fmt.Errorf("%s %q: want an http:// or https:// URL with a host and no query, such as https://provider.example/v1", name, shown)
 	}
 	return strings.TrimRight(u.String(), "/"), nil
 }
@@ -291,6 +358,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		// the supervisor the child inherits the parent's socket, so this is
 		// the port clients use too.
 		cfg.ProviderURL, cfg.providerIsSelf = "http://"+loopbackAddr(ln.Addr())+"/provider", true
+	}
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = "http://" + loopbackAddr(ln.Addr())
 	}
 
 	began := time.Now()
@@ -342,6 +412,7 @@ type services struct {
 	metrics   *metrics.Metrics
 	handoffs  *paywait.Hub
 	workflows *workflows
+	provider  provider.Provider
 	cluster   *cluster.Cluster
 	reconcile *reconcile.Reconciler
 	retention *retention.Service // nil when RETENTION is off
@@ -352,10 +423,20 @@ type services struct {
 func (s *services) handler(cfg config, logger *slog.Logger) http.Handler {
 	return web.NewServer(logger,
 		web.Config{AdminToken: cfg.AdminToken, WebhookSecret: cfg.WebhookKey, ExecutorID: cfg.ExecutorID,
-			HoldLimit: cfg.HoldLimit, PayWindow: cfg.PayTimeout, TrustedProxies: cfg.TrustedProxies},
-		s.db, checkout.New(s.handoffs, s.db, s.workflows, logger), reconcile.NewOperations(s.reconcile, s.workflows, cfg.PayTimeout, logger),
+			HoldLimit: cfg.HoldLimit, PayWindow: cfg.PayTimeout, TrustedProxies: cfg.TrustedProxies,
+			StripeWebhookSecret: stripeWebhookSecret(cfg)},
+		s.db, checkout.New(s.handoffs, s.db, s.workflows, s.provider, logger), reconcile.NewOperations(s.reconcile, s.workflows, cfg.PayTimeout, logger),
 		timeline.NewReader(s.db, s.dctx, s.run.ID, time.Now), s.metrics,
 		web.Process{RunID: s.run.ID, Ready: s.ready.Load, Crash: func() { os.Exit(supervisor.ExitCrash) }})
+}
+
+// stripeWebhookSecret is the secret POST /webhooks/stripe verifies events
+// with: "" unless Stripe is the provider (the route then answers 404).
+func stripeWebhookSecret(cfg config) string {
+	if cfg.PaymentProvider != paymentStripe {
+		return ""
+	}
+	return cfg.StripeWebhookSecret
 }
 
 // startServices opens the database, applies the schema, records this process run,
@@ -408,13 +489,11 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 		return nil, fmt.Errorf("dbos data source: %w", err)
 	}
 	s.handoffs = paywait.New(db, s.dctx, logger, s.metrics)
+	s.provider = newProvider(cfg)
 	s.workflows = &workflows{
 		dctx: s.dctx, ds: ds, db: db, handoffs: s.handoffs, logger: logger, crash: cfg.CrashAt,
 		steps:    steps{metrics: s.metrics, now: time.Now, payTimeout: cfg.PayTimeout},
-		provider: &provider.Client{URL: cfg.ProviderURL, HTTP: &http.Client{Timeout: provider.CallTimeout}},
-	}
-	if cfg.providerIsSelf { // the store's own stand-in takes the admin token as its API key
-		s.workflows.provider.Token = cfg.AdminToken
+		provider: s.provider,
 	}
 	s.workflows.register()
 	s.cluster = cluster.New(cluster.Config{ExecutorID: cfg.ExecutorID, AppVersion: shop.AppVersion, TakeoverAfter: cfg.TakeoverAfter},
@@ -438,6 +517,19 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 		s.retention.Start()
 	}
 	return s, nil
+}
+
+// newProvider makes the payment provider PAYMENT_PROVIDER names.
+func newProvider(cfg config) provider.Provider {
+	httpClient := &http.Client{Timeout: provider.CallTimeout}
+	if cfg.PaymentProvider == paymentStripe {
+		return provider.NewStripe(cfg.StripeSecretKey, cfg.StripeAPIBase, cfg.PublicURL, httpClient)
+	}
+	p := &provider.StandIn{URL: cfg.ProviderURL, HTTP: httpClient}
+	if cfg.providerIsSelf { // the store's own stand-in takes the admin token as its API key
+		p.Token = cfg.AdminToken
+	}
+	return p
 }
 
 // shutdown stops the services in the reverse order of startServices, and

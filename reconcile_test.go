@@ -50,7 +50,7 @@ func checkoutWaiting(t *testing.T, s *services) shop.Order {
 	t.Helper()
 	ctx := context.Background()
 	key := storetest.NewKey()
-	if soldOut, err := checkout.New(s.handoffs, s.db, s.workflows, slog.Default()).Start(ctx, key, "reconcile-test", "", nil); err != nil || soldOut {
+	if soldOut, err := checkout.New(s.handoffs, s.db, s.workflows, s.provider, slog.Default()).Start(ctx, key, "reconcile-test", "", nil); err != nil || soldOut {
 		t.Fatalf("checkout %s: sold out %v, %v", key, soldOut, err)
 	}
 	o, err := s.db.OrderByKey(ctx, key)
@@ -104,7 +104,7 @@ func TestReconcilePassGoesOnPastADeadRelease(t *testing.T) {
 
 		// late: declined (cancelled by its checkout), then paid; the process
 		// died between recording the payment and starting its refund.
-		if _, err := checkout.New(s.handoffs, s.db, s.workflows, slog.Default()).Pay(ctx, late.Key, shop.PaymentFailed); err != nil {
+		if _, err := checkout.New(s.handoffs, s.db, s.workflows, s.provider, slog.Default()).Pay(ctx, late.Key, shop.PaymentFailed); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.db.RecordLatePayment(ctx, late.Key, late.ID); err != nil {
@@ -174,7 +174,7 @@ func TestReconcileDoesNotActOnACheckoutThatFinishedMeanwhile(t *testing.T) {
 		pastGrace(t, s)
 		s.reconcile.OnOrdersRead(func(ctx context.Context) {
 			s.reconcile.OnOrdersRead(nil) // once
-			if _, err := checkout.New(s.handoffs, s.db, s.workflows, slog.Default()).Pay(ctx, o.Key, shop.PaymentFailed); err != nil {
+			if _, err := checkout.New(s.handoffs, s.db, s.workflows, s.provider, slog.Default()).Pay(ctx, o.Key, shop.PaymentFailed); err != nil {
 				t.Errorf("decline: %v", err)
 			}
 			h, err := dbos.RetrieveWorkflow[orderResult](s.dctx, o.Key)
@@ -219,7 +219,7 @@ func TestReconcileReleasesEveryLineOfACart(t *testing.T) {
 		before := stock()
 		key := storetest.NewKey()
 		cart := []shop.Line{{ProductID: 3, Quantity: 2}, {ProductID: 1, Quantity: 1}, {ProductID: 2, Quantity: 3}}
-		if soldOut, err := checkout.New(s.handoffs, s.db, s.workflows, slog.Default()).Start(ctx, key, "reconcile-test", "", cart); err != nil || soldOut {
+		if soldOut, err := checkout.New(s.handoffs, s.db, s.workflows, s.provider, slog.Default()).Start(ctx, key, "reconcile-test", "", cart); err != nil || soldOut {
 			t.Fatalf("checkout %s: sold out %v, %v", key, soldOut, err)
 		}
 		held := stock()

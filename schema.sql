@@ -197,3 +197,47 @@ CREATE TABLE IF NOT EXISTS sold_out_lines (
     available    INTEGER NOT NULL,
     PRIMARY KEY (checkout_key, product_id)
 );
+
+-- Payments at a provider that is asked (PAYMENT_PROVIDER=stripe; the
+-- stand-in writes none of these, its payment page being the store's own
+-- /pay/{key}). Tables of their own for the reason refunds has one (no ADD
+-- COLUMN IF NOT EXISTS in SQLite): an existing database gets them at its
+-- next start.
+--
+-- The payment of a checkout at the provider (Stripe: its Checkout Session):
+-- where the buyer pays. Written by the checkout's payment-record step, in one
+-- transaction with that step's checkpoint, right after the payment-create
+-- step asked the provider (with an idempotency key per checkout). Keyed by
+-- the checkout key, never by the session id, which the store does not
+-- assume unique.
+CREATE TABLE IF NOT EXISTS payment_sessions (
+    checkout_key TEXT   PRIMARY KEY,
+    order_id     BIGINT NOT NULL,
+    session_id   TEXT   NOT NULL,
+    pay_url      TEXT   NOT NULL,
+    created_at   BIGINT NOT NULL
+);
+
+-- The money taken for a checkout (Stripe: its PaymentIntent), from the first
+-- event that said it was paid (event_id), written before that payment is
+-- applied: the refund of a late payment, or an operator's cancel-and-refund
+-- of a paid order, refunds it.
+CREATE TABLE IF NOT EXISTS payment_intents (
+    checkout_key   TEXT   PRIMARY KEY,
+    payment_intent TEXT   NOT NULL,
+    event_id       TEXT   NOT NULL,
+    received_at    BIGINT NOT NULL
+);
+
+-- Every Stripe event applied (POST /webhooks/stripe), written once the
+-- event's effect has committed: an event id seen here changes nothing again.
+-- (A crash between the effect and this row makes a redelivery apply it
+-- again, which changes nothing either: a payment status is delivered once
+-- per checkout, a late payment recorded once.) checkout_key is "" for an
+-- event that names no checkout of this store.
+CREATE TABLE IF NOT EXISTS stripe_events (
+    event_id     TEXT   PRIMARY KEY,
+    event_type   TEXT   NOT NULL,
+    checkout_key TEXT   NOT NULL,
+    received_at  BIGINT NOT NULL
+);

@@ -10,6 +10,7 @@ import (
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 
 	"widget-store/internal/metrics"
+	"widget-store/internal/provider"
 	"widget-store/internal/shop"
 	"widget-store/internal/store"
 )
@@ -464,4 +465,43 @@ func (w *workflows) log(ctx dbos.Context, orderID int64) *slog.Logger {
 		id = "" // not inside a workflow: the line still has the order id
 	}
 	return w.logger.With("workflow_id", id, "order_id", orderID)
+}
+
+// recordPayment records the payment the provider opened for checkout key
+// (its session id and where the buyer pays) with the order, in one
+// transaction with the payment-record step's checkpoint.
+func (s steps) recordPayment(key string, orderID int64, p provider.Payment) func(context.Context, dbos.Tx) (int64, error) {
+	return func(ctx context.Context, tx dbos.Tx) (int64, error) {
+		now := s.now().UnixMilli()
+		return now, store.RecordPaymentSession(ctx, tx, key, orderID, p.SessionID, p.URL, now)
+	}
+}
+
+// paymentOrder is the order of checkout key as its payment at the provider
+// shows it: its lines at their unit prices at the hold, with the products'
+// names. A read, for the payment-create step: the lines never change once
+// written.
+func (s steps) paymentOrder(ctx context.Context, db *store.DB, key string, order reserved) (provider.Order, error) {
+	o, err := db.OrderByID(ctx, order.OrderID)
+	if err == nil {
+		o, err = db.WithLines(ctx, o)
+	}
+	if err != nil {
+		return provider.Order{}, err
+	}
+	products, err := db.Products(ctx)
+	if err != nil {
+		return provider.Order{}, err
+	}
+	out := provider.Order{Key: key, OrderID: order.OrderID, CreatedAtMs: order.CreatedAtMs}
+	for _, l := range o.Lines {
+		name := fmt.Sprintf("Product %d", l.ProductID)
+		for _, p := range products {
+			if p.ID == l.ProductID {
+				name = p.Name
+			}
+		}
+		out.Lines = append(out.Lines, provider.Line{Name: name, Quantity: l.Quantity, UnitPriceCents: l.UnitPriceCents})
+	}
+	return out, nil
 }

@@ -31,8 +31,8 @@ type workflows struct {
 	handoffs *paywait.Hub
 	steps    steps // the transactional steps (steps.go)
 	logger   *slog.Logger
-	crash    crashpoint.Point // CRASH_AT, for tests
-	provider *provider.Client // the payment provider's refund API
+	crash    crashpoint.Point  // CRASH_AT, for tests
+	provider provider.Provider // the payment provider: the stand-in or Stripe
 }
 
 // register registers the workflows under their durable names.
@@ -76,17 +76,26 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 	if err != nil {
 		return orderResult{}, err
 	}
+	payAt, opened, err := w.openPayment(ctx, key, order)
+	if err != nil {
+		return orderResult{}, err
+	}
 	handoff.PaymentID(order.OrderID, time.UnixMilli(order.CreatedAtMs))
 	w.crashAfter(shop.CheckoutWorkflow, crashpoint.PaymentID)
 	if order.OrderID == 0 || order.Existing {
 		return w.answerAsIs(ctx, handoff, order), nil
 	}
 
-	payment, err := handoff.AwaitPayment(ctx, time.UnixMilli(order.PayByMs)) // the deadline is the reserve's checkpoint
-	if err != nil {
-		return orderResult{}, err
+	payment := shop.PaymentFailed // the provider opened no payment: nobody can pay
+	if opened {
+		if payment, err = handoff.AwaitPayment(ctx, time.UnixMilli(order.PayByMs)); err != nil { // the deadline is the reserve's checkpoint
+			return orderResult{}, err
+		}
+		w.crashAfter(shop.CheckoutWorkflow, crashpoint.AwaitPayment)
+		if payment == shop.PaymentTimedOut {
+			w.expirePayment(ctx, key, order.OrderID, payAt)
+		}
 	}
-	w.crashAfter(shop.CheckoutWorkflow, crashpoint.AwaitPayment)
 	w.log(ctx, order.OrderID).Info("checkout: payment status", "payment", payment)
 
 	status := shop.StatusPaid
@@ -105,6 +114,83 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 	handoff.Outcome(status)
 	w.crashAfter(shop.CheckoutWorkflow, crashpoint.Outcome)
 	return orderResult{OrderID: order.OrderID, Status: status}, nil
+}
+
+// openPayment opens the payment of a new order at the provider, when the
+// provider is asked (Stripe; the stand-in's pay page is the store's own, and
+// a stand-in checkout runs no step here):
+//
+//  1. [payment-create] ask the provider for the order's payment, with an
+//     idempotency key per checkout (provider.Stripe): a step is at least
+//     once, the key makes it one session. Transport errors and 5xx are
+//     retried until the payment window closes.
+//  2. [payment-record] record it with the order (payment_sessions), in one
+//     transaction with the step's checkpoint: the buyer's redirect and
+//     POST /checkout's pay_url read it.
+//
+// After 1's checkpoint a crash asks the provider nothing more: the recovered
+// checkout replays the session from it. opened is false when the provider
+// opened none (it refused, or could not be reached before the window
+// closed): the checkout cancels the order as declined, and a request waiting
+// for the pay URL is told so. A sold-out or replayed reserve opens nothing.
+func (w *workflows) openPayment(ctx dbos.Context, key string, order reserved) (p provider.Payment, opened bool, err error) {
+	if order.OrderID == 0 || order.Existing || w.provider.Local() {
+		return provider.Payment{}, true, nil
+	}
+	p, err = call(ctx, w, shop.CheckoutWorkflow, shop.StepPaymentCreate, func(ctx context.Context) (provider.Payment, error) {
+		if w.steps.now().UnixMilli() >= order.PayByMs {
+			return provider.Payment{}, provider.PermanentError(fmt.Errorf("the payment window of order %d closed before the provider opened a payment", order.OrderID))
+		}
+		o, err := w.steps.paymentOrder(ctx, w.db, key, order)
+		if err == nil {
+			p, err = w.provider.Create(ctx, o)
+		}
+		if err != nil && !provider.Permanent(err) {
+			w.logger.Warn("checkout: creating the payment at the provider failed; retrying", "workflow_id", key, "order_id", order.OrderID, "err", err)
+		}
+		return p, err
+	}, dbos.WithStepMaxRetries(1000), dbos.WithStepBaseInterval(200*time.Millisecond), dbos.WithStepBackoffFactor(2),
+		dbos.WithStepMaxInterval(5*time.Second), dbos.WithStepRetryPredicate(func(err error) bool { return !provider.Permanent(err) }))
+	if err != nil {
+		w.log(ctx, order.OrderID).Error("checkout: the payment provider opened no payment; the order is cancelled", "err", err)
+		return provider.Payment{}, false, nil
+	}
+	if _, err := step(ctx, w, shop.CheckoutWorkflow, shop.StepPaymentRecord, w.steps.recordPayment(key, order.OrderID, p)); err != nil {
+		return p, false, err
+	}
+	return p, true, nil
+}
+
+// expirePayment closes payment p at the provider once the payment window
+// ended unpaid, before the units go back ([payment-expire]; nothing for the
+// stand-in): Stripe sessions cannot expire sooner than 30 minutes by
+// themselves, and this is what keeps the store's window honest. A payment
+// that wins the race arrives as a completed event for a cancelled order and
+// is refunded. The provider refusing (the session is no longer open: paid or
+// expired already) ends the step; transport errors and 5xx are retried for
+// about two minutes, after which the order is cancelled anyway: the session
+// then expires by itself within the hour, and a payment made at it meanwhile
+// is refunded the same way.
+func (w *workflows) expirePayment(ctx dbos.Context, key string, orderID int64, p provider.Payment) {
+	if w.provider.Local() {
+		return
+	}
+	expired, err := call(ctx, w, shop.CheckoutWorkflow, shop.StepPaymentExpire, func(ctx context.Context) (bool, error) {
+		err := w.provider.Expire(ctx, key, p)
+		if provider.Permanent(err) {
+			w.logger.Info("checkout: the provider did not expire the payment: it is no longer open (a payment that came is refunded)", "workflow_id", key, "order_id", orderID, "err", err)
+			return false, nil
+		}
+		if err != nil {
+			w.logger.Warn("checkout: expiring the payment at the provider failed; retrying", "workflow_id", key, "order_id", orderID, "err", err)
+		}
+		return err == nil, err
+	}, dbos.WithStepMaxRetries(30), dbos.WithStepBaseInterval(200*time.Millisecond), dbos.WithStepBackoffFactor(2), dbos.WithStepMaxInterval(5*time.Second))
+	if err != nil {
+		w.log(ctx, orderID).Error("checkout: could not expire the payment at the provider; cancelling the order anyway (a payment made at it is refunded)", "err", err)
+		return
+	}
+	w.log(ctx, orderID).Info("checkout: payment window closed; payment expired at the provider", "expired", expired)
 }
 
 // checkoutKey is the key the checkout acts under, its workflow ID; "" for an
@@ -203,8 +289,11 @@ type refundInput struct {
 // one that is missing (a crash between the two); its ID is per payment, so
 // however often it is started it runs once.
 //
-//  1. [refund-provider] POST {PROVIDER_URL}/refunds/{payment id} with
-//     Idempotency-Key: <payment id>: a step runs at least once, the key
+//  1. [refund-provider] the provider's refund, through the same interface
+//     for both (the stand-in: POST {PROVIDER_URL}/refunds/{payment id};
+//     Stripe: POST /v1/refunds of the PaymentIntent recorded from the
+//     payment's event), with Idempotency-Key: <payment id>: a step runs at
+//     least once, the key
 //     makes it one refund. Transport errors and 5xx are retried for about a
 //     day; a 4xx, or an answer that is not a refund of this payment, ends the
 //     workflow in ERROR for an operator, whose Retry forks it from this step
@@ -216,7 +305,11 @@ func (w *workflows) refund(ctx dbos.Context, in refundInput) (string, error) {
 	// Attempts 100 ms doubling to a minute apart, about a day in all (a
 	// recovery starts the count again).
 	got, err := call(ctx, w, shop.RefundWorkflow, shop.StepRefundCall, func(ctx context.Context) (provider.Refund, error) {
-		r, err := w.provider.Refund(ctx, in.PaymentID, in.AmountCents)
+		ref, err := w.db.PaymentRef(ctx, in.PaymentID) // the provider's id of the money taken (Stripe's PaymentIntent), "" for the stand-in
+		if err != nil {
+			return provider.Refund{}, err
+		}
+		r, err := w.provider.Refund(ctx, provider.RefundRequest{PaymentID: in.PaymentID, AmountCents: in.AmountCents, PaymentRef: ref})
 		if err != nil && !provider.Permanent(err) {
 			w.logger.Warn("refund: the provider call failed; retrying", "payment_id", in.PaymentID, "err", err)
 		}

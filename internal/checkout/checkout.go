@@ -17,6 +17,7 @@ import (
 	"slices"
 
 	"widget-store/internal/paywait"
+	"widget-store/internal/provider"
 	"widget-store/internal/shop"
 	"widget-store/internal/store"
 )
@@ -43,12 +44,13 @@ type Service struct {
 	hub       *paywait.Hub
 	db        *store.DB
 	workflows Workflows
+	provider  provider.Provider // where buyers pay (payment.go)
 	logger    *slog.Logger
 }
 
 // New makes the service.
-func New(hub *paywait.Hub, db *store.DB, w Workflows, logger *slog.Logger) *Service {
-	return &Service{hub: hub, db: db, workflows: w, logger: logger}
+func New(hub *paywait.Hub, db *store.DB, w Workflows, p provider.Provider, logger *slog.Logger) *Service {
+	return &Service{hub: hub, db: db, workflows: w, provider: p, logger: logger}
 }
 
 // Start starts the checkout of key (or, for a key seen before, finds it) and

@@ -37,8 +37,11 @@ const (
 func Points() []string {
 	return []string{
 		shop.CheckoutWorkflow + ":" + shop.StepReserve,
+		shop.CheckoutWorkflow + ":" + shop.StepPaymentCreate, // a provider that is asked (Stripe) only
+		shop.CheckoutWorkflow + ":" + shop.StepPaymentRecord, // likewise
 		shop.CheckoutWorkflow + ":" + PaymentID,
 		shop.CheckoutWorkflow + ":" + AwaitPayment,
+		shop.CheckoutWorkflow + ":" + shop.StepPaymentExpire, // likewise, and only when the window closed unpaid
 		shop.CheckoutWorkflow + ":" + shop.StepMarkPaid,
 		shop.CheckoutWorkflow + ":" + shop.StepCancel,
 		shop.CheckoutWorkflow + ":" + shop.DispatchWorkflow,

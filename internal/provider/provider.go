@@ -1,32 +1,79 @@
-// Package provider is the store's client of the payment provider's refund
-// API: POST {URL}/refunds/{payment id} with an Idempotency-Key, which the
-// provider uses to refund a payment at most once however often it is asked.
-// The refund workflow (the root's workflow.go) calls it from a DBOS step,
-// which is at least once; the key makes it exactly once. The store serves a
-// stand-in of this API itself (internal/web, /provider/), the default
-// PROVIDER_URL; a real deployment points PROVIDER_URL at the real provider.
+// Package provider is the store's payment provider, behind one small
+// interface the workflows call (the root's workflow.go) without knowing which
+// provider they have: create the payment of a checkout, expire it when the
+// checkout's payment window closes unpaid, refund it. Two implement it:
+//
+//   - StandIn (PAYMENT_PROVIDER=standin, the default): the demo's own
+//     provider. Its payment page is the store's /pay/{key}, so creating and
+//     expiring a payment ask nobody; its refund API is PROVIDER_URL
+//     (POST {URL}/refunds/{payment id}), by default the store's own stand-in
+//     (internal/web, /provider/).
+//   - Stripe (PAYMENT_PROVIDER=stripe): a Stripe Checkout Session per
+//     checkout, expired through the API, refunds of its PaymentIntent; all
+//     through the official client, stripe-go (stripe.go).
+//
+// Every call that reaches a provider carries an idempotency key derived from
+// the checkout key (the payment id): the workflows call it from DBOS steps,
+// which are at least once, and the key makes each call one effect however
+// often a crash repeats it.
 package provider
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"time"
 )
 
-// CallTimeout bounds one attempt.
-const CallTimeout = 10 * time.Second
+// Provider is a payment provider.
+type Provider interface {
+	// Local reports a provider whose Create and Expire ask nobody (the
+	// stand-in, whose payment page is the store's own): the checkout then
+	// runs them without a step, since there is nothing to checkpoint, and
+	// its payment costs no transaction more than before providers existed.
+	Local() bool
+	// Create creates the payment of a checkout's order: where its buyer pays.
+	Create(ctx context.Context, o Order) (Payment, error)
+	// Expire closes payment p of checkout key, whose window ended unpaid: no
+	// payment can be made at it any more. A payment that won the race arrives
+	// as a late payment and is refunded. An error that is Permanent says it
+	// could not be expired because it is not open (paid or expired already).
+	Expire(ctx context.Context, key string, p Payment) error
+	// Refund refunds a payment in full, once per payment id however often it
+	// is asked.
+	Refund(ctx context.Context, r RefundRequest) (Refund, error)
+}
 
-// Client calls the provider.
-type Client struct {
-	URL   string       // PROVIDER_URL, no trailing slash
-	Token string       // sent as a bearer token when set (the store's own stand-in takes the admin token)
-	HTTP  *http.Client // its Timeout is CallTimeout
+// Order is what a payment is created for.
+type Order struct {
+	Key     string // the checkout key, which is also the payment id
+	OrderID int64
+	Lines   []Line
+	// CreatedAtMs is when the order was made (Unix ms, from the checkout's
+	// first checkpoint): anything derived from it is the same in every
+	// retry, as an idempotent request's parameters must be.
+	CreatedAtMs int64
+}
+
+// Line is one line of an order as the buyer sees it at the provider.
+type Line struct {
+	Name           string
+	Quantity       int
+	UnitPriceCents int64
+}
+
+// Payment is where the buyer of a checkout pays. It is the payment-create
+// step's checkpoint, so its JSON names are durable.
+type Payment struct {
+	SessionID string `json:"session_id,omitempty"` // the provider's id of it ("" for the stand-in)
+	URL       string `json:"url"`                  // where the buyer pays
+}
+
+// RefundRequest is a refund to make.
+type RefundRequest struct {
+	PaymentID   string // the checkout key: the idempotency key
+	AmountCents int64  // the order's total
+	// PaymentRef is the provider's id of the money taken (Stripe: the
+	// PaymentIntent), recorded from its payment event; "" when none was.
+	PaymentRef string
 }
 
 // Refund is the provider's answer to a refund call.
@@ -35,59 +82,39 @@ type Refund struct {
 	Replayed bool   `json:"replayed"` // the provider had refunded this key before: nothing more was refunded
 }
 
+// Event is a provider's payment event, checked and read (internal/web reads
+// Stripe's): what it says about which checkout.
+type Event struct {
+	ID   string // the provider's event id: seen once, applied once
+	Type string
+	// Key is the checkout the event is about ("" when it names none of
+	// this store's).
+	Key string
+	// Status is shop.PaymentPaid or shop.PaymentFailed for an event that
+	// decides the payment; "" for one that does not (a payment still
+	// pending, an event type the store does not use).
+	Status string
+	// PaymentRef is the provider's id of the money taken (Stripe: the
+	// PaymentIntent), "" when the event carries none.
+	PaymentRef string
+}
+
 // permanentError is an answer that trying again cannot change.
 type permanentError struct{ err error }
 
 func (e permanentError) Error() string { return e.err.Error() }
 func (e permanentError) Unwrap() error { return e.err }
 
+// PermanentError marks err as one that trying again cannot change.
+func PermanentError(err error) error { return permanentError{err} }
+
 // Permanent reports an error that trying again cannot change: a 4xx other
-// than 408 and 429, or an answer that is not a refund of this payment.
+// than 408, 409 and 429, or an answer that is not what was asked for.
 // Transport errors and 5xx are not permanent.
 func Permanent(err error) bool { return errors.As(err, new(permanentError)) }
 
-// Refund asks the provider to refund payment pid of amountCents, with pid as
-// the idempotency key: the payment id rather than a key per call, so that
-// whatever happens to the caller (a retry, a fork, a second workflow started
-// by hand) a payment is refunded at most once.
-func (c *Client) Refund(ctx context.Context, pid string, amountCents int64) (Refund, error) {
-	ctx, cancel := context.WithTimeout(ctx, CallTimeout)
-	defer cancel()
-	body, err := json.Marshal(map[string]int64{"amount_cents": amountCents})
-	if err != nil {
-		return Refund{}, permanentError{err}
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL+"/refunds/"+url.PathEscape(pid), bytes.NewReader(body))
-	if err != nil {
-		return Refund{}, permanentError{err}
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", pid)
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return Refund{}, fmt.Errorf("refund %s: %w", pid, err)
-	}
-	defer resp.Body.Close() // read below; a close error adds nothing to the answer
-	text, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return Refund{}, fmt.Errorf("refund %s: read the answer: %w", pid, err)
-	}
-	switch {
-	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout:
-		return Refund{}, fmt.Errorf("refund %s: provider answered %s: %.200s", pid, resp.Status, text)
-	case resp.StatusCode != http.StatusOK:
-		return Refund{}, permanentError{fmt.Errorf("refund %s: provider refused it: %s: %.200s", pid, resp.Status, text)}
-	}
-	var got struct {
-		RefundID  string `json:"refund_id"`
-		PaymentID string `json:"payment_id"`
-		Replayed  bool   `json:"replayed"`
-	}
-	if err := json.Unmarshal(text, &got); err != nil || got.RefundID == "" || got.PaymentID != pid {
-		return Refund{}, permanentError{fmt.Errorf("refund %s: the provider's answer is not a refund of this payment: %.200s", pid, text)}
-	}
-	return Refund{RefundID: got.RefundID, Replayed: got.Replayed}, nil
+// permanentStatus reports an HTTP status a retry cannot change. 409 is not:
+// Stripe answers it to a request whose idempotency key is still in flight.
+func permanentStatus(code int) bool {
+	return code >= 400 && code < 500 && code != 408 && code != 409 && code != 429
 }

@@ -146,6 +146,15 @@ const (
 	// a paid one's payment recorded for refund.
 	StepCancelOrder = "cancel-order"
 
+	// checkout, with a provider that is asked (Stripe; the stand-in's pay
+	// page is the store's own and needs none of these): create the order's
+	// payment at the provider (idempotency key per checkout), record it with
+	// the order, and, when the payment window closes unpaid, expire it there
+	// before the units go back.
+	StepPaymentCreate = "payment-create"
+	StepPaymentRecord = "payment-record"
+	StepPaymentExpire = "payment-expire"
+
 	StepRefundCall   = "refund-provider" // refund: ask the payment provider to refund (idempotency key = payment id)
 	StepRefundRecord = "refund-record"   // refund: record the provider's refund in the store
 )

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"widget-store/internal/shop"
@@ -177,8 +178,33 @@ func handleCheckout(checkout Checkout, buyer buyerOf) handlerFunc {
 		if soldOut {
 			return shop.Errorf(shop.Conflict, "sold out: no widgets left for checkout %s", key)
 		}
+		payURL, err := checkout.PayURL(r.Context(), key)
+		if err != nil {
+			return err
+		}
+		if acceptsJSON(r) {
+			return writeJSON(w, http.StatusOK, checkoutJSON{PaymentID: key, PayURL: payURL})
+		}
 		return writeText(w, http.StatusOK, key)
 	}
+}
+
+// checkoutJSON is POST /checkout/{key}'s answer under Accept:
+// application/json: the payment id (the key) and where the buyer pays (the
+// stand-in's /pay/{key}, relative to the store, or Stripe's session URL).
+type checkoutJSON struct {
+	PaymentID string `json:"payment_id"`
+	PayURL    string `json:"pay_url"`
+}
+
+// acceptsJSON reports a client that asks for JSON (Accept: application/json).
+func acceptsJSON(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		if mt, _, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == "application/json" {
+			return true
+		}
+	}
+	return false
 }
 
 // maxCartBytes bounds a cart's body: 20 lines fit in well under 2 KB.
@@ -359,11 +385,19 @@ func handleBuy(checkout Checkout, buyer buyerOf) handlerFunc {
 		}
 		// Sold out or not, the buyer goes to the payment page, which shows
 		// sold out too (and a cart's short lines): the URL carries the key,
-		// so a reload or a second tab shows the same checkout.
-		if soldOut, err := buyer.start(r, checkout, key, shopper(w, r), items); err != nil && !soldOut {
+		// so a reload or a second tab shows the same checkout. With Stripe
+		// the payment page is the checkout's session at Stripe.
+		soldOut, err := buyer.start(r, checkout, key, shopper(w, r), items)
+		if err != nil && !soldOut {
 			return err
 		}
-		http.Redirect(w, r, "/pay/"+key, http.StatusSeeOther)
+		to := "/pay/" + key
+		if !soldOut {
+			if to, err = checkout.PayURL(r.Context(), key); err != nil {
+				return err
+			}
+		}
+		http.Redirect(w, r, to, http.StatusSeeOther)
 		return nil
 	}
 }
@@ -399,8 +433,11 @@ func payCheckout(r *http.Request, db *store.DB, acc access, key, sig string) (*s
 }
 
 // handlePayPage is the stand-in provider's hosted page for checkout key, for
-// its buyer (payCheckout). A pay link's ?sig= is carried into the form.
-func handlePayPage(db *store.DB, acc access, page views.PageInfo) handlerFunc {
+// its buyer (payCheckout). A pay link's ?sig= is carried into the form. When
+// buyers pay at Stripe (atStripe) an order waiting for its payment sends its
+// buyer to its Checkout Session (303) instead; the page still shows a sold-out
+// checkout and a settled order.
+func handlePayPage(db *store.DB, acc access, page views.PageInfo, checkout Checkout, atStripe bool) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		key, sig := r.PathValue("key"), r.URL.Query().Get("sig")
 		if err := shop.ValidateKey("checkout key", key); err != nil {
@@ -409,6 +446,19 @@ func handlePayPage(db *store.DB, acc access, page views.PageInfo) handlerFunc {
 		o, err := payCheckout(r, db, acc, key, sig)
 		if err != nil {
 			return err
+		}
+		if atStripe && o != nil && o.Status == shop.StatusPending {
+			to, err := checkout.PayURL(r.Context(), key)
+			if err == nil {
+				http.Redirect(w, r, to, http.StatusSeeOther)
+				return nil
+			}
+			if shop.KindOf(err) != shop.Conflict {
+				return err
+			}
+			if o, err = payCheckout(r, db, acc, key, sig); err != nil { // settled meanwhile (no payment opened): show it
+				return err
+			}
 		}
 		p, err := db.Product(r.Context())
 		if err != nil {
@@ -433,8 +483,14 @@ func handlePayPage(db *store.DB, acc access, page views.PageInfo) handlerFunc {
 // (payCheckout: its session, a signed pay link, the operator). The buyer
 // then follows the order; a pay link's holder, who has no session, sees the
 // settled pay page.
-func handlePay(db *store.DB, acc access, checkout Checkout) handlerFunc {
+//
+// With Stripe the buttons are not there, and a post is refused: the money
+// is Stripe's to take, and only its signed events say it was.
+func handlePay(db *store.DB, acc access, checkout Checkout, atStripe bool) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
+		if atStripe {
+			return shop.Errorf(shop.Conflict, "this store takes payments through Stripe: pay at the checkout's Stripe page (GET /pay/{key} sends you there); nothing was changed")
+		}
 		if err := parseForm(r); err != nil {
 			return err
 		}

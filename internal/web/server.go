@@ -25,7 +25,8 @@
 //     (the admin token, or a browser signed in with it); store-wide reads
 //     and operator actions are the operator's; in demo mode (no ADMIN_TOKEN)
 //     everyone is the operator. The payment webhook needs an HMAC signature
-//     when a secret is configured (auth.go). A store open to the public
+//     when a secret is configured (auth.go), Stripe's events their Stripe
+//     signature (stripe.go). A store open to the public
 //     bounds each client's unpaid holds (limits.go). Cross-site browser
 //     posts are refused for every route, every answer carries the security
 //     headers (securityHeaders), and every body is capped at 64 KB.
@@ -43,6 +44,7 @@ import (
 	"time"
 
 	"widget-store/internal/metrics"
+	"widget-store/internal/provider"
 	"widget-store/internal/shop"
 	"widget-store/internal/store"
 	"widget-store/internal/timeline"
@@ -66,6 +68,15 @@ type Checkout interface {
 	// order's fate (message already written for the client); shop.Busy:
 	// still processing.
 	Pay(ctx context.Context, pid, status string) (orderID int64, err error)
+	// PayURL is where the buyer of checkout key pays, once Start answered
+	// that it holds an order: the stand-in's /pay/{key}, or the session the
+	// checkout opened at Stripe (waited for). shop.Conflict: the provider
+	// opened none and the order is cancelled; shop.Busy: still opening.
+	PayURL(ctx context.Context, key string) (string, error)
+	// ApplyEvent applies a verified provider event (Stripe's), once per
+	// event id, and says what it did. An error means the event must come
+	// again; everything recorded is answered 200 (a late payment included).
+	ApplyEvent(ctx context.Context, ev provider.Event) (string, error)
 }
 
 // Timelines reads the durable execution behind an order.
@@ -96,6 +107,12 @@ type Config struct {
 	// TrustedProxies are the reverse proxies whose X-Forwarded-For names the
 	// client (TRUSTED_PROXIES); empty: the connection's peer is the client.
 	TrustedProxies []netip.Prefix
+	// StripeWebhookSecret is STRIPE_WEBHOOK_SECRET when Stripe is the
+	// payment provider, "" otherwise. Set, buyers pay at Stripe: /buy and
+	// the pay page send them to their Checkout Session, the stand-in's Pay
+	// and Decline buttons are refused, and POST /webhooks/stripe takes
+	// Stripe's signed events (stripe.go).
+	StripeWebhookSecret string
 }
 
 // maxBodyBytes bounds every request body; the store's forms are tiny.
@@ -170,6 +187,8 @@ func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder
 	mux.Handle("GET /order/{id}", handle(handleGetOrder(db, acc)))
 	mux.Handle("POST /checkout/{key}", handle(handleCheckout(checkout, buyer)))
 	mux.Handle("POST /payment_webhook/{payment_id}/{status}", handle(handlePaymentWebhook(acc, cfg.Now, checkout)))
+	// Stripe's events, authenticated by their signature alone (stripe.go).
+	mux.Handle("POST /webhooks/stripe", handle(handleStripeWebhook(cfg.StripeWebhookSecret, checkout)))
 	internalsPanel := handleInternalsPartial(db, ops, acc, page)
 	mux.Handle("POST /restock", handle(requireAdmin(handleRestock(logger, db, internalsPanel))))
 	mux.Handle("POST /crash_application", handle(requireAdmin(handleCrash(logger, proc.Crash))))
@@ -184,8 +203,9 @@ func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder
 	// Pages and the fragments they poll.
 	mux.Handle("GET /{$}", handle(handleStorePage(db, ops, acc, page)))
 	mux.Handle("POST /buy", handle(handleBuy(checkout, buyer)))
-	mux.Handle("GET /pay/{key}", handle(handlePayPage(db, acc, page)))
-	mux.Handle("POST /pay/{key}", handle(handlePay(db, acc, checkout)))
+	atStripe := cfg.StripeWebhookSecret != ""
+	mux.Handle("GET /pay/{key}", handle(handlePayPage(db, acc, page, checkout, atStripe)))
+	mux.Handle("POST /pay/{key}", handle(handlePay(db, acc, checkout, atStripe)))
 	mux.Handle("GET /track/{id}", handle(handleOrderPage(db, acc, page)))
 	mux.Handle("GET /partials/stock", handle(handleStockPartial(db)))
 	mux.Handle("GET /partials/my-orders", handle(handleMyOrdersPartial(db)))
