@@ -200,7 +200,7 @@ func tally(ps []Purchase) Tally {
 }
 
 func (t Tally) String() string {
-	return fmt.Sprintf("%d keys: %d paid, %d declined, %d paid too late (409), %d abandoned, %d sold out, %d gave up",
+	return fmt.Sprintf("%d keys: %d paid, %d declined, %d paid too late (refunded), %d abandoned, %d sold out, %d gave up",
 		t.Keys, t.Paid, t.Declined, t.PaidTooLate, t.Abandoned, t.SoldOut, t.GaveUp)
 }
 
