@@ -223,9 +223,13 @@ func checkStripeCalls(byKey map[string]Order, snap Snapshot, purchases []Purchas
 			o.add("session for %s (order %d) asks for %d units in its line_items, the order holds %d", k, ord.ID, got, units)
 		}
 	}
+	unhanded := 0 // sessions of checkouts that answered 409: opened at Stripe, the order cancelled before it was recorded
 	for _, p := range purchases {
 		if p.Checkout.Status == http.StatusOK && len(creates[p.Key]) == 0 {
 			o.add("checkout %s answered 200 but Stripe was asked for no session", p.Key)
+		}
+		if p.Checkout.Status == http.StatusConflict && len(creates[p.Key]) > 0 {
+			unhanded++
 		}
 	}
 
@@ -275,6 +279,9 @@ func checkStripeCalls(byKey map[string]Order, snap Snapshot, purchases []Purchas
 	}
 	detail := fmt.Sprintf("%d sessions (%d created again after a kill, same key and parameters), %d expired, %d refunded; %d calls, %d cut off by a kill",
 		len(creates), retried, len(expiries), len(refunds), len(reqs), unanswered)
+	if unhanded > 0 {
+		detail += fmt.Sprintf("; %d sessions opened for checkouts then refused (409: the window closed before the session was recorded; never handed out, never expired)", unhanded)
+	}
 	if len(other) > 0 {
 		detail += fmt.Sprintf("; %d other calls (%s)", len(other), strings.Join(other[:min(3, len(other))], ", "))
 	}

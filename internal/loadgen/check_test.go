@@ -213,6 +213,21 @@ func TestCheckStripeCatchesEachViolation(t *testing.T) {
 		cs.Print(&b)
 		t.Fatalf("a consistent Stripe run failed (or was not checked as one):\n%s", b.String())
 	}
+	// A checkout whose session could not be opened before the window
+	// closed answers 409 with its order cancelled (Stripe mode only).
+	snap, ps, obs = good()
+	snap.Orders = append(snap.Orders, Order{ID: 6, Key: "g", Status: shop.StatusCancelled, Progress: shop.DispatchLegs})
+	snap.Workflows["checkout SUCCESS"]++
+	ps = append(ps, Purchase{Key: "g", Checkout: Answer{409, "the payment provider opened no payment"}})
+	obs.Requests = append(obs.Requests, create("g", "6", "cs_g"))
+	if cs := check(snap, ps, obs); !cs.OK() {
+		var b strings.Builder
+		cs.Print(&b)
+		t.Fatalf("a 409 with its order cancelled failed a Stripe run:\n%s", b.String())
+	}
+	if cs := CheckInvariants(100, snap, ps, Observed{}); cs[1].OK {
+		t.Errorf("a 409 that made an order passed check 2 of a stand-in run: %s", cs[1].Detail)
+	}
 	for _, tc := range []struct {
 		name    string
 		corrupt func(*Snapshot, []Purchase, *StripeObserved)
@@ -270,6 +285,9 @@ func TestCheckStripeCatchesEachViolation(t *testing.T) {
 			o.Requests = slices.Delete(o.Requests, 7, 8) // d's
 		}, "7"},
 		{"Stripe refused a call", func(_ *Snapshot, _ []Purchase, o *StripeObserved) { o.Requests[5].Status = 400 }, "7"},
+		{"a 409 for an order that shipped", func(_ *Snapshot, ps []Purchase, _ *StripeObserved) {
+			ps[0].Checkout = Answer{409, "no payment opened"}
+		}, "2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			snap, ps, obs := good()

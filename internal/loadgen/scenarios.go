@@ -165,7 +165,10 @@ func restock(ctx context.Context, base string, id, n int, reads *atomic.Int64) e
 // Tally counts purchases by outcome.
 type Tally struct {
 	Keys, PaymentIDs, SoldOut, Paid, Declined, PaidTooLate, Abandoned, GaveUp int
-	PaidUnits                                                                 int // units in the paid purchases (one each without a cart)
+	// NoPayment: checkouts answered 409 after their order was made: the
+	// provider (Stripe) opened no payment before the order's window closed.
+	NoPayment int
+	PaidUnits int // units in the paid purchases (one each without a cart)
 }
 
 func tally(ps []Purchase) Tally {
@@ -200,8 +203,12 @@ func tally(ps []Purchase) Tally {
 }
 
 func (t Tally) String() string {
-	return fmt.Sprintf("%d keys: %d paid, %d declined, %d paid too late (refunded), %d abandoned, %d sold out, %d gave up",
+	s := fmt.Sprintf("%d keys: %d paid, %d declined, %d paid too late (refunded), %d abandoned, %d sold out, %d gave up",
 		t.Keys, t.Paid, t.Declined, t.PaidTooLate, t.Abandoned, t.SoldOut, t.GaveUp)
+	if t.NoPayment > 0 {
+		s += fmt.Sprintf(", %d refused for want of a payment opened in time", t.NoPayment)
+	}
+	return s
 }
 
 // finish settles the run, stops the store and checks the invariants.
@@ -228,7 +235,18 @@ func finishWith(ctx context.Context, o *Options, st *Store, sampler *Sampler, le
 		obs.Stripe = &StripeObserved{Requests: o.stripe.Requests()} // the store has stopped: complete
 	}
 	checks := CheckInvariantsStocks(o.initialStocks(), snap, ps, obs)
-	return tally(ps), settle, checks, nil
+	t := tally(ps)
+	ordered := map[string]bool{}
+	for _, o := range snap.Orders {
+		ordered[o.Key] = true
+	}
+	for _, p := range ps {
+		if p.Checkout.Status == http.StatusConflict && ordered[p.Key] {
+			t.SoldOut-- // not sold out: its order was made, and cancelled (check 2)
+			t.NoPayment++
+		}
+	}
+	return t, settle, checks, nil
 }
 
 // ----- load -----
