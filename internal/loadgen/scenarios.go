@@ -236,14 +236,22 @@ func finishWith(ctx context.Context, o *Options, st *Store, sampler *Sampler, le
 	}
 	checks := CheckInvariantsStocks(o.initialStocks(), snap, ps, obs)
 	t := tally(ps)
-	ordered := map[string]bool{}
+	status := map[string]shop.Status{}
 	for _, o := range snap.Orders {
-		ordered[o.Key] = true
+		status[o.Key] = o.Status
 	}
 	for _, p := range ps {
-		if p.Checkout.Status == http.StatusConflict && ordered[p.Key] {
+		st, ordered := status[p.Key]
+		switch {
+		case p.Checkout.Status == http.StatusConflict && ordered:
 			t.SoldOut-- // not sold out: its order was made, and cancelled (check 2)
 			t.NoPayment++
+		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusOK && !p.Late && st == shop.StatusCancelled:
+			// Stripe answers 200 to a payment that came as the window
+			// closed: it was too late after all (refunded, check 6).
+			t.Paid--
+			t.PaidUnits -= max(1, shop.Units(p.Cart))
+			t.PaidTooLate++
 		}
 	}
 	return t, settle, checks, nil
