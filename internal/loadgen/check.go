@@ -468,67 +468,7 @@ func CheckInvariantsStocks(initial map[int]int, snap Snapshot, purchases []Purch
 	if obs.Stripe != nil {
 		cs = append(cs, checkStripeFates(byKey, count, snap, purchases))
 	} else {
-		var o3 offences
-		paidAcks, failedAcks, lateAcks, unpaid := 0, 0, 0, 0
-		for _, p := range purchases {
-			o, has := byKey[p.Key]
-			if !has {
-				if p.Payment.Status != 0 {
-					o3.add("payment %s answered %v but there is no order", p.Key, p.Payment)
-				}
-				continue
-			}
-			wantID := strconv.FormatInt(o.ID, 10)
-			switch {
-			case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusOK:
-				paidAcks++
-				if o.Status != shop.StatusPaid && o.Status != shop.StatusDispatched {
-					o3.add("paid acknowledged for order %d but it is %s", o.ID, o.Status)
-				}
-				if p.Payment.Body != wantID {
-					o3.add("paid for %s answered order %q, want %s", p.Key, p.Payment.Body, wantID)
-				}
-			case p.Sent == shop.PaymentFailed && p.Payment.Status == http.StatusOK:
-				failedAcks++
-				if o.Status != shop.StatusCancelled {
-					o3.add("decline acknowledged for order %d but it is %s", o.ID, o.Status)
-				}
-				if p.Payment.Body != wantID {
-					o3.add("failed for %s answered order %q, want %s", p.Key, p.Payment.Body, wantID)
-				}
-			case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusConflict:
-				// The payment window closed first: the order is cancelled and the
-				// payment recorded for refund.
-				lateAcks++
-				if o.Status != shop.StatusCancelled {
-					o3.add("paid for order %d answered 409 but it is %s", o.ID, o.Status)
-				}
-				if _, ok := snap.LatePayments[p.Key]; !ok {
-					o3.add("paid for cancelled order %d answered 409 but is not recorded for refund", o.ID)
-				}
-			case p.Payment.Status != 0:
-				o3.add("%s for order %d answered %v", p.Sent, o.ID, p.Payment)
-			default: // never paid (abandoned, or the client gave up): the window closes
-				unpaid++
-				if o.Status != shop.StatusCancelled && o.Status != shop.StatusPending {
-					o3.add("order %d was never paid but is %s", o.ID, o.Status)
-				}
-			}
-			for _, r := range p.Replays {
-				if r.Got != r.Want {
-					o3.add("%s repeated answered %v, first %v", r.Call, r.Got, r.Want)
-				}
-			}
-		}
-		if got := count[shop.StatusPaid] + count[shop.StatusDispatched]; got != paidAcks {
-			o3.add("%d orders PAID/DISPATCHED but %d paid acknowledgements", got, paidAcks)
-		}
-		if got, want := count[shop.StatusCancelled]+count[shop.StatusPending], failedAcks+lateAcks+unpaid; got != want {
-			o3.add("%d orders CANCELLED/PENDING but %d declines + %d late payments + %d unpaid", got, failedAcks, lateAcks, unpaid)
-		}
-		cs = append(cs, o3.check("3 every acknowledgement matches the order",
-			fmt.Sprintf("%d paid = %d PAID/DISPATCHED; %d declined + %d paid too late + %d unpaid = %d CANCELLED",
-				paidAcks, count[shop.StatusPaid]+count[shop.StatusDispatched], failedAcks, lateAcks, unpaid, count[shop.StatusCancelled])))
+		cs = append(cs, checkStandinFates(byKey, count, snap, purchases))
 	}
 
 	// 4. Forward only; DISPATCHED ⇔ progress 0; progress never rises.
@@ -637,6 +577,72 @@ func CheckInvariantsStocks(initial map[int]int, snap Snapshot, purchases []Purch
 		cs = append(cs, checkStripeCalls(byKey, snap, purchases, obs.Stripe.Requests))
 	}
 	return cs
+}
+
+// checkStandinFates is check 3 of a stand-in run: every payment
+// acknowledgement matches its order's fate.
+func checkStandinFates(byKey map[string]Order, count map[shop.Status]int, snap Snapshot, purchases []Purchase) Check {
+	var o3 offences
+	paidAcks, failedAcks, lateAcks, unpaid := 0, 0, 0, 0
+	for _, p := range purchases {
+		o, has := byKey[p.Key]
+		if !has {
+			if p.Payment.Status != 0 {
+				o3.add("payment %s answered %v but there is no order", p.Key, p.Payment)
+			}
+			continue
+		}
+		wantID := strconv.FormatInt(o.ID, 10)
+		switch {
+		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusOK:
+			paidAcks++
+			if o.Status != shop.StatusPaid && o.Status != shop.StatusDispatched {
+				o3.add("paid acknowledged for order %d but it is %s", o.ID, o.Status)
+			}
+			if p.Payment.Body != wantID {
+				o3.add("paid for %s answered order %q, want %s", p.Key, p.Payment.Body, wantID)
+			}
+		case p.Sent == shop.PaymentFailed && p.Payment.Status == http.StatusOK:
+			failedAcks++
+			if o.Status != shop.StatusCancelled {
+				o3.add("decline acknowledged for order %d but it is %s", o.ID, o.Status)
+			}
+			if p.Payment.Body != wantID {
+				o3.add("failed for %s answered order %q, want %s", p.Key, p.Payment.Body, wantID)
+			}
+		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusConflict:
+			// The payment window closed first: the order is cancelled and the
+			// payment recorded for refund.
+			lateAcks++
+			if o.Status != shop.StatusCancelled {
+				o3.add("paid for order %d answered 409 but it is %s", o.ID, o.Status)
+			}
+			if _, ok := snap.LatePayments[p.Key]; !ok {
+				o3.add("paid for cancelled order %d answered 409 but is not recorded for refund", o.ID)
+			}
+		case p.Payment.Status != 0:
+			o3.add("%s for order %d answered %v", p.Sent, o.ID, p.Payment)
+		default: // never paid (abandoned, or the client gave up): the window closes
+			unpaid++
+			if o.Status != shop.StatusCancelled && o.Status != shop.StatusPending {
+				o3.add("order %d was never paid but is %s", o.ID, o.Status)
+			}
+		}
+		for _, r := range p.Replays {
+			if r.Got != r.Want {
+				o3.add("%s repeated answered %v, first %v", r.Call, r.Got, r.Want)
+			}
+		}
+	}
+	if got := count[shop.StatusPaid] + count[shop.StatusDispatched]; got != paidAcks {
+		o3.add("%d orders PAID/DISPATCHED but %d paid acknowledgements", got, paidAcks)
+	}
+	if got, want := count[shop.StatusCancelled]+count[shop.StatusPending], failedAcks+lateAcks+unpaid; got != want {
+		o3.add("%d orders CANCELLED/PENDING but %d declines + %d late payments + %d unpaid", got, failedAcks, lateAcks, unpaid)
+	}
+	return o3.check("3 every acknowledgement matches the order",
+		fmt.Sprintf("%d paid = %d PAID/DISPATCHED; %d declined + %d paid too late + %d unpaid = %d CANCELLED",
+			paidAcks, count[shop.StatusPaid]+count[shop.StatusDispatched], failedAcks, lateAcks, unpaid, count[shop.StatusCancelled]))
 }
 
 // unfinished counts the work not yet finished: workflows PENDING, or
