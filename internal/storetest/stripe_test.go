@@ -471,6 +471,33 @@ func refundRecorded(t testing.TB, db *loadgen.Database, pid string) bool {
 	return n == 1
 }
 
+// TestStripeRefusesTheSession: when Stripe refuses to create the session
+// (here a key stripe-mock does not take: 401), the checkout holds nothing:
+// its order is cancelled with its units back, the buyer is told so (409),
+// and no workflow is left in ERROR.
+func TestStripeRefusesTheSession(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts stripe-mock and the store")
+	}
+	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
+		st := startStripeStore(t, db, Options{Env: []string{"STRIPE_SECRET_KEY=rk_live_not_for_stripe_mock"}})
+		stock0 := Inventory(t, st.Base())
+		key := NewKey()
+		req := mustRequest(t, http.MethodPost, st.URL("/checkout/"+key), "")
+		req.Header.Set("Accept", "application/json")
+		if r := doReq(t, http.DefaultClient, req); r.status != http.StatusConflict || !strings.Contains(r.body, "opened no payment") {
+			t.Fatalf("checkout with a refused session: %d %q, want 409 saying no payment was opened", r.status, r.body)
+		}
+		if n := len(st.mock.SessionCreates()[key]); n != 1 {
+			t.Fatalf("%d session creates, want 1 (a refusal is not retried)", n)
+		}
+		if got := Inventory(t, st.Base()); got != stock0 {
+			t.Fatalf("inventory %d, want %d: nothing held", got, stock0)
+		}
+		WaitUntil(t, 20*time.Second, "the checkout workflow ends in SUCCESS", func() bool { return workflowStatus(t, db, key) == "SUCCESS" })
+	})
+}
+
 // TestStripeWebhookOffWithTheStandIn: a store whose provider is the
 // stand-in has no Stripe webhook: a signed event is a 404 that says why.
 func TestStripeWebhookOffWithTheStandIn(t *testing.T) {
