@@ -141,14 +141,15 @@ func (w *workflows) openPayment(ctx dbos.Context, key string, order reserved) (p
 		if w.steps.now().UnixMilli() >= order.PayByMs {
 			return provider.Payment{}, provider.PermanentError(fmt.Errorf("the payment window of order %d closed before the provider opened a payment", order.OrderID))
 		}
+		var created provider.Payment
 		o, err := w.steps.paymentOrder(ctx, w.db, key, order)
 		if err == nil {
-			p, err = w.provider.Create(ctx, o)
+			created, err = w.provider.Create(ctx, o)
 		}
 		if err != nil && !provider.Permanent(err) {
 			w.logger.Warn("checkout: creating the payment at the provider failed; retrying", "workflow_id", key, "order_id", order.OrderID, "err", err)
 		}
-		return p, err
+		return created, err
 	}, dbos.WithStepMaxRetries(1000), dbos.WithStepBaseInterval(200*time.Millisecond), dbos.WithStepBackoffFactor(2),
 		dbos.WithStepMaxInterval(5*time.Second), dbos.WithStepRetryPredicate(func(err error) bool { return !provider.Permanent(err) }))
 	if err != nil {

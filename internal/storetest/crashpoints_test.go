@@ -15,6 +15,7 @@ import (
 	"widget-store/internal/crashpoint"
 	"widget-store/internal/loadgen"
 	"widget-store/internal/shop"
+	"widget-store/internal/stripetest"
 )
 
 // TestCrashPoints kills the store at every named point: right after each
@@ -218,4 +219,136 @@ func cartJSON(cart []shop.Line) string {
 		pq = append(pq, l.ProductID, l.Quantity)
 	}
 	return cartBody(pq...)
+}
+
+// TestCrashPointsStripe crashes a checkout that pays through Stripe
+// (stripe-mock behind the rig's recording proxy) right after each step that
+// asks Stripe or records its answer, and a late payment's refund right after
+// its call: restarted without CRASH_AT, the order reaches its right final
+// state, stock is conserved, and Stripe was asked exactly once per key,
+// since after the step's checkpoint nothing is asked again (and before it,
+// the same Idempotency-Key would make a second ask the same session).
+func TestCrashPointsStripe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and crashes it")
+	}
+	type crashCase struct {
+		point string
+		paid  bool // paid by a completed event; else the window closes unpaid and a late payment comes
+	}
+	cases := []crashCase{
+		{shop.CheckoutWorkflow + ":" + shop.StepPaymentCreate, true},
+		{shop.CheckoutWorkflow + ":" + shop.StepPaymentRecord, true},
+		{shop.CheckoutWorkflow + ":" + shop.StepPaymentExpire, false},
+		{shop.RefundWorkflow + ":" + shop.StepRefundCall, false},
+	}
+	Binary(t)
+	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
+		for _, c := range cases {
+			t.Run(c.point, func(t *testing.T) {
+				runStripeCrashCase(t, db, c.point, c.paid)
+			})
+		}
+	})
+}
+
+// runStripeCrashCase is one crash of TestCrashPointsStripe, on db (each
+// case its own key; the stock is checked as a difference).
+func runStripeCrashCase(t *testing.T, db *loadgen.Database, point string, paid bool) {
+	const payWindow = "PAYMENT_TIMEOUT=3s"
+	mock := startStripeMock(t)
+	st := &stripeStore{Store: StartWith(t, db, Options{Env: stripeEnv(mock, "CRASH_AT="+point, payWindow), Log: LogWriter(t, point+": ")}), mock: mock, db: db}
+	stock0 := Inventory(t, st.Base())
+	key := "crash-" + strings.NewReplacer(":", "-").Replace(point) + "-" + RandomHex(3)
+	pi := "pi_" + RandomHex(6)
+
+	// The buyer's checkout; the crash at payment-create or payment-record
+	// cuts its request, and the buyer asks again after the restart.
+	asked := make(chan hresp, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, st.URL("/checkout/"+key), nil) // a constant URL: no error
+		req.Header.Set("Accept", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			asked <- hresp{}
+			return
+		}
+		resp.Body.Close() // only the status matters here
+		asked <- hresp{status: resp.StatusCode}
+	}()
+	if point == shop.RefundWorkflow+":"+shop.StepRefundCall {
+		<-asked
+		id := st.orderOf(t, key)
+		WaitOrder(t, st.Base(), id, 20*time.Second, func(o Order) bool { return o.OrderStatus == shop.StatusCancelled })
+		late := event(stripetest.SessionCompleted, key)
+		late.PaymentIntent = pi
+		st.send(t, late, stripetest.WebhookSecret, time.Now()) // the crash may cut its answer: Stripe delivers it again below
+	}
+
+	phase(t, "the store exits with status 1 at the crash point", func(t *testing.T) {
+		code, err := st.WaitExit(45 * time.Second)
+		if err != nil {
+			st.Kill()
+			t.Fatalf("the store did not exit at %s: %v", point, err)
+		}
+		if code != 1 {
+			t.Fatalf("the store exited with status %d at the crash point, want 1", code)
+		}
+	})
+
+	phase(t, "restarted without CRASH_AT, the purchase reaches its end", func(t *testing.T) {
+		st.RestartWith(t, stripeEnv(mock, payWindow)...)
+		payURL := st.checkoutJSON(t, key) // the buyer asks again: the same session
+		if !strings.HasPrefix(payURL, "https://checkout.stripe.com/") {
+			t.Fatalf("pay_url %q", payURL)
+		}
+		id := st.orderOf(t, key)
+		switch {
+		case paid:
+			completed := event(stripetest.SessionCompleted, key)
+			completed.PaymentIntent = pi
+			st.mustSend(t, completed)
+			WaitOrder(t, st.Base(), id, 30*time.Second, func(o Order) bool { return o.OrderStatus == shop.StatusDispatched })
+		default:
+			WaitOrder(t, st.Base(), id, 20*time.Second, func(o Order) bool { return o.OrderStatus == shop.StatusCancelled })
+			late := event(stripetest.SessionCompleted, key)
+			late.PaymentIntent = pi
+			if body := st.mustSend(t, late); !strings.Contains(body, "refund") && !strings.Contains(body, "applied before") {
+				t.Fatalf("late completed: %q", body)
+			}
+			waitRefunded(t, st.Base(), key, 30*time.Second)
+		}
+	})
+
+	phase(t, "Stripe was asked once per key: one session, one expiry, one refund", func(t *testing.T) {
+		if n := len(st.mock.SessionCreates()[key]); n != 1 {
+			t.Errorf("%d session creates for %s, want 1", n, key)
+		}
+		if n := st.requests(http.MethodPost, stripetest.SessionsPath, stripetest.SessionIdempotencyKey(key)); n != 1 {
+			t.Errorf("%d requests with Idempotency-Key %s, want 1", n, stripetest.SessionIdempotencyKey(key))
+		}
+		wantExpires, wantRefunds := 0, 0
+		if !paid {
+			wantExpires, wantRefunds = 1, 1
+		}
+		if n := st.requests(http.MethodPost, stripetest.SessionsPath+"/", stripetest.ExpireIdempotencyKey(key)); n != wantExpires {
+			t.Errorf("%d expire calls, want %d", n, wantExpires)
+		}
+		refunds := st.mock.Matching(http.MethodPost, stripetest.RefundsPath)
+		if len(refunds) != wantRefunds {
+			t.Errorf("%d refund calls, want %d: %+v", len(refunds), wantRefunds, refunds)
+		}
+		for _, r := range refunds {
+			if r.IdempotencyKey != key || r.Form.Get("payment_intent") != pi {
+				t.Errorf("refund call with key %q, payment_intent %q; want %s, %s", r.IdempotencyKey, r.Form.Get("payment_intent"), key, pi)
+			}
+		}
+		want := stock0 - 1
+		if !paid {
+			want = stock0
+		}
+		if got := Inventory(t, st.Base()); got != want {
+			t.Errorf("inventory %d, want %d", got, want)
+		}
+	})
 }

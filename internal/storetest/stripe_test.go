@@ -255,6 +255,12 @@ func TestStripeCheckout(t *testing.T) {
 					t.Errorf("%s: %d %q, want 400 saying %q", c.name, r.status, r.body, c.want)
 				}
 			}
+			big := strings.Repeat(" ", 70<<10) + string(payload)
+			req := mustRequest(t, http.MethodPost, st.URL("/webhooks/stripe"), big)
+			req.Header.Set("Stripe-Signature", stripetest.Sign([]byte(big), stripetest.WebhookSecret, time.Now()))
+			if r := doReq(t, http.DefaultClient, req); r.status != http.StatusRequestEntityTooLarge {
+				t.Errorf("a 70 KB event: %d %q, want 413", r.status, r.body)
+			}
 			if events, intents := stripeRecords(t, db); events != events0 || intents != intents0 {
 				t.Errorf("records changed: events %d→%d, intents %d→%d", events0, events, intents0, intents)
 			}
@@ -318,6 +324,31 @@ func TestStripeCheckout(t *testing.T) {
 			})
 		}
 
+		phase(t, "a cart's session has a line per order line; its expiry returns every unit", func(t *testing.T) {
+			before := stockOf(t, st.Base())
+			k := NewKey()
+			req := mustRequest(t, http.MethodPost, st.URL("/checkout/"+k), cartBody(2, 3, 4, 1))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json")
+			if r := doReq(t, http.DefaultClient, req); r.status != http.StatusOK || !strings.Contains(r.body, `"pay_url":"https://checkout.stripe.com/`) {
+				t.Fatalf("cart checkout: %d %q", r.status, r.body)
+			}
+			f := st.mock.SessionCreates()[k][0].Form
+			for field, want := range map[string]string{
+				"line_items[0][quantity]": "3", "line_items[0][price_data][unit_amount]": "4999", "line_items[0][price_data][product_data][name]": "Pocket Widget",
+				"line_items[1][quantity]": "1", "line_items[1][price_data][unit_amount]": "1299", "line_items[1][price_data][product_data][name]": "Widget Care Kit",
+			} {
+				if got := f.Get(field); got != want {
+					t.Errorf("cart session %s = %q, want %q", field, got, want)
+				}
+			}
+			st.mustSend(t, event(stripetest.SessionExpired, k))
+			WaitOrder(t, st.Base(), st.orderOf(t, k), 10*time.Second, func(o Order) bool { return o.OrderStatus == shop.StatusCancelled })
+			if after := stockOf(t, st.Base()); after[2] != before[2] || after[4] != before[4] {
+				t.Fatalf("stock %v after the cart's expiry, want %v", after, before)
+			}
+		})
+
 		phase(t, "stock: every cancelled order's units are back", func(t *testing.T) {
 			// Two orders were paid (the first and the async one); the rest were cancelled.
 			if got := Inventory(t, st.Base()); got != stock0-2 {
@@ -372,6 +403,98 @@ func TestStripeWindowAndLatePayment(t *testing.T) {
 				t.Fatalf("inventory %d after the late payment, want %d", got, stock0)
 			}
 		})
+	})
+}
+
+// TestStripeHardened: with ADMIN_TOKEN set the Stripe webhook needs no
+// token, only Stripe's signature; an operator's Cancel and refund of an
+// order paid through Stripe refunds its PaymentIntent, once.
+func TestStripeHardened(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts stripe-mock and the store")
+	}
+	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
+		const token = "stripe-hardened-admin-token"
+		st := startStripeStore(t, db, Options{Env: []string{"ADMIN_TOKEN=" + token, "PAYMENT_TIMEOUT=60s"}})
+		key := NewKey()
+		st.checkoutJSON(t, key)
+		id := st.orderOf(t, key)
+		admin := func(method, path string) hresp {
+			req := mustRequest(t, method, st.URL(path), "")
+			req.Header.Set("Authorization", "Bearer "+token)
+			return doReq(t, http.DefaultClient, req)
+		}
+		order := func() Order {
+			var o Order
+			if r := admin(http.MethodGet, "/order/"+id); r.status != http.StatusOK || json.Unmarshal([]byte(r.body), &o) != nil {
+				t.Fatalf("GET /order/%s: %d %q", id, r.status, r.body)
+			}
+			return o
+		}
+
+		phase(t, "an unsigned event is 400, a signed one pays without any token", func(t *testing.T) {
+			paid := event(stripetest.SessionCompleted, key)
+			paid.PaymentIntent = "pi_hardened"
+			req := mustRequest(t, http.MethodPost, st.URL("/webhooks/stripe"), string(paid.Payload()))
+			req.Header.Set("Authorization", "Bearer "+token) // the admin token is no signature
+			if r := doReq(t, http.DefaultClient, req); r.status != http.StatusBadRequest {
+				t.Fatalf("unsigned event with the admin token: %d %q, want 400", r.status, r.body)
+			}
+			if o := order(); o.OrderStatus != shop.StatusPending {
+				t.Fatalf("order %s is %s after an unsigned event, want PENDING", id, o.Status)
+			}
+			st.mustSend(t, paid)
+			if o := order(); o.OrderStatus != shop.StatusPaid && o.OrderStatus != shop.StatusDispatched {
+				t.Fatalf("order %s is %s after the signed event, want PAID", id, o.Status)
+			}
+		})
+
+		phase(t, "Cancel and refund refunds the recorded PaymentIntent once", func(t *testing.T) {
+			if r := admin(http.MethodPost, "/admin/orders/"+id+"/cancel"); r.status != http.StatusOK {
+				t.Fatalf("cancel and refund: %d %q", r.status, r.body)
+			}
+			WaitUntil(t, 30*time.Second, "the refund through Stripe", func() bool {
+				return st.mock.Count(http.MethodPost, stripetest.RefundsPath) > 0 && refundRecorded(t, db, key)
+			})
+			refunds := st.mock.Matching(http.MethodPost, stripetest.RefundsPath)
+			if len(refunds) != 1 || refunds[0].IdempotencyKey != key || refunds[0].Form.Get("payment_intent") != "pi_hardened" {
+				t.Fatalf("refunds asked: %+v; want one of pi_hardened with key %s", refunds, key)
+			}
+		})
+	})
+}
+
+// refundRecorded reports whether the store recorded the refund of payment pid.
+func refundRecorded(t testing.TB, db *loadgen.Database, pid string) bool {
+	n := 0
+	query(t, db, `SELECT COUNT(*) FROM refunds WHERE payment_id = '`+pid+`'`, func(scan func(...any) error) error { return scan(&n) })
+	return n == 1
+}
+
+// TestStripeRefusesTheSession: when Stripe refuses to create the session
+// (here a key stripe-mock does not take: 401), the checkout holds nothing:
+// its order is cancelled with its units back, the buyer is told so (409),
+// and no workflow is left in ERROR.
+func TestStripeRefusesTheSession(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts stripe-mock and the store")
+	}
+	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
+		st := startStripeStore(t, db, Options{Env: []string{"STRIPE_SECRET_KEY=rk_live_not_for_stripe_mock"}})
+		stock0 := Inventory(t, st.Base())
+		key := NewKey()
+		req := mustRequest(t, http.MethodPost, st.URL("/checkout/"+key), "")
+		req.Header.Set("Accept", "application/json")
+		if r := doReq(t, http.DefaultClient, req); r.status != http.StatusConflict || !strings.Contains(r.body, "opened no payment") {
+			t.Fatalf("checkout with a refused session: %d %q, want 409 saying no payment was opened", r.status, r.body)
+		}
+		if n := len(st.mock.SessionCreates()[key]); n != 1 {
+			t.Fatalf("%d session creates, want 1 (a refusal is not retried)", n)
+		}
+		if got := Inventory(t, st.Base()); got != stock0 {
+			t.Fatalf("inventory %d, want %d: nothing held", got, stock0)
+		}
+		WaitUntil(t, 20*time.Second, "the checkout workflow ends in SUCCESS", func() bool { return workflowStatus(t, db, key) == "SUCCESS" })
 	})
 }
 
