@@ -59,6 +59,12 @@ type Snapshot struct {
 	NoRefunds bool
 	// Workflows counts DBOS workflows by "name status", e.g. "checkout SUCCESS".
 	Workflows map[string]int
+	// PaymentSessions is each checkout's payment at a provider that is
+	// asked (table payment_sessions: checkout key → Stripe's session id);
+	// PaymentIntents the money a paid event named (payment_intents: checkout
+	// key → PaymentIntent). Empty for the stand-in, nil for a build without
+	// the tables.
+	PaymentSessions, PaymentIntents map[string]string
 }
 
 // ReadSnapshot reads the database. SQLite must be read only while the store
@@ -162,6 +168,9 @@ func ReadSnapshot(ctx context.Context, db *Database) (Snapshot, error) {
 	if err != nil {
 		return snap, fmt.Errorf("read provider refunds: %w", err)
 	}
+	if err := readPayments(ctx, q, db.Kind, &snap); err != nil {
+		return snap, err
+	}
 	err = each(ctx, q, `SELECT payment_id, provider_refund_id FROM refunds`, func(r scanner) error {
 		var pid, id string
 		if err := r.Scan(&pid, &id); err != nil {
@@ -203,6 +212,37 @@ func readLines(ctx context.Context, q querier, kind string, orders []Order) erro
 		orders[i].Lines = append(orders[i].Lines, l)
 		return nil
 	})
+}
+
+// readPayments reads the payments opened at the provider and the money
+// taken (payment_sessions, payment_intents), if the build has the tables.
+func readPayments(ctx context.Context, q querier, kind string, snap *Snapshot) error {
+	has := `SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'payment_sessions')`
+	if kind == "postgres" {
+		has = `SELECT to_regclass('payment_sessions') IS NOT NULL`
+	}
+	var ok bool
+	if err := q.queryRow(ctx, has).Scan(&ok); err != nil || !ok {
+		return err
+	}
+	snap.PaymentSessions, snap.PaymentIntents = map[string]string{}, map[string]string{}
+	read := func(query string, into map[string]string) error {
+		return each(ctx, q, query, func(r scanner) error {
+			var k, v string
+			if err := r.Scan(&k, &v); err != nil {
+				return err
+			}
+			into[k] = v
+			return nil
+		})
+	}
+	if err := read(`SELECT checkout_key, session_id FROM payment_sessions`, snap.PaymentSessions); err != nil {
+		return fmt.Errorf("read payment sessions: %w", err)
+	}
+	if err := read(`SELECT checkout_key, payment_intent FROM payment_intents`, snap.PaymentIntents); err != nil {
+		return fmt.Errorf("read payment intents: %w", err)
+	}
+	return nil
 }
 
 // readWorkflows adds the count of DBOS workflows by name and status.

@@ -233,8 +233,32 @@ func checkStripeCalls(byKey map[string]Order, snap Snapshot, purchases []Purchas
 		}
 	}
 
-	// Expiries: only of the key's own session, only for an order that does
-	// not ship, and for every order whose window closed unpaid.
+	// What the store recorded: for every checkout answered 200, a session
+	// Stripe created for its key (the one its buyer is sent to pay at); for
+	// every payment, the PaymentIntent its event named.
+	if snap.PaymentSessions == nil {
+		o.add("the database has no payment_sessions table: not a build that takes payments through Stripe")
+	}
+	for _, p := range purchases {
+		rec, ok := snap.PaymentSessions[p.Key]
+		switch {
+		case p.Checkout.Status == http.StatusOK && !ok:
+			o.add("checkout %s answered 200 but the store recorded no session for it", p.Key)
+		case ok && sessions[rec] != p.Key:
+			o.add("the store recorded session %q for %s, which is not a session Stripe created for it", rec, p.Key)
+		}
+		if pi, ok := snap.PaymentIntents[p.Key]; ok && pi != p.PaymentIntent {
+			o.add("the store recorded PaymentIntent %q for %s, whose events named %q", pi, p.Key, p.PaymentIntent)
+		}
+	}
+	for k := range snap.PaymentSessions {
+		if _, ok := byKey[k]; !ok {
+			o.add("the store recorded a session for %q, which has no order", k)
+		}
+	}
+
+	// Expiries: only of the key's own recorded session, only for an order
+	// that does not ship, and for every order whose window closed unpaid.
 	for k, rs := range expiries {
 		ord, has := byKey[k]
 		if !has {
@@ -246,8 +270,8 @@ func checkStripeCalls(byKey map[string]Order, snap Snapshot, purchases []Purchas
 		}
 		for _, r := range rs {
 			id := strings.TrimSuffix(strings.TrimPrefix(r.Path, stripetest.SessionsPath+"/"), "/expire")
-			if sessions[id] != k {
-				o.add("expiry of %s for %s: not a session created for it", id, k)
+			if sessions[id] != k || id != snap.PaymentSessions[k] {
+				o.add("expiry of %s for %s: not the session the store recorded for it (%q)", id, k, snap.PaymentSessions[k])
 			}
 		}
 	}

@@ -179,6 +179,8 @@ func TestCheckStripeCatchesEachViolation(t *testing.T) {
 			ProviderRefunds: map[string]int{}, // the stand-in's table: empty with Stripe
 			Refunded:        map[string]string{"c": "re_1"},
 			Workflows:       map[string]int{"checkout SUCCESS": 5, "dispatch SUCCESS": 2, "refund SUCCESS": 1},
+			PaymentSessions: map[string]string{"a": "cs_a", "b": "cs_b", "c": "cs_c", "d": "cs_d", "f": "cs_f"},
+			PaymentIntents:  map[string]string{"a": PaymentIntent("a"), "c": PaymentIntent("c"), "f": PaymentIntent("f")},
 		}
 		ps := []Purchase{
 			{Key: "a", Checkout: Answer{200, "a"}, Sent: "paid", Payment: ok, PaymentIntent: PaymentIntent("a"),
@@ -285,6 +287,15 @@ func TestCheckStripeCatchesEachViolation(t *testing.T) {
 			o.Requests = slices.Delete(o.Requests, 7, 8) // d's
 		}, "7"},
 		{"Stripe refused a call", func(_ *Snapshot, _ []Purchase, o *StripeObserved) { o.Requests[5].Status = 400 }, "7"},
+		{"no session recorded for a checkout answered 200", func(s *Snapshot, _ []Purchase, _ *StripeObserved) { delete(s.PaymentSessions, "b") }, "7"},
+		{"another key's session recorded", func(s *Snapshot, _ []Purchase, _ *StripeObserved) { s.PaymentSessions["b"] = "cs_a" }, "7"},
+		{"a session recorded for no order", func(s *Snapshot, _ []Purchase, _ *StripeObserved) { s.PaymentSessions["zz"] = "cs_a" }, "7"},
+		{"the wrong PaymentIntent recorded", func(s *Snapshot, _ []Purchase, _ *StripeObserved) { s.PaymentIntents["c"] = "pi_other" }, "7"},
+		{"a build without the tables", func(s *Snapshot, _ []Purchase, _ *StripeObserved) { s.PaymentSessions, s.PaymentIntents = nil, nil }, "7"},
+		{"a session expired other than the one recorded", func(s *Snapshot, _ []Purchase, o *StripeObserved) {
+			o.Requests = append(o.Requests, create("d", "4", "cs_d2"))
+			s.PaymentSessions["d"] = "cs_d2"
+		}, "7"},
 		{"a 409 for an order that shipped", func(_ *Snapshot, ps []Purchase, _ *StripeObserved) {
 			ps[0].Checkout = Answer{409, "no payment opened"}
 		}, "2"},
