@@ -94,6 +94,18 @@ func TestSoldOutAnsweredFromReads(t *testing.T) {
 		if code, body := Call(t, "POST", base+"/checkout/"+key); code != http.StatusOK || body != key {
 			t.Fatalf("replay of the paid key, stock 0: %d %q", code, body)
 		}
+		// Its workflow's records deleted (as retention or an operator does),
+		// the key still holds its order: never "sold out".
+		WaitUntil(t, 30*time.Second, "the checkout of "+key+" finished", func() bool {
+			var status string
+			query(t, db, `SELECT COALESCE(MAX(status), '') FROM `+dbosSchema(db)+`workflow_status WHERE workflow_uuid = '`+key+`'`,
+				func(scan func(...any) error) error { return scan(&status) })
+			return status == "SUCCESS"
+		})
+		dbosCLI(t, db, "delete", key)
+		if code, body := Call(t, "POST", base+"/checkout/"+key); code != http.StatusOK || body != key {
+			t.Fatalf("replay of the paid key whose workflow was deleted, stock 0: %d %q, want 200 and its payment id", code, body)
+		}
 
 		// A browser's sold-out checkout is recorded (its pay page reads the
 		// record), and stays sold out after a restock; its replays write
