@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -34,9 +35,13 @@ type FlashReport struct {
 	Purchase        Percentiles
 	SoldOutCheckout Percentiles
 	RSSPeak         int64
-	Errors          map[string]int
-	Settle          time.Duration
-	Checks          Checks
+	// CheckoutWorkflows counts the checkout workflows DBOS recorded, and
+	// Orders the orders: every checkout workflow beyond the orders is a
+	// sold-out checkout that started one (a count, not a timing).
+	CheckoutWorkflows, Orders int
+	Errors                    map[string]int
+	Settle                    time.Duration
+	Checks                    Checks
 }
 
 // Flash opens a sale of Units (o.Stock) to o.Concurrency shoppers for
@@ -121,9 +126,16 @@ func Flash(ctx context.Context, o Options) (*FlashReport, error) {
 			r.SoldOutRate = float64(r.SoldOut) / window.Seconds()
 		}
 	}
-	r.Tally, r.Settle, r.Checks, err = finish(ctx, &o, st, rg.sampler, rg.ledger)
+	var snap Snapshot
+	r.Tally, r.Settle, r.Checks, snap, err = finishSnapshot(ctx, &o, st, rg.sampler, rg.ledger, nil)
 	if err != nil {
 		return nil, err
+	}
+	r.Orders = len(snap.Orders)
+	for k, n := range snap.Workflows {
+		if strings.HasPrefix(k, "checkout ") {
+			r.CheckoutWorkflows += n
+		}
 	}
 	r.Errors = rg.stats.Errors()
 	return r, nil
@@ -138,6 +150,8 @@ func (r *FlashReport) Print(w io.Writer) {
 	fmt.Fprintf(w, "  sold-out checkout  %s\n", r.SoldOutCheckout)
 	fmt.Fprintf(w, "  purchase           %s (checkout to payment acknowledged)\n", r.Purchase)
 	fmt.Fprintf(w, "  RSS peak           %.1f MB\n", mb(r.RSSPeak))
+	fmt.Fprintf(w, "  checkout workflows %d for %d orders: %d sold-out checkouts started one (of %d sold-out answers)\n",
+		r.CheckoutWorkflows, r.Orders, max(r.CheckoutWorkflows-r.Orders, 0), r.SoldOut)
 	fmt.Fprintf(w, "  errors (retried)   %s\n", formatErrors(r.Errors))
 	fmt.Fprintf(w, "  settled            %v after the sale\n", r.Settle.Round(time.Millisecond))
 	printInvariants(w, r.Checks, r.Seed)
