@@ -209,8 +209,8 @@ func (r *FlashReport) Print(w io.Writer) {
 	fmt.Fprintf(w, "  sold-out checkout  %s\n", r.SoldOutCheckout)
 	fmt.Fprintf(w, "  purchase           %s (checkout to payment acknowledged)\n", r.Purchase)
 	fmt.Fprintf(w, "  RSS peak           %.1f MB\n", mb(r.RSSPeak))
-	fmt.Fprintf(w, "  checkout workflows %d for %d orders: %d sold-out checkouts started one (of %d sold-out answers)\n",
-		r.CheckoutWorkflows, r.Orders, max(r.CheckoutWorkflows-r.Orders, 0), r.SoldOut)
+	fmt.Fprintf(w, "  checkout workflows %d for %d orders: %d sold-out checkouts started one (of %d sold-out answers, the sale's and after it)\n",
+		r.CheckoutWorkflows, r.Orders, max(r.CheckoutWorkflows-r.Orders, 0), r.SoldOut+r.After.Answers)
 	if a := r.After; a.Ran && a.Answers > 0 {
 		fmt.Fprintf(w, "  after the sale     %v of sold-out checkouts alone: %d answers, %.0f/s, store CPU %.1f µs per answer",
 			a.Elapsed.Round(time.Millisecond), a.Answers, float64(a.Answers)/a.Elapsed.Seconds(), float64(a.Cost.StoreCPU.Microseconds())/float64(a.Answers))
