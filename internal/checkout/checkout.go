@@ -62,17 +62,61 @@ func New(hub *paywait.Hub, db *store.DB, w Workflows, p provider.Provider, logge
 // checkout without one, one unit of product 1. With a cart, a product not in
 // the catalog is a shop.Invalid error before anything starts, a key seen
 // before with another cart a shop.Conflict, and a short line the
-// shop.Conflict that names the short lines. (A checkout without a cart is
-// answered as before carts, replays included: no read is added to it.)
+// shop.Conflict that names the short lines.
+//
+// # Sold out, answered from a read
+//
+// Before it starts anything, Start reads the key's order, its sold-out
+// record, its workflow's status row and the cart's stock, in one statement
+// (store.LookBeforeCheckout), and answers from that read alone when it can:
+//   - the key recorded a sold-out checkout: "sold out" again, from the record
+//     (its outcome is final: a reserve that finds the record takes nothing);
+//   - an API checkout (no shopper) whose key has no order, no record and no
+//     workflow, and a line the stock cannot fill: "sold out", and nothing is
+//     written, no workflow started. Nothing is promised either: the key
+//     holds nothing, so the same key asked again checks out again, and after
+//     a restock (or a unit given back) it may buy.
+//
+// Everything else starts (or finds) the checkout workflow as before: a key
+// with an order (its replays get the order, never "sold out"), a key whose
+// workflow exists but has not reserved yet (recovering after a crash, or in
+// flight in another instance: its reserve decides), and a cart the stock can
+// fill now. A browser's checkout (shopper set) that finds no stock is
+// recorded through the workflow too: its buyer is sent to the pay page of
+// the key, which shows the short lines from the record on every reload.
+//
+// Why this is safe: DBOS commits a workflow's status row before its first
+// step runs, and the read is one snapshot, so a snapshot with no workflow,
+// no order and no record of the key has nothing of the key's in flight
+// anywhere; "sold out" is then what the stock said at that snapshot, and
+// only a checkout of the same key started afterwards (a retry, or a second
+// call sent at the same moment, after stock came back) can buy with it.
+// Stock is only ever taken by the reserve, so a read can never oversell.
 func (s *Service) Start(ctx context.Context, key, shopper, client string, items []shop.Line) (soldOut bool, err error) {
 	if items != nil {
-		if err := s.inCatalog(ctx, items); err != nil {
-			return false, err
-		}
 		items = slices.Clone(items)
 		shop.SortLines(items) // the order the reserve takes the rows in (steps.go)
 	}
-	soldOut, err = s.hub.AwaitStart(ctx, key, func() error { return s.workflows.StartCheckout(key, shopper, client, items) })
+	look, err := s.db.LookBeforeCheckout(ctx, key, items)
+	if err != nil {
+		return false, err
+	}
+	if items != nil {
+		if err := inCatalog(look); err != nil {
+			return false, err
+		}
+	}
+	switch {
+	case look.SoldOut && !look.Ordered:
+		soldOut = true // recorded: the same answer, without asking DBOS again
+	case shopper == "" && !look.Ordered && !look.Started && len(look.Short) > 0:
+		if items == nil {
+			return true, nil
+		}
+		return true, shop.Errorf(shop.Conflict, "%s", shop.ShortMessage(key, look.Short))
+	default:
+		soldOut, err = s.hub.AwaitStart(ctx, key, func() error { return s.workflows.StartCheckout(key, shopper, client, items) })
+	}
 	if err != nil || items == nil {
 		return soldOut, err
 	}
@@ -94,15 +138,9 @@ func (s *Service) Start(ctx context.Context, key, shopper, client string, items 
 }
 
 // inCatalog refuses a cart with a product the catalog does not have.
-func (s *Service) inCatalog(ctx context.Context, items []shop.Line) error {
-	products, err := s.db.Products(ctx)
-	if err != nil {
-		return err
-	}
-	for _, l := range items {
-		if !slices.ContainsFunc(products, func(p shop.Product) bool { return p.ID == l.ProductID }) {
-			return shop.Errorf(shop.Invalid, "there is no product %d in the catalog; nothing was held", l.ProductID)
-		}
+func inCatalog(look store.BeforeCheckout) error {
+	if len(look.Unknown) > 0 {
+		return shop.Errorf(shop.Invalid, "there is no product %d in the catalog; nothing was held", look.Unknown[0])
 	}
 	return nil
 }

@@ -219,6 +219,12 @@ func finish(ctx context.Context, o *Options, st *Store, sampler *Sampler, ledger
 // finishWith is finish, calling settled (when not nil) once every order is
 // final, before the store stops.
 func finishWith(ctx context.Context, o *Options, st *Store, sampler *Sampler, ledger *Ledger, settled func()) (Tally, time.Duration, Checks, error) {
+	t, settle, checks, _, err := finishSnapshot(ctx, o, st, sampler, ledger, settled)
+	return t, settle, checks, err
+}
+
+// finishSnapshot is finishWith, also returning the database as it was read.
+func finishSnapshot(ctx context.Context, o *Options, st *Store, sampler *Sampler, ledger *Ledger, settled func()) (Tally, time.Duration, Checks, Snapshot, error) {
 	fmt.Fprintf(o.Progress, "waiting for every order to settle (at most %v)…\n", o.settleTimeout())
 	settle, settleErr := sampler.WaitSettled(ctx, o.settleTimeout())
 	if settled != nil {
@@ -226,7 +232,7 @@ func finishWith(ctx context.Context, o *Options, st *Store, sampler *Sampler, le
 	}
 	snap, err := StopAndSnapshot(ctx, st, 5)
 	if err != nil {
-		return Tally{}, settle, nil, fmt.Errorf("read the database: %w", err)
+		return Tally{}, settle, nil, snap, fmt.Errorf("read the database: %w", err)
 	}
 	samples, _, _, violations := sampler.Result()
 	ps := ledger.Purchases()
@@ -254,7 +260,7 @@ func finishWith(ctx context.Context, o *Options, st *Store, sampler *Sampler, le
 			t.PaidTooLate++
 		}
 	}
-	return t, settle, checks, nil
+	return t, settle, checks, snap, nil
 }
 
 // ----- load -----

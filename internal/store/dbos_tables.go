@@ -2,9 +2,14 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
+
+	"widget-store/internal/shop"
 )
 
 // DBOS's own tables, as the store uses them.
@@ -19,6 +24,9 @@ import (
 //
 //   - MessageSent (notifications): whether a checkout's payment was sent,
 //     consumed or not (internal/paywait, the checkout's wait);
+//   - LookBeforeCheckout (workflow_status): whether a checkout's workflow
+//     exists, read with its order and the stock (internal/checkout, a
+//     sold-out checkout answered without a workflow);
 //   - FinishedWorkflows (workflow_status): retention's pages, in the order
 //     the workflows finished (internal/retention);
 //   - UpgradeWorkflows (workflow_status, operation_outputs): a build that
@@ -83,6 +91,91 @@ func (db *DB) MessageSent(ctx context.Context, destination, topic string) (bool,
 		return false, fmt.Errorf("look for a %s message to %s: %w", topic, destination, err)
 	}
 	return found, nil
+}
+
+// ----- workflow_status: a checkout answered from reads -----
+
+// BeforeCheckout is what one read says about checkout key before anything
+// starts (internal/checkout, Service.Start): what the key's checkout
+// recorded, whether its workflow exists, and which lines of its cart the
+// stock cannot fill now.
+type BeforeCheckout struct {
+	Ordered bool // the key made an order
+	SoldOut bool // the key's checkout found a line short and recorded it (sold_out_checkouts)
+	// Started: a workflow with the key as its ID exists in DBOS's
+	// workflow_status, in any instance, finished or not (its first step may
+	// not have run yet).
+	Started bool
+	// Short are the cart's lines the stock cannot fill now, with the stock
+	// found; Unknown the cart's products the catalog does not have (short
+	// too, with 0 left).
+	Short   []shop.Shortage
+	Unknown []int
+}
+
+// LookBeforeCheckout reads, in one statement (one snapshot on both
+// databases), key's order, its sold-out record, its workflow's status row,
+// and the stock of cart's products (nil: one unit of product 1): a
+// primary-key lookup each, no write.
+//
+// The workflow's row is DBOS's: dbos.RunWorkflow commits it before the
+// workflow's first step runs, so a snapshot without it holds no step of that
+// checkout either (and no order of the key's, unless retention or an
+// operator deleted its records, which Ordered still shows). That is what
+// lets a checkout be answered "sold out" from this read alone: nothing of
+// the key's can commit after it except through a checkout started later.
+func (db *DB) LookBeforeCheckout(ctx context.Context, key string, cart []shop.Line) (BeforeCheckout, error) {
+	if len(cart) == 0 {
+		cart = shop.DefaultCart()
+	}
+	q, args := lookBeforeCheckoutSQL(db.Dialect, key, cart)
+	rows, err := db.q.Query(ctx, q, args...)
+	if err != nil {
+		return BeforeCheckout{}, fmt.Errorf("look at checkout %s: %w", key, err)
+	}
+	defer rows.Close() // its error is rows.Err's, returned below
+	var b BeforeCheckout
+	stock := map[int]int{}
+	for rows.Next() {
+		var product, inventory sql.NullInt64
+		if err := rows.Scan(&b.Ordered, &b.SoldOut, &b.Started, &product, &inventory); err != nil {
+			return BeforeCheckout{}, fmt.Errorf("look at checkout %s: %w", key, err)
+		}
+		if product.Valid {
+			stock[int(product.Int64)] = int(inventory.Int64)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return BeforeCheckout{}, fmt.Errorf("look at checkout %s: %w", key, err)
+	}
+	for _, l := range cart {
+		left, ok := stock[l.ProductID]
+		if !ok {
+			b.Unknown = append(b.Unknown, l.ProductID)
+		}
+		if left < l.Quantity {
+			b.Short = append(b.Short, shop.Shortage{ProductID: l.ProductID, Quantity: l.Quantity, Available: left})
+		}
+	}
+	return b, nil
+}
+
+// lookBeforeCheckoutSQL is LookBeforeCheckout's statement and arguments: one
+// row of the key's three facts, joined to the cart's products (one row, its
+// product columns NULL, when none of them exists).
+func lookBeforeCheckoutSQL(d Dialect, key string, cart []shop.Line) (string, []any) {
+	args := []any{key}
+	in := make([]string, 0, len(cart))
+	for _, l := range cart {
+		args = append(args, l.ProductID)
+		in = append(in, "$"+strconv.Itoa(len(args)))
+	}
+	return `SELECT k.ordered, k.sold_out, k.started, p.product_id, p.inventory
+		FROM (SELECT
+			EXISTS (SELECT 1 FROM orders WHERE checkout_key = $1) AS ordered,
+			EXISTS (SELECT 1 FROM sold_out_checkouts WHERE checkout_key = $1) AS sold_out,
+			EXISTS (SELECT 1 FROM ` + d.DBOSTable("workflow_status") + ` WHERE workflow_uuid = $1) AS started) k
+		LEFT JOIN products p ON p.product_id IN (` + strings.Join(in, ", ") + `)`, args
 }
 
 // ----- workflow_status: retention -----

@@ -12,6 +12,7 @@ import (
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 
 	"widget-store/internal/loadgen"
+	"widget-store/internal/shop"
 	"widget-store/internal/storetest"
 )
 
@@ -68,6 +69,17 @@ func TestDBOSTablesAsRelied(t *testing.T) {
 			return dbos.Recv[string](ctx, "go", 30*time.Second)
 		}
 		dbos.RegisterWorkflow(dctx, parked, dbos.WithWorkflowName("parked"))
+		// seesItself reads, before any step, what LookBeforeCheckout says of
+		// its own workflow ID: the row DBOS committed when it was started.
+		seesItself := func(ctx dbos.Context, _ string) (bool, error) {
+			id, err := dbos.GetWorkflowID(ctx)
+			if err != nil {
+				return false, err
+			}
+			b, err := db.LookBeforeCheckout(ctx, id, nil)
+			return b.Started, err
+		}
+		dbos.RegisterWorkflow(dctx, seesItself, dbos.WithWorkflowName("sees-itself"))
 		if err := dbos.Launch(dctx); err != nil {
 			t.Fatal(err)
 		}
@@ -123,6 +135,38 @@ func TestDBOSTablesAsRelied(t *testing.T) {
 
 		// FinishedWorkflows lists what finished, in the order it did, with
 		// the workflow a fork came from.
+		// LookBeforeCheckout, as a checkout answered sold out from a read
+		// relies on it (internal/checkout): a workflow's status row is there
+		// from its start, before its first step, and the read sees it.
+		t.Run("LookBeforeCheckout", func(t *testing.T) {
+			const key = "checkout-key-look"
+			b, err := db.LookBeforeCheckout(ctx, key, nil)
+			if err != nil {
+				t.Fatalf("the read of DBOS's workflow_status failed (schema changed?): %v", err)
+			}
+			if b.Started || b.Ordered || b.SoldOut {
+				t.Fatalf("a key nobody used: %+v", b)
+			}
+			h, err := dbos.RunWorkflow(dctx, seesItself, "", dbos.WithWorkflowID(key))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if saw, err := h.GetResult(); err != nil || !saw {
+				t.Fatalf("the workflow's own read before its first step: started=%v, %v; want its status row seen "+
+					"(a sold-out answer from a read would miss a checkout in flight)", saw, err)
+			}
+			if b, err := db.LookBeforeCheckout(ctx, key, nil); err != nil || !b.Started {
+				t.Fatalf("after the workflow ran: %+v, %v; want started", b, err)
+			}
+			if st, err := dbos.ListWorkflows(dctx, dbos.WithFilterWorkflowIDs(key)); err != nil || len(st) != 1 {
+				t.Fatalf("DBOS lists %d workflows with ID %s (%v), want 1", len(st), key, err)
+			}
+			b, err = db.LookBeforeCheckout(ctx, "another-key", []shop.Line{{ProductID: 999, Quantity: 1}, {ProductID: shop.ProductID, Quantity: 1 << 30}})
+			if err != nil || b.Started || len(b.Unknown) != 1 || b.Unknown[0] != 999 || len(b.Short) != 2 {
+				t.Fatalf("an unknown product and a line no stock fills: %+v, %v; want 999 unknown and both short", b, err)
+			}
+		})
+
 		t.Run("FinishedWorkflows", func(t *testing.T) {
 			before := time.Now().Add(-time.Hour)
 			if got := runAdd(t, dctx, add, "add-1", 1); got != 3 {
