@@ -9,6 +9,7 @@ import (
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 
 	"widget-store/internal/crashpoint"
+	"widget-store/internal/critpath"
 	"widget-store/internal/paywait"
 	"widget-store/internal/periodic"
 	"widget-store/internal/provider"
@@ -69,6 +70,7 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 	if err != nil || key == "" {
 		return orderResult{}, err
 	}
+	ctx = critpath.DBOS(ctx, key)       // a recovered checkout's statements count for the requests waiting on it too
 	handoff := w.handoffs.Checkout(key) // tells the requests waiting in this process, at once
 	defer handoff.Close()
 
@@ -254,9 +256,11 @@ func (w *workflows) cancelOrder(ctx dbos.Context, orderID int64) (cancelled, err
 // The starts: how internal/checkout and internal/reconcile run the workflows,
 // each under its fixed ID, so a second start finds the first.
 
-// StartCheckout starts (or finds) the checkout of key for cart items.
+// StartCheckout starts (or finds) the checkout of key for cart items. Its
+// DBOS context carries the key, so DBOS's start of it counts on the
+// checkout request's critical path (internal/critpath).
 func (w *workflows) StartCheckout(key, shopper, client string, items []shop.Line) error {
-	_, err := start(w, w.checkout, checkoutInput{Shopper: shopper, Client: client, Key: key, Items: items}, key, false)
+	_, err := startOn(critpath.DBOS(w.dctx, key), w, w.checkout, checkoutInput{Shopper: shopper, Client: client, Key: key, Items: items}, key, false)
 	return err
 }
 

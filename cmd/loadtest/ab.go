@@ -90,6 +90,14 @@ func printAB(w io.Writer, a, b *abRun, tps []float64, opts loadgen.Options) {
 		{"webhook max", func(r *loadgen.LoadReport) float64 { return ms(r.Webhook.Max) }, "ms"},
 		{"store CPU/purchase", func(r *loadgen.LoadReport) float64 { s, _, _ := r.PerPurchase(); return ms(s) }, "ms"},
 	}
+	for _, kind := range loadgen.PathKinds { // the critical path's counts (0: a build that does not count them)
+		rows = append(rows,
+			row{kind + " statements", func(r *loadgen.LoadReport) float64 { s, _, _, _, _ := r.Critical.PerRequest(kind); return s }, ""},
+			row{kind + " commits", func(r *loadgen.LoadReport) float64 { _, c, _, _, _ := r.Critical.PerRequest(kind); return c }, ""})
+		if opts.DB.Kind == "sqlite" {
+			rows = append(rows, row{kind + " lock waits", func(r *loadgen.LoadReport) float64 { _, _, l, _, _ := r.Critical.PerRequest(kind); return l }, ""})
+		}
+	}
 	if opts.DB.Kind == "postgres" {
 		rows = append(rows,
 			row{"Postgres CPU/purchase", func(r *loadgen.LoadReport) float64 { _, p, _ := r.PerPurchase(); return ms(p) }, "ms"},

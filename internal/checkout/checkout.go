@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"slices"
 
+	"widget-store/internal/critpath"
 	"widget-store/internal/paywait"
 	"widget-store/internal/shop"
 	"widget-store/internal/store"
@@ -63,6 +64,8 @@ func New(hub *paywait.Hub, db *store.DB, w Workflows, logger *slog.Logger) *Serv
 // shop.Conflict that names the short lines. (A checkout without a cart is
 // answered as before carts, replays included: no read is added to it.)
 func (s *Service) Start(ctx context.Context, key, shopper, client string, items []shop.Line) (soldOut bool, err error) {
+	ctx, end := s.db.Trace.Begin(ctx, critpath.Checkout, key) // the critical path's count (internal/critpath)
+	defer end()
 	if items != nil {
 		if err := s.inCatalog(ctx, items); err != nil {
 			return false, err
@@ -121,6 +124,8 @@ func shortOnly(cart []shop.Shortage) []shop.Shortage {
 // that contradicts the order's fate is a conflict, and a payment for an order
 // already cancelled is recorded for refund and its refund workflow started.
 func (s *Service) Pay(ctx context.Context, pid, status string) (int64, error) {
+	ctx, end := s.db.Trace.Begin(ctx, critpath.Webhook, pid) // the critical path's count (internal/critpath)
+	defer end()
 	o, err := s.hub.Deliver(ctx, pid, status)
 	if errors.Is(err, paywait.ErrOrphaned) {
 		// Its checkout will never take the payment: release the order now

@@ -26,6 +26,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"widget-store/internal/critpath"
 )
 
 // Dialect is what differs between the two databases.
@@ -59,6 +61,9 @@ type DB struct {
 	// on Postgres). Exactly one is set.
 	Pool *pgxpool.Pool
 	SQL  *sql.DB
+	// Trace counts the critical path of the requests in flight
+	// (Options.Trace); nil counts nothing.
+	Trace *critpath.Tracker
 
 	q     dbos.Querier // reads and writes outside transactions, on either
 	now   func() time.Time
@@ -83,6 +88,11 @@ type Options struct {
 	// SQLiteSynchronous is SQLite's synchronous pragma (ParseSQLiteSync);
 	// the zero value is NORMAL.
 	SQLiteSynchronous SQLiteSync
+	// Trace, when set, sees every statement either database is sent (BEGIN
+	// and COMMIT included) and, on SQLite, every wait for the write lock,
+	// to count a request's critical path (internal/critpath). DB.Trace
+	// keeps it for the requests to open their counts on.
+	Trace *critpath.Tracker
 }
 
 // SQLiteSync is SQLite's synchronous pragma. In WAL mode NORMAL survives any
@@ -129,8 +139,8 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 			return nil, fmt.Errorf("DATABASE_URL: %w", err)
 		}
 		pcfg.ConnConfig.DialFunc = dialForFailover(pcfg.ConnConfig.DialFunc)
-		if opts.PgTracer != nil || opts.OnStatement != nil {
-			pcfg.ConnConfig.Tracer = statementTracer{next: opts.PgTracer, count: opts.OnStatement}
+		if opts.PgTracer != nil || opts.OnStatement != nil || opts.Trace != nil {
+			pcfg.ConnConfig.Tracer = statementTracer{next: opts.PgTracer, count: opts.OnStatement, trace: opts.Trace}
 		}
 		// Every transaction of the store lasts milliseconds. One left open by
 		// an instance that froze mid-transaction (a long GC pause, SIGSTOP, a
@@ -150,7 +160,7 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 			pool.Close()
 			return nil, fmt.Errorf("postgres: %w", err)
 		}
-		return &DB{Dialect: Dialect{Name: "postgres", Postgres: true}, Pool: pool, q: pgxQuerier{pool}, now: now}, nil
+		return &DB{Dialect: Dialect{Name: "postgres", Postgres: true}, Pool: pool, q: pgxQuerier{pool}, now: now, Trace: opts.Trace}, nil
 	case strings.HasPrefix(dbURL, "sqlite:"):
 		path := strings.TrimPrefix(strings.TrimPrefix(dbURL, "sqlite:"), "//")
 		if path == "" || strings.HasPrefix(path, ":memory:") {
@@ -174,7 +184,7 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 			"&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)" +
 			"&_pragma=synchronous(" + opts.SQLiteSynchronous.pragma() + ")&_pragma=foreign_keys(ON)"
 		space := &spaceWatch{path: path, now: now}
-		db, err := openSQLite(dsn, space)
+		db, err := openSQLite(dsn, space, opts.Trace)
 		if err != nil {
 			releaseFile(lock)
 			return nil, fmt.Errorf("sqlite: %w", err)
@@ -186,7 +196,7 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 			releaseFile(lock)
 			return nil, fmt.Errorf("sqlite %s: %w", path, err)
 		}
-		return &DB{Dialect: Dialect{Name: "sqlite"}, SQL: db, q: sqlQuerier{db}, now: now, lock: lock, space: space}, nil
+		return &DB{Dialect: Dialect{Name: "sqlite"}, SQL: db, q: sqlQuerier{db}, now: now, lock: lock, space: space, Trace: opts.Trace}, nil
 	default:
 		return nil, fmt.Errorf("DATABASE_URL %q: want sqlite:PATH or postgres://…", RedactURL(dbURL))
 	}
@@ -231,16 +241,19 @@ func (db *DB) DataSource(dctx dbos.Context) (*dbos.DataSource, error) {
 	return dbos.NewDataSource(dctx, db.SQL, dbos.WithDataSourceName("store"))
 }
 
-// statementTracer counts every statement, then passes it on to next.
+// statementTracer counts every statement, tells trace, then passes it on
+// to next.
 type statementTracer struct {
 	next  pgx.QueryTracer
 	count func()
+	trace *critpath.Tracker
 }
 
 func (t statementTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
 	if t.count != nil {
 		t.count()
 	}
+	t.trace.Statement(ctx, conn, d.SQL)
 	if t.next != nil {
 		return t.next.TraceQueryStart(ctx, conn, d)
 	}
