@@ -22,7 +22,7 @@ func TestAttribution(t *testing.T) {
 	other := With(bg, "k2")
 	connA, connB := new(int), new(int)
 
-	tr.Statement(ctx, connA, "SELECT 1")                            // 1, a read on its own
+	tr.Statement(ctx, connA, "SELECT 1")                             // 1, a read on its own
 	tr.Statement(ctx, connA, "begin isolation level read committed") // 2
 	tr.Statement(bg, connA, "INSERT INTO x VALUES (1)")              // 3: no key, but its BEGIN had one
 	tr.Statement(other, connB, "UPDATE y SET a = 1")                 // another key: not counted

@@ -463,24 +463,26 @@ func (h *Hub) checkoutGone(ctx context.Context, key string) (bool, error) {
 }
 
 // sendIfPending reads the order behind pid and, if it is PENDING, sends it
-// the payment status, in one transaction; on Postgres it also announces the
-// key on the payment channel, which Postgres delivers to every instance at
-// the commit.
+// the payment status, in one transaction; on Postgres the read also
+// announces the key on the payment channel when the order is PENDING, which
+// Postgres delivers to every instance at the commit (and not at all if the
+// Send fails and the transaction rolls back).
 func (h *Hub) sendIfPending(ctx context.Context, pid, status string) (shop.Order, error) {
 	var o shop.Order
 	err := h.db.InTx(ctx, func(tx store.Tx) error {
 		var err error
-		if o, err = store.OrderByKey(ctx, tx, pid); err != nil || o.Status != shop.StatusPending {
+		if h.db.Dialect.Postgres {
+			o, err = store.OrderByKeyAnnouncing(ctx, tx, pid, channel)
+		} else {
+			o, err = store.OrderByKey(ctx, tx, pid)
+		}
+		if err != nil || o.Status != shop.StatusPending {
 			return err
 		}
-		err = dbos.Send(h.dctx, pid, status, Topic, dbos.WithIdempotencyKey("payment/"+pid), dbos.WithSendTransaction(tx.Raw))
-		if err != nil {
+		if err := dbos.Send(h.dctx, pid, status, Topic, dbos.WithIdempotencyKey("payment/"+pid), dbos.WithSendTransaction(tx.Raw)); err != nil {
 			return fmt.Errorf("send the payment status: %w", err)
 		}
-		if h.db.Dialect.Postgres {
-			_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, pid)
-		}
-		return err
+		return nil
 	})
 	return o, err
 }
