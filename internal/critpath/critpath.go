@@ -18,8 +18,10 @@
 // statement with no key inside a transaction whose BEGIN had one (DBOS's own
 // statements on a transaction it was handed) counts for that key. A
 // statement counts for every request of its key that is open when it is
-// sent: a statement after the answer (the dispatch, the workflow's own end)
-// counts for nobody, and so does one of a key nobody waits on (a recovered
+// sent: a statement after the answer is known (Answered: the checkout's
+// hand-off of the payment id or the outcome, after which the workflow goes
+// on concurrently with the answer, starting the dispatch, say) counts for
+// nobody, and so does one of a key nobody waits on (a recovered
 // checkout, the background passes).
 //
 // A commit is a transaction that wrote (INSERT, UPDATE, DELETE) and
@@ -79,8 +81,14 @@ type Tracker struct {
 	done func(kind string, c Counts)
 
 	mu   sync.Mutex
-	open map[string][]*Counts // by key: the requests in flight
-	tx   map[any]*txState     // by connection: its open transaction
+	open map[string][]*request // by key: the requests in flight
+	tx   map[any]*txState       // by connection: its open transaction
+}
+
+type request struct {
+	kind     string
+	answered bool // its answer is known: what follows is not on its path
+	Counts
 }
 
 type txState struct {
@@ -90,7 +98,7 @@ type txState struct {
 
 // New makes a tracker that hands each finished request's counts to done.
 func New(done func(kind string, c Counts)) *Tracker {
-	return &Tracker{done: done, open: map[string][]*Counts{}, tx: map[any]*txState{}}
+	return &Tracker{done: done, open: map[string][]*request{}, tx: map[any]*txState{}}
 }
 
 // Begin opens the count of a request of kind for checkout key: call it at
@@ -101,7 +109,7 @@ func (t *Tracker) Begin(ctx context.Context, kind, key string) (context.Context,
 	if t == nil {
 		return ctx, func() {}
 	}
-	c := &Counts{}
+	c := &request{kind: kind}
 	t.mu.Lock()
 	t.open[key] = append(t.open[key], c)
 	t.mu.Unlock()
@@ -119,9 +127,25 @@ func (t *Tracker) Begin(ctx context.Context, kind, key string) (context.Context,
 		} else {
 			t.open[key] = rs
 		}
-		got := *c
+		got := c.Counts
 		t.mu.Unlock()
 		t.done(kind, got)
+	}
+}
+
+// Answered marks the answer of the requests of kind for key as known: the
+// work that follows runs beside the answer, not before it. The checkout
+// calls it at its hand-offs (internal/paywait).
+func (t *Tracker) Answered(key, kind string) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range t.open[key] {
+		if c.kind == kind {
+			c.answered = true
+		}
 	}
 }
 
@@ -162,6 +186,9 @@ func (t *Tracker) Statement(ctx context.Context, conn any, sql string) {
 		}
 	}
 	for _, c := range t.open[key] {
+		if c.answered {
+			continue
+		}
 		c.Statements++
 		if commit {
 			c.Commits++
@@ -180,6 +207,9 @@ func (t *Tracker) LockWait(ctx context.Context, since time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, c := range t.open[key] {
+		if c.answered {
+			continue
+		}
 		c.LockWaits++
 		c.LockWait += d
 	}

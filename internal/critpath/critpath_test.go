@@ -8,7 +8,8 @@ import (
 // TestAttribution: a statement counts for the open requests of its key, from
 // its context or from its transaction's BEGIN; a transaction that wrote is
 // a commit, one that only read is not, and a write outside any transaction
-// is its own; nothing counts once the request has answered.
+// is its own; nothing counts once the request's answer is known (Answered)
+// or it has answered.
 func TestAttribution(t *testing.T) {
 	var got []Counts
 	tr := New(func(kind string, c Counts) {
@@ -31,10 +32,14 @@ func TestAttribution(t *testing.T) {
 	tr.Statement(ctx, connB, "  (SELECT 2)")                         // 6
 	tr.Statement(bg, connB, "COMMIT")                                // 7: read-only, no commit
 	tr.Statement(ctx, connA, "update z set b = 2")                   // 8, commit 2: its own transaction
+	tr.Answered("k1", Checkout)                                      // another kind's answer
+	tr.Statement(ctx, connA, "SELECT 3")                             // 9
+	tr.Answered("k1", Webhook)
+	tr.Statement(ctx, connA, "INSERT INTO x VALUES (3)") // beside the answer: not on its path
 	end()
 	tr.Statement(ctx, connA, "INSERT INTO x VALUES (2)") // after the answer: nobody's
 
-	want := Counts{Statements: 8, Commits: 2}
+	want := Counts{Statements: 9, Commits: 2}
 	if len(got) != 1 || got[0] != want {
 		t.Fatalf("counted %+v, want one request with %+v", got, want)
 	}

@@ -73,6 +73,7 @@ import (
 
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 
+	"widget-store/internal/critpath"
 	"widget-store/internal/metrics"
 	"widget-store/internal/reconcile"
 	"widget-store/internal/shop"
@@ -239,6 +240,7 @@ func (c *Checkout) Close() { c.hub.release(c.key, c.ho, true) }
 // make it look new: its payment is then found by the paymentRecheck look.
 func (c *Checkout) PaymentID(orderID int64, createdAt time.Time) {
 	c.orderIsNew = orderID != 0 && !createdAt.Before(c.since.Truncate(time.Millisecond))
+	c.hub.db.Trace.Answered(c.key, critpath.Checkout) // what the checkout does next is not on the request's path
 	c.ho.mu.Lock()
 	defer c.ho.mu.Unlock()
 	c.ho.orderID = orderID
@@ -248,6 +250,7 @@ func (c *Checkout) PaymentID(orderID int64, createdAt time.Time) {
 // Outcome hands out the order's fate, committed just before, to the webhook
 // waiting for it.
 func (c *Checkout) Outcome(status shop.Status) {
+	c.hub.db.Trace.Answered(c.key, critpath.Webhook) // nor, from here, on the webhook's (the dispatch's start)
 	c.ho.mu.Lock()
 	defer c.ho.mu.Unlock()
 	c.ho.outcome = status
