@@ -82,7 +82,7 @@ type Tracker struct {
 
 	mu   sync.Mutex
 	open map[string][]*request // by key: the requests in flight
-	tx   map[any]*txState       // by connection: its open transaction
+	tx   map[any]*txState      // by connection: its open transaction
 }
 
 type request struct {
