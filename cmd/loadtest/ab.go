@@ -111,9 +111,8 @@ func printAB(w io.Writer, a, b *abRun, tps []float64, opts loadgen.Options) {
 		rows = append(rows,
 			row{kind + " statements", func(r *loadgen.LoadReport) float64 { s, _, _, _, _ := r.Critical.PerRequest(kind); return s }, ""},
 			row{kind + " commits", func(r *loadgen.LoadReport) float64 { _, c, _, _, _ := r.Critical.PerRequest(kind); return c }, ""})
-		if opts.DB.Kind == "sqlite" {
-			rows = append(rows, row{kind + " lock waits", func(r *loadgen.LoadReport) float64 { _, _, l, _, _ := r.Critical.PerRequest(kind); return l }, ""})
-		}
+		rows = append(rows, row{kind + " waits", func(r *loadgen.LoadReport) float64 { _, _, l, _, _ := r.Critical.PerRequest(kind); return l }, ""},
+			row{kind + " waited", func(r *loadgen.LoadReport) float64 { _, _, _, d, _ := r.Critical.PerRequest(kind); return ms(d) }, "ms"})
 	}
 	if opts.DB.Kind == "postgres" || a.load != nil {
 		rows = append(rows,

@@ -2,7 +2,8 @@
 // statements the store and DBOS send to the database on behalf of a checkout
 // request or a payment webhook between its arrival and its answer (each a
 // network round trip on Postgres, a call into SQLite on SQLite), the commits
-// among them, and on SQLite the waits for the process's write lock. /metrics
+// among them, and the waits for the database: on SQLite for the process's
+// write lock, on Postgres for a connection of the pool. /metrics
 // publishes the sums per request kind (widget_critical_path_*), and the load
 // tool prints them per request beside the timings: unlike a timing, a count
 // is the same on a busy machine and a quiet one.
@@ -70,10 +71,13 @@ func keyOf(ctx context.Context) string {
 
 // Counts is what one request (or a sum of them) cost on its critical path.
 type Counts struct {
-	Statements int64         // statements sent, BEGIN and COMMIT included
-	Commits    int64         // transactions that wrote and committed
-	LockWaits  int64         // SQLite: times a statement queued for the write lock
-	LockWait   time.Duration // SQLite: how long they queued in all
+	Statements int64 // statements sent, BEGIN and COMMIT included
+	Commits    int64 // transactions that wrote and committed
+	// Waits are the times a statement queued for the database: SQLite's
+	// write lock (another transaction held it), Postgres's pool (every
+	// connection was taken); Waited is how long they queued in all.
+	Waits  int64
+	Waited time.Duration
 }
 
 // Tracker counts. A nil *Tracker counts nothing: every method is a no-op.
@@ -196,9 +200,9 @@ func (t *Tracker) Statement(ctx context.Context, conn any, sql string) {
 	}
 }
 
-// LockWait counts a wait for SQLite's write lock under ctx, begun at since;
-// use as defer t.LockWait(ctx, time.Now()).
-func (t *Tracker) LockWait(ctx context.Context, since time.Time) {
+// Wait counts a wait for the database under ctx (SQLite's write lock,
+// Postgres's pool), begun at since; use as defer t.Wait(ctx, time.Now()).
+func (t *Tracker) Wait(ctx context.Context, since time.Time) {
 	if t == nil {
 		return
 	}
@@ -210,8 +214,8 @@ func (t *Tracker) LockWait(ctx context.Context, since time.Time) {
 		if c.answered {
 			continue
 		}
-		c.LockWaits++
-		c.LockWait += d
+		c.Waits++
+		c.Waited += d
 	}
 }
 

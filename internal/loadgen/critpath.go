@@ -18,8 +18,8 @@ type CriticalPath map[string]PathCounts
 
 // PathCounts are one kind's sums.
 type PathCounts struct {
-	Requests, Statements, Commits, LockWaits float64
-	LockWait                                 time.Duration
+	Requests, Statements, Commits, Waits float64
+	Waited                               time.Duration
 }
 
 // PathKinds are the request kinds the store counts, in the order printed.
@@ -67,10 +67,10 @@ func ReadCriticalPath(ctx context.Context, base string) (CriticalPath, error) {
 			c.Statements = v
 		case "commits":
 			c.Commits = v
-		case "lock_waits":
-			c.LockWaits = v
-		case "lock_wait_seconds":
-			c.LockWait = time.Duration(v * float64(time.Second))
+		case "waits":
+			c.Waits = v
+		case "wait_seconds":
+			c.Waited = time.Duration(v * float64(time.Second))
 		}
 		cp[kind] = c
 	}
@@ -89,32 +89,35 @@ func (c CriticalPath) Sub(d CriticalPath) CriticalPath {
 	for k, v := range c {
 		w := d[k]
 		out[k] = PathCounts{Requests: v.Requests - w.Requests, Statements: v.Statements - w.Statements, Commits: v.Commits - w.Commits,
-			LockWaits: v.LockWaits - w.LockWaits, LockWait: v.LockWait - w.LockWait}
+			Waits: v.Waits - w.Waits, Waited: v.Waited - w.Waited}
 	}
 	return out
 }
 
-// PerRequest is the average of kind: statements, commits and lock waits per
-// request, and the lock wait per request; ok is false when none was counted.
-func (c CriticalPath) PerRequest(kind string) (statements, commits, lockWaits float64, lockWait time.Duration, ok bool) {
+// PerRequest is the average of kind: statements, commits and waits for the
+// database per request, and the time waited per request; ok is false when
+// none was counted.
+func (c CriticalPath) PerRequest(kind string) (statements, commits, waits float64, waited time.Duration, ok bool) {
 	v := c[kind]
 	if v.Requests == 0 {
 		return 0, 0, 0, 0, false
 	}
-	return v.Statements / v.Requests, v.Commits / v.Requests, v.LockWaits / v.Requests, time.Duration(float64(v.LockWait) / v.Requests), true
+	return v.Statements / v.Requests, v.Commits / v.Requests, v.Waits / v.Requests, time.Duration(float64(v.Waited) / v.Requests), true
 }
 
-// Print writes one line per kind.
+// Print writes one line per kind; the waits are for SQLite's write lock or,
+// on Postgres, for a connection of the store's pool.
 func (c CriticalPath) Print(w io.Writer, sqlite bool) {
 	for _, kind := range PathKinds {
 		s, cm, lw, lwt, ok := c.PerRequest(kind)
 		if !ok {
 			continue
 		}
-		fmt.Fprintf(w, "  critical path      %-8s %5.2f statements, %4.2f commits per request (%.0f requests)", kind, s, cm, c[kind].Requests)
+		what := "a pool connection"
 		if sqlite {
-			fmt.Fprintf(w, "; write-lock waits %.2f per request, %.2f ms", lw, millis(lwt))
+			what = "the write lock"
 		}
-		fmt.Fprintln(w)
+		fmt.Fprintf(w, "  critical path      %-8s %5.2f statements, %4.2f commits per request (%.0f requests); waits for %s %.2f per request, %.2f ms\n",
+			kind, s, cm, c[kind].Requests, what, lw, millis(lwt))
 	}
 }

@@ -86,11 +86,11 @@ func New() *Metrics {
 	}
 	m.critical = map[string]*prometheus.CounterVec{}
 	for what, help := range map[string]string{
-		"requests":          "Requests whose critical path was counted, by kind (checkout: arrival → payment id; webhook: arrival → order id).",
-		"statements":        "Statements sent to the database (BEGIN and COMMIT included; DBOS's too) on behalf of a request between its arrival and its answer, by kind (internal/critpath).",
-		"commits":           "Transactions that wrote and committed between a request's arrival and its answer, by kind.",
-		"lock_waits":        "SQLite: waits for the process's write lock between a request's arrival and its answer, by kind.",
-		"lock_wait_seconds": "SQLite: time spent in those waits, by kind.",
+		"requests":     "Requests whose critical path was counted, by kind (checkout: arrival → payment id; webhook: arrival → order id).",
+		"statements":   "Statements sent to the database (BEGIN and COMMIT included; DBOS's too) on behalf of a request between its arrival and its answer, by kind (internal/critpath).",
+		"commits":      "Transactions that wrote and committed between a request's arrival and its answer, by kind.",
+		"waits":        "Waits for the database between a request's arrival and its answer (SQLite: the process's write lock; Postgres: a connection of the pool), by kind.",
+		"wait_seconds": "Time spent in those waits, by kind.",
 	} {
 		m.critical[what] = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "widget_critical_path_" + what + "_total", Help: help}, []string{"kind"})
 		m.Registry.MustRegister(m.critical[what])
@@ -150,6 +150,6 @@ func (m *Metrics) CriticalPath(kind string, c critpath.Counts) {
 	m.critical["requests"].WithLabelValues(kind).Inc()
 	m.critical["statements"].WithLabelValues(kind).Add(float64(c.Statements))
 	m.critical["commits"].WithLabelValues(kind).Add(float64(c.Commits))
-	m.critical["lock_waits"].WithLabelValues(kind).Add(float64(c.LockWaits))
-	m.critical["lock_wait_seconds"].WithLabelValues(kind).Add(c.LockWait.Seconds())
+	m.critical["waits"].WithLabelValues(kind).Add(float64(c.Waits))
+	m.critical["wait_seconds"].WithLabelValues(kind).Add(c.Waited.Seconds())
 }

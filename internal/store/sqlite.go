@@ -124,7 +124,7 @@ func (c *sqliteConn) lock(ctx context.Context) (bool, error) {
 		return true, nil
 	default:
 	}
-	defer c.trace.LockWait(ctx, time.Now())
+	defer c.trace.Wait(ctx, time.Now())
 	t := time.NewTimer(lockWait)
 	defer t.Stop()
 	select {

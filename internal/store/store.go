@@ -71,6 +71,10 @@ type DB struct {
 	space *spaceWatch // SQLite: room to write (nospace.go); nil otherwise
 }
 
+// poolSize is the Postgres pool's size when DATABASE_URL does not set
+// pool_max_conns: DBOS's own default for the pool it makes.
+const poolSize = 20
+
 // Options tune Open.
 type Options struct {
 	// PgTracer, when set, sees every statement sent to Postgres (the
@@ -139,6 +143,17 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 			return nil, fmt.Errorf("DATABASE_URL: %w", err)
 		}
 		pcfg.ConnConfig.DialFunc = dialForFailover(pcfg.ConnConfig.DialFunc)
+		// The pool serves the store and DBOS alike, and DBOS's LISTEN
+		// listener holds one connection for good. pgx's default size is
+		// max(4, CPUs): on 2 cores that left 3 connections for 8 shoppers'
+		// requests, their workflows and every dispatch, and a request's
+		// statements queued for one (counted on the critical path as pool
+		// waits). DBOS gives the pool it makes itself 20; so does the store,
+		// unless the URL says pool_max_conns. Connections open as needed, so
+		// a quiet store holds few.
+		if !strings.Contains(dbURL, "pool_max_conns") {
+			pcfg.MaxConns = poolSize
+		}
 		if opts.PgTracer != nil || opts.OnStatement != nil || opts.Trace != nil {
 			pcfg.ConnConfig.Tracer = statementTracer{next: opts.PgTracer, count: opts.OnStatement, trace: opts.Trace}
 		}
@@ -259,6 +274,27 @@ func (t statementTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, d 
 	}
 	return ctx
 }
+
+// TraceAcquireStart and TraceAcquireEnd count, for the critical path, an
+// acquire that found every connection of the pool taken, and how long it
+// waited (pgxpool calls them on a ConnConfig.Tracer that has them).
+func (t statementTracer) TraceAcquireStart(ctx context.Context, pool *pgxpool.Pool, _ pgxpool.TraceAcquireStartData) context.Context {
+	if t.trace == nil {
+		return ctx
+	}
+	if st := pool.Stat(); st.AcquiredConns() < st.MaxConns() {
+		return ctx // a connection is idle, or one can be opened: no wait
+	}
+	return context.WithValue(ctx, acquireStart{}, time.Now())
+}
+
+func (t statementTracer) TraceAcquireEnd(ctx context.Context, _ *pgxpool.Pool, _ pgxpool.TraceAcquireEndData) {
+	if began, ok := ctx.Value(acquireStart{}).(time.Time); ok {
+		t.trace.Wait(ctx, began)
+	}
+}
+
+type acquireStart struct{}
 
 func (t statementTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, d pgx.TraceQueryEndData) {
 	if t.next != nil {
