@@ -33,6 +33,7 @@ import (
 	"widget-store/internal/checkout"
 	"widget-store/internal/cluster"
 	"widget-store/internal/crashpoint"
+	"widget-store/internal/critpath"
 	"widget-store/internal/metrics"
 	"widget-store/internal/paywait"
 	"widget-store/internal/provider"
@@ -444,7 +445,8 @@ func stripeWebhookSecret(cfg config) string {
 // workflows and launches DBOS, which recovers this instance's pending ones.
 func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *services, err error) {
 	m := metrics.New()
-	db, err := store.Open(ctx, cfg.DatabaseURL, store.Options{PgTracer: cfg.pgTracer, OnStatement: m.RoundTrip, SQLiteSynchronous: cfg.SQLiteSync, ExecutorID: cfg.ExecutorID})
+	db, err := store.Open(ctx, cfg.DatabaseURL, store.Options{PgTracer: cfg.pgTracer, OnStatement: m.RoundTrip, SQLiteSynchronous: cfg.SQLiteSync, ExecutorID: cfg.ExecutorID,
+		Trace: critpath.New(m.CriticalPath)})
 	if err != nil {
 		return nil, err
 	}

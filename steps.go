@@ -59,8 +59,14 @@ func call[R any](ctx dbos.Context, w *workflows, wf, name string, fn func(contex
 // store's root DBOS context, never a request's: a request's context, once
 // cancelled, would durably cancel the workflow.
 func start[P, R any](w *workflows, fn dbos.Workflow[P, R], in P, id string, wait bool) (R, error) {
+	return startOn(w.dctx, w, fn, in, id, wait)
+}
+
+// startOn is start on dctx, the root context or one derived from it with a
+// value only (critpath.DBOS), never a request's.
+func startOn[P, R any](dctx dbos.Context, w *workflows, fn dbos.Workflow[P, R], in P, id string, wait bool) (R, error) {
 	var out R
-	h, err := dbos.RunWorkflow(w.dctx, fn, in, dbos.WithWorkflowID(id))
+	h, err := dbos.RunWorkflow(dctx, fn, in, dbos.WithWorkflowID(id))
 	if err == nil && wait {
 		out, err = h.GetResult()
 	}

@@ -29,6 +29,11 @@ type abRun struct {
 	name    string
 	bin     string
 	reports []*loadgen.LoadReport
+	// load runs one round (loadgen.Load when nil) on a database made by
+	// newDB (runAB's when nil): the reference store (-reference) has its
+	// own of both, and always runs on Postgres.
+	load  func(context.Context, loadgen.Options) (*loadgen.LoadReport, error)
+	newDB func() (*loadgen.Database, func(), error)
 }
 
 // runAB measures builds a (the baseline) and b over rounds rounds. newDB
@@ -41,14 +46,21 @@ func runAB(ctx context.Context, w io.Writer, a, b *abRun, rounds int, opts loadg
 			order = []*abRun{b, a}
 		}
 		for _, run := range order {
-			db, drop, err := newDB()
+			mk, load := newDB, loadgen.Load
+			if run.newDB != nil {
+				mk = run.newDB
+			}
+			if run.load != nil {
+				load = run.load
+			}
+			db, drop, err := mk()
 			if err != nil {
 				return err
 			}
 			o := opts
 			o.Bin, o.DB, o.Progress = run.bin, db, io.Discard
 			fmt.Fprintf(w, "round %d: %s…\n", round, run.name)
-			r, err := loadgen.Load(ctx, o)
+			r, err := load(ctx, o)
 			drop()
 			if err != nil {
 				return fmt.Errorf("%s, round %d: %w", run.name, round, err)
@@ -58,8 +70,13 @@ func runAB(ctx context.Context, w io.Writer, a, b *abRun, rounds int, opts loadg
 				return errFailed
 			}
 			run.reports = append(run.reports, r)
-			fmt.Fprintf(w, "  %.1f purchases/s, checkout p99 %v, webhook p99 %v\n", r.PurchasesPerSec(), r.Checkout.P99, r.Webhook.P99)
+			storeCPU, pgCPU, _ := r.PerPurchase()
+			fmt.Fprintf(w, "  %.1f purchases/s, checkout p99 %v, webhook p99 %v, CPU/purchase %.2f ms (store %.2f + its database's backends %.2f; the whole Postgres server %.2f)\n",
+				r.PurchasesPerSec(), r.Checkout.P99, r.Webhook.P99, ms(time.Duration(totalCPU(r))), ms(storeCPU), ms(backendPerPurchase(r)), ms(pgCPU))
 		}
+		ra, rb := a.reports[len(a.reports)-1], b.reports[len(b.reports)-1]
+		fmt.Fprintf(w, "  round %d, new/old: purchases/s %.2f×, CPU/purchase %.2f×, webhook p99 %.2f×\n", round,
+			rb.PurchasesPerSec()/ra.PurchasesPerSec(), totalCPU(rb)/totalCPU(ra), ms(rb.Webhook.P99)/ms(ra.Webhook.P99))
 		if pgAdmin != "" {
 			t, err := pgbench(ctx, pgAdmin, opts.Concurrency)
 			if err != nil {
@@ -90,9 +107,21 @@ func printAB(w io.Writer, a, b *abRun, tps []float64, opts loadgen.Options) {
 		{"webhook max", func(r *loadgen.LoadReport) float64 { return ms(r.Webhook.Max) }, "ms"},
 		{"store CPU/purchase", func(r *loadgen.LoadReport) float64 { s, _, _ := r.PerPurchase(); return ms(s) }, "ms"},
 	}
-	if opts.DB.Kind == "postgres" {
+	for _, kind := range loadgen.PathKinds { // the critical path's counts (0: a build that does not count them)
+		rows = append(rows,
+			row{kind + " statements", func(r *loadgen.LoadReport) float64 { s, _, _, _, _ := r.Critical.PerRequest(kind); return s }, ""},
+			row{kind + " commits", func(r *loadgen.LoadReport) float64 { _, c, _, _, _ := r.Critical.PerRequest(kind); return c }, ""})
+		rows = append(rows, row{kind + " waits", func(r *loadgen.LoadReport) float64 { _, _, l, _, _ := r.Critical.PerRequest(kind); return l }, ""},
+			row{kind + " waited", func(r *loadgen.LoadReport) float64 { _, _, _, d, _ := r.Critical.PerRequest(kind); return ms(d) }, "ms"})
+	}
+	if opts.DB.Kind == "postgres" || a.load != nil {
 		rows = append(rows,
 			row{"Postgres CPU/purchase", func(r *loadgen.LoadReport) float64 { _, p, _ := r.PerPurchase(); return ms(p) }, "ms"},
+			row{"backends CPU/purchase", func(r *loadgen.LoadReport) float64 { return ms(backendPerPurchase(r)) }, "ms"},
+			row{"CPU/purchase, total", func(r *loadgen.LoadReport) float64 { return ms(time.Duration(totalCPU(r))) }, "ms"})
+	}
+	if opts.DB.Kind == "postgres" {
+		rows = append(rows,
 			row{"round trips/purchase", func(r *loadgen.LoadReport) float64 { _, _, t := r.PerPurchase(); return t }, ""},
 			row{"commits/purchase", func(r *loadgen.LoadReport) float64 { return float64(r.Commits) / float64(max(r.Tally.Paid, 1)) }, ""},
 		)
@@ -117,6 +146,20 @@ func printAB(w io.Writer, a, b *abRun, tps []float64, opts loadgen.Options) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// totalCPU is a run's CPU per paid purchase: the store's, and on Postgres
+// its database's backends' (not the whole server's, which on a shared
+// machine counts other work too).
+func totalCPU(r *loadgen.LoadReport) float64 {
+	s, _, _ := r.PerPurchase()
+	return float64(s + backendPerPurchase(r))
+}
+
+// backendPerPurchase is the CPU of the run's database's backends per paid
+// purchase.
+func backendPerPurchase(r *loadgen.LoadReport) time.Duration {
+	return r.Cost.BackendCPU / time.Duration(max(r.Tally.Paid, 1))
+}
 
 func median(rs []*loadgen.LoadReport, get func(*loadgen.LoadReport) float64) float64 {
 	vs := make([]float64, len(rs))

@@ -67,6 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	latePay := fs.Float64("late", 0.05, "chaos -provider stripe: fraction of purchases paid only after the store expired their session (refunded)")
 	bin := fs.String("bin", "", "prebuilt store binary (default: build it with CGO_ENABLED=0)")
 	storeLog := fs.String("store-log", "", "file for the store's log (default: a temp file, printed)")
+	reference := fs.String("reference", "", "ab: compare with DBOS's reference widget store instead of -base: the directory of its golang/widget-store, built there (docs/BENCHMARKS.md); it runs on Postgres (-pg-admin-url) whatever -db says, on port 8080")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -177,6 +178,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Bin: *bin, DB: db, Concurrency: *c, Duration: *duration, Kills: *kills, Seed: *seed,
 		Decline: *decline, Abandon: *abandon, PaymentTimeout: *payTimeout, Stock: *stock, Carts: *carts,
 		StoreLog: logFile, Progress: stdout, Provider: *provider, LatePay: *latePay,
+	}
+	if *mode == "ab" && *reference != "" {
+		if *pgAdmin == "" {
+			return errors.New("-reference needs -pg-admin-url (or TEST_DATABASE_URL): the reference store runs on Postgres")
+		}
+		dir, err := filepath.Abs(*reference)
+		if err != nil {
+			return err
+		}
+		ref := &abRun{name: "reference", bin: filepath.Join(dir, "widget-store"),
+			load: func(ctx context.Context, o loadgen.Options) (*loadgen.LoadReport, error) {
+				return loadgen.LoadReference(ctx, o, dir)
+			},
+			newDB: func() (*loadgen.Database, func(), error) {
+				db, err := loadgen.NewPostgresDB(ctx, *pgAdmin)
+				if err != nil {
+					return nil, nil, err
+				}
+				return db, func() {
+					if err := db.Drop(context.Background()); err != nil {
+						fmt.Fprintf(stderr, "drop the test database: %v\n", err)
+					}
+				}, nil
+			}}
+		fmt.Fprintf(stdout, "old: the reference store in %s (Postgres)\nnew: %s (%s)\n", dir, *bin, *dbKind)
+		return runAB(ctx, stdout, ref, &abRun{name: "this store", bin: *bin}, *rounds, opts, newDB, *pgAdmin)
 	}
 	if *mode == "ab" {
 		fmt.Fprintf(stdout, "building the base build %s…\n", *base)

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"slices"
 
+	"widget-store/internal/critpath"
 	"widget-store/internal/paywait"
 	"widget-store/internal/provider"
 	"widget-store/internal/shop"
@@ -93,6 +94,8 @@ func New(hub *paywait.Hub, db *store.DB, w Workflows, p provider.Provider, logge
 // call sent at the same moment, after stock came back) can buy with it.
 // Stock is only ever taken by the reserve, so a read can never oversell.
 func (s *Service) Start(ctx context.Context, key, shopper, client string, items []shop.Line) (soldOut bool, err error) {
+	ctx, end := s.db.Trace.Begin(ctx, critpath.Checkout, key) // the critical path's count (internal/critpath)
+	defer end()
 	if items != nil {
 		items = slices.Clone(items)
 		shop.SortLines(items) // the order the reserve takes the rows in (steps.go)
@@ -161,6 +164,8 @@ func shortOnly(cart []shop.Shortage) []shop.Shortage {
 // that contradicts the order's fate is a conflict, and a payment for an order
 // already cancelled is recorded for refund and its refund workflow started.
 func (s *Service) Pay(ctx context.Context, pid, status string) (int64, error) {
+	ctx, end := s.db.Trace.Begin(ctx, critpath.Webhook, pid) // the critical path's count (internal/critpath)
+	defer end()
 	o, err := s.hub.Deliver(ctx, pid, status)
 	if errors.Is(err, paywait.ErrOrphaned) {
 		// Its checkout will never take the payment: release the order now

@@ -44,8 +44,8 @@ func Points() []string {
 		shop.CheckoutWorkflow + ":" + shop.StepPaymentExpire, // likewise, and only when the window closed unpaid
 		shop.CheckoutWorkflow + ":" + shop.StepMarkPaid,
 		shop.CheckoutWorkflow + ":" + shop.StepCancel,
+		shop.CheckoutWorkflow + ":" + Outcome, // before the dispatch starts: the answer does not wait for it
 		shop.CheckoutWorkflow + ":" + shop.DispatchWorkflow,
-		shop.CheckoutWorkflow + ":" + Outcome,
 		shop.DispatchWorkflow + ":" + shop.StepDispatchLeg + ":N",
 		shop.ReleaseWorkflow + ":" + shop.StepRelease,
 		shop.RefundWorkflow + ":" + shop.StepRefundCall,

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // What a purchase costs, beyond its latency: CPU in the store and in
@@ -28,12 +30,44 @@ const clockTicks = 100
 type Cost struct {
 	StoreCPU    time.Duration // the store process's user + system CPU
 	PostgresCPU time.Duration // every process of the local Postgres server, background workers included
-	RoundTrips  float64       // widget_db_round_trips_total on the store's /metrics
+	// BackendCPU is the Postgres backends connected to the run's database
+	// only: on a server other work shares, PostgresCPU counts that work too,
+	// and this does not (nor the server's background workers).
+	BackendCPU time.Duration
+	RoundTrips float64 // widget_db_round_trips_total on the store's /metrics
 }
 
 // Sub is c − d.
 func (c Cost) Sub(d Cost) Cost {
-	return Cost{StoreCPU: c.StoreCPU - d.StoreCPU, PostgresCPU: c.PostgresCPU - d.PostgresCPU, RoundTrips: c.RoundTrips - d.RoundTrips}
+	return Cost{StoreCPU: c.StoreCPU - d.StoreCPU, PostgresCPU: c.PostgresCPU - d.PostgresCPU, BackendCPU: c.BackendCPU - d.BackendCPU,
+		RoundTrips: c.RoundTrips - d.RoundTrips}
+}
+
+// backendCPU sums procCPU over the backends connected to the database at
+// dbURL (pg_stat_activity), but the one this reading uses. A backend that
+// ended between two readings takes its CPU with it; the stores' pools keep
+// theirs for the whole run.
+func backendCPU(ctx context.Context, dbURL string) (time.Duration, error) {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)
+	if err != nil {
+		return 0, err
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return 0, err
+	}
+	var total time.Duration
+	for _, pid := range pids {
+		if cpu, err := procCPU(int(pid)); err == nil { // one that ended meanwhile is skipped
+			total += cpu
+		}
+	}
+	return total, nil
 }
 
 // ReadCost reads the counters of the running store st (and, on Postgres, of
@@ -49,6 +83,9 @@ func ReadCost(ctx context.Context, st *Store) (Cost, error) {
 	}
 	if c.PostgresCPU, err = postgresCPU(); err != nil {
 		return c, fmt.Errorf("postgres CPU: %w", err)
+	}
+	if c.BackendCPU, err = backendCPU(ctx, st.DB.URL); err != nil {
+		return c, fmt.Errorf("the database's backends' CPU: %w", err)
 	}
 	if c.RoundTrips, err = metricValue(ctx, st.Base(), "widget_db_round_trips_total"); err != nil {
 		return c, fmt.Errorf("round trips: %w", err)

@@ -293,6 +293,11 @@ type LoadReport struct {
 	// read, if so.
 	Cost    Cost
 	CostErr error
+	// Critical is what the store counted on the critical paths of the
+	// measured requests (internal/critpath); CriticalErr why not (a build
+	// from before they were counted).
+	Critical    CriticalPath
+	CriticalErr error
 }
 
 // PerPurchase is the cost per paid purchase.
@@ -381,6 +386,7 @@ func Load(ctx context.Context, o Options) (*LoadReport, error) {
 	wg.Go(func() { rss.Run(bg, st, 100*time.Millisecond) })
 	wg.Go(func() { rg.sampler.Run(bg) })
 	cost0, costErr := ReadCost(ctx, st)
+	crit0, critErr := ReadCriticalPath(ctx, st.Base())
 	loadCtx, cancel := context.WithTimeout(ctx, o.Duration)
 	start := time.Now()
 	Shoppers(loadCtx, rg.client, ShopperConfig{
@@ -393,6 +399,13 @@ func Load(ctx context.Context, o Options) (*LoadReport, error) {
 	stopBG()
 	wg.Wait()
 	r.RSSLoad = rss.Max()
+	if critErr == nil { // every request answered: its count is in
+		var crit1 CriticalPath
+		if crit1, critErr = ReadCriticalPath(ctx, st.Base()); critErr == nil {
+			r.Critical = crit1.Sub(crit0)
+		}
+	}
+	r.CriticalErr = critErr
 
 	var checks Checks
 	r.Tally, r.Settle, checks, err = finishWith(ctx, &o, st, rg.sampler, rg.ledger, func() {
@@ -446,6 +459,11 @@ func (r *LoadReport) Print(w io.Writer) {
 			fmt.Fprintf(w, ", Postgres server %.2f ms; round trips/purchase %.1f", millis(pgCPU), trips)
 		}
 		fmt.Fprintf(w, " (first purchase until every order final, dispatches included)\n")
+	}
+	if r.CriticalErr != nil {
+		fmt.Fprintf(w, "  critical path      not counted: %v\n", r.CriticalErr)
+	} else {
+		r.Critical.Print(w, r.DB == "sqlite")
 	}
 	fmt.Fprintf(w, "  settled            %v after the load\n", r.Settle.Round(time.Millisecond))
 	fmt.Fprintln(w, "  invariants:")

@@ -16,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"widget-store/internal/critpath"
 )
 
 // Metrics are one store process's metrics.
@@ -29,6 +31,7 @@ type Metrics struct {
 	steps      *prometheus.HistogramVec
 	requests   *prometheus.HistogramVec
 	statements prometheus.Counter
+	critical   map[string]*prometheus.CounterVec // widget_critical_path_*, by what they count
 }
 
 // Checkout outcomes, the values of the "outcome" label.
@@ -81,6 +84,20 @@ func New() *Metrics {
 			Help: "Statements the store's pool (DBOS's work included) sent to Postgres, one round trip each; 0 on SQLite.",
 		}),
 	}
+	m.critical = map[string]*prometheus.CounterVec{}
+	for what, help := range map[string]string{
+		"requests":     "Requests whose critical path was counted, by kind (checkout: arrival → payment id; webhook: arrival → order id).",
+		"statements":   "Statements sent to the database (BEGIN and COMMIT included; DBOS's too) on behalf of a request between its arrival and its answer, by kind (internal/critpath).",
+		"commits":      "Transactions that wrote and committed between a request's arrival and its answer, by kind.",
+		"waits":        "Waits for the database between a request's arrival and its answer (SQLite: the process's write lock; Postgres: a connection of the pool), by kind.",
+		"wait_seconds": "Time spent in those waits, by kind.",
+	} {
+		m.critical[what] = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "widget_critical_path_" + what + "_total", Help: help}, []string{"kind"})
+		m.Registry.MustRegister(m.critical[what])
+		for _, kind := range []string{critpath.Checkout, critpath.Webhook} {
+			m.critical[what].WithLabelValues(kind) // at zero from the start
+		}
+	}
 	m.Registry.MustRegister(m.checkouts, m.recovered, m.takenOver, m.peersTaken, m.heartbeats, m.steps, m.requests, m.statements,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Show every outcome from the start, at zero, so a rate() has a series.
@@ -126,3 +143,13 @@ func (m *Metrics) Request(route, method string, code int, took time.Duration) {
 
 // RoundTrip counts one statement sent to Postgres.
 func (m *Metrics) RoundTrip() { m.statements.Inc() }
+
+// CriticalPath adds one request's critical path (internal/critpath) to the
+// counts of its kind.
+func (m *Metrics) CriticalPath(kind string, c critpath.Counts) {
+	m.critical["requests"].WithLabelValues(kind).Inc()
+	m.critical["statements"].WithLabelValues(kind).Add(float64(c.Statements))
+	m.critical["commits"].WithLabelValues(kind).Add(float64(c.Commits))
+	m.critical["waits"].WithLabelValues(kind).Add(float64(c.Waits))
+	m.critical["wait_seconds"].WithLabelValues(kind).Add(c.Waited.Seconds())
+}

@@ -73,6 +73,7 @@ import (
 
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 
+	"widget-store/internal/critpath"
 	"widget-store/internal/metrics"
 	"widget-store/internal/reconcile"
 	"widget-store/internal/shop"
@@ -239,6 +240,7 @@ func (c *Checkout) Close() { c.hub.release(c.key, c.ho, true) }
 // make it look new: its payment is then found by the paymentRecheck look.
 func (c *Checkout) PaymentID(orderID int64, createdAt time.Time) {
 	c.orderIsNew = orderID != 0 && !createdAt.Before(c.since.Truncate(time.Millisecond))
+	c.hub.db.Trace.Answered(c.key, critpath.Checkout) // what the checkout does next is not on the request's path
 	c.ho.mu.Lock()
 	defer c.ho.mu.Unlock()
 	c.ho.orderID = orderID
@@ -248,6 +250,7 @@ func (c *Checkout) PaymentID(orderID int64, createdAt time.Time) {
 // Outcome hands out the order's fate, committed just before, to the webhook
 // waiting for it.
 func (c *Checkout) Outcome(status shop.Status) {
+	c.hub.db.Trace.Answered(c.key, critpath.Webhook) // nor, from here, on the webhook's (the dispatch's start)
 	c.ho.mu.Lock()
 	defer c.ho.mu.Unlock()
 	c.ho.outcome = status
@@ -463,24 +466,26 @@ func (h *Hub) checkoutGone(ctx context.Context, key string) (bool, error) {
 }
 
 // sendIfPending reads the order behind pid and, if it is PENDING, sends it
-// the payment status, in one transaction; on Postgres it also announces the
-// key on the payment channel, which Postgres delivers to every instance at
-// the commit.
+// the payment status, in one transaction; on Postgres the read also
+// announces the key on the payment channel when the order is PENDING, which
+// Postgres delivers to every instance at the commit (and not at all if the
+// Send fails and the transaction rolls back).
 func (h *Hub) sendIfPending(ctx context.Context, pid, status string) (shop.Order, error) {
 	var o shop.Order
 	err := h.db.InTx(ctx, func(tx store.Tx) error {
 		var err error
-		if o, err = store.OrderByKey(ctx, tx, pid); err != nil || o.Status != shop.StatusPending {
+		if h.db.Dialect.Postgres {
+			o, err = store.OrderByKeyAnnouncing(ctx, tx, pid, channel)
+		} else {
+			o, err = store.OrderByKey(ctx, tx, pid)
+		}
+		if err != nil || o.Status != shop.StatusPending {
 			return err
 		}
-		err = dbos.Send(h.dctx, pid, status, Topic, dbos.WithIdempotencyKey("payment/"+pid), dbos.WithSendTransaction(tx.Raw))
-		if err != nil {
+		if err := dbos.Send(h.dctx, pid, status, Topic, dbos.WithIdempotencyKey("payment/"+pid), dbos.WithSendTransaction(tx.Raw)); err != nil {
 			return fmt.Errorf("send the payment status: %w", err)
 		}
-		if h.db.Dialect.Postgres {
-			_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, pid)
-		}
-		return err
+		return nil
 	})
 	return o, err
 }

@@ -22,7 +22,7 @@ func TestFullSQLiteIsTemporary(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "full.db")
 	clock := time.Unix(1_800_000_000, 0)
 	space := &spaceWatch{path: path, now: func() time.Time { return clock }}
-	sqldb, err := openSQLite("file:"+url.PathEscape(path)+"?_txlock=immediate&_pragma=journal_mode(WAL)", space)
+	sqldb, err := openSQLite("file:"+url.PathEscape(path)+"?_txlock=immediate&_pragma=journal_mode(WAL)", space, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

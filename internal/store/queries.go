@@ -60,6 +60,34 @@ func OrderByKey(ctx context.Context, q dbos.Querier, key string) (shop.Order, er
 		"unknown payment id "+key, "read the order of checkout "+key)
 }
 
+// OrderByKeyAnnouncing is OrderByKey for a Postgres transaction that, when
+// the order is PENDING, also announces key on NOTIFY channel, in the same
+// statement: the webhook's read of the order and its announcement to every
+// instance's waiting checkout are one round trip instead of two. Postgres
+// delivers a notification only when its transaction commits, so a webhook
+// whose Send then fails (and rolls back) announces nothing.
+func OrderByKeyAnnouncing(ctx context.Context, q dbos.Querier, key, channel string) (shop.Order, error) {
+	var announced *string
+	row := q.QueryRow(ctx, `SELECT `+orderColumns+`, CASE WHEN order_status = $3 THEN pg_notify($2, checkout_key)::text END
+		FROM orders WHERE checkout_key = $1`, key, channel, shop.StatusPending)
+	o, err := scanOrder(extraColumn{row: row, dest: &announced})
+	if IsNoRows(err) {
+		return o, shop.Errorf(shop.NotFound, "unknown payment id %s", key)
+	}
+	if err != nil {
+		return o, fmt.Errorf("read the order of checkout %s: %w", key, err)
+	}
+	return o, nil
+}
+
+// extraColumn scans a row of orderColumns and one more column, into dest.
+type extraColumn struct {
+	row  interface{ Scan(dest ...any) error }
+	dest any
+}
+
+func (e extraColumn) Scan(dest ...any) error { return e.row.Scan(append(dest, e.dest)...) }
+
 // readOrder reads the one order query selects by arg: no row is a
 // shop.NotFound error saying notFound; any other failure is wrapped in what.
 func readOrder(ctx context.Context, q dbos.Querier, query string, arg any, notFound, what string) (shop.Order, error) {

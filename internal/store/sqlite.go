@@ -8,6 +8,8 @@ import (
 	"errors"
 	"strings"
 	"time"
+
+	"widget-store/internal/critpath"
 )
 
 // The SQLite handle: one writer, statements prepared once.
@@ -43,10 +45,11 @@ type sqliteConnector struct {
 	driver     driver.Driver
 	writerLock chan struct{}
 	space      *spaceWatch // SQLITE_FULL becomes a *NoSpaceError (nospace.go)
+	trace      *critpath.Tracker
 }
 
 // openSQLite opens a *sql.DB on dsn through the connector.
-func openSQLite(dsn string, space *spaceWatch) (*sql.DB, error) {
+func openSQLite(dsn string, space *spaceWatch, trace *critpath.Tracker) (*sql.DB, error) {
 	// sql.Open connects to nothing; it finds modernc's registered driver,
 	// which the connector opens its connections with.
 	probe, err := sql.Open("sqlite", dsn)
@@ -57,7 +60,7 @@ func openSQLite(dsn string, space *spaceWatch) (*sql.DB, error) {
 	if err := probe.Close(); err != nil {
 		return nil, err
 	}
-	return sql.OpenDB(&sqliteConnector{dsn: dsn, driver: drv, writerLock: make(chan struct{}, 1), space: space}), nil
+	return sql.OpenDB(&sqliteConnector{dsn: dsn, driver: drv, writerLock: make(chan struct{}, 1), space: space, trace: trace}), nil
 }
 
 func (c *sqliteConnector) Connect(context.Context) (driver.Conn, error) {
@@ -70,7 +73,7 @@ func (c *sqliteConnector) Connect(context.Context) (driver.Conn, error) {
 		conn.Close() // the type error is the one to report
 		return nil, errors.New("sqlite: the driver's connection lacks the context methods the store needs")
 	}
-	return &sqliteConn{inner: inner, writerLock: c.writerLock, space: c.space, stmts: map[string]*list.Element{}, lru: list.New()}, nil
+	return &sqliteConn{inner: inner, writerLock: c.writerLock, space: c.space, trace: c.trace, stmts: map[string]*list.Element{}, lru: list.New()}, nil
 }
 
 func (c *sqliteConnector) Driver() driver.Driver { return c.driver }
@@ -93,7 +96,8 @@ type sqliteConn struct {
 	inner      sqliteDriverConn
 	writerLock chan struct{}
 	space      *spaceWatch
-	inTx       bool // a transaction is open: it holds writerLock (unless read-only)
+	trace      *critpath.Tracker // counts statements and lock waits (internal/critpath)
+	inTx       bool              // a transaction is open: it holds writerLock (unless read-only)
 
 	stmts map[string]*list.Element // of *cachedStmt, by query text
 	lru   *list.List               // front: most recently used
@@ -120,6 +124,7 @@ func (c *sqliteConn) lock(ctx context.Context) (bool, error) {
 		return true, nil
 	default:
 	}
+	defer c.trace.Wait(ctx, time.Now())
 	t := time.NewTimer(lockWait)
 	defer t.Stop()
 	select {
@@ -148,8 +153,10 @@ func (c *sqliteConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver
 			return nil, err
 		}
 	}
+	c.trace.Statement(ctx, c, "BEGIN")
 	tx, err := c.inner.BeginTx(ctx, opts)
 	if err != nil {
+		c.trace.Statement(ctx, c, "ROLLBACK")
 		c.unlock(held)
 		return nil, c.space.check(err)
 	}
@@ -164,8 +171,15 @@ type sqliteTx struct {
 	held  bool
 }
 
-func (t *sqliteTx) Commit() error   { return t.end(t.conn.space.check(t.inner.Commit())) }
-func (t *sqliteTx) Rollback() error { return t.end(t.inner.Rollback()) }
+func (t *sqliteTx) Commit() error {
+	t.conn.trace.Statement(context.Background(), t.conn, "COMMIT")
+	return t.end(t.conn.space.check(t.inner.Commit()))
+}
+
+func (t *sqliteTx) Rollback() error {
+	t.conn.trace.Statement(context.Background(), t.conn, "ROLLBACK")
+	return t.end(t.inner.Rollback())
+}
 
 func (t *sqliteTx) end(err error) error {
 	t.conn.inTx = false
@@ -185,6 +199,7 @@ func (c *sqliteConn) ExecContext(ctx context.Context, query string, args []drive
 		}
 		defer c.unlock(held)
 	}
+	c.trace.Statement(ctx, c, query)
 	cs, err := c.prepared(ctx, query)
 	if err != nil {
 		return nil, err
@@ -209,6 +224,7 @@ func (c *sqliteConn) QueryContext(ctx context.Context, query string, args []driv
 	}
 	// The statement's write (and SQLite's write lock) lasts until its rows
 	// are closed: so does the write lock taken for it.
+	c.trace.Statement(ctx, c, query)
 	cs, err := c.prepared(ctx, query)
 	if err != nil {
 		c.unlock(held)

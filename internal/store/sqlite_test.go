@@ -18,7 +18,7 @@ import (
 func openTestSQLite(t *testing.T) *sql.DB {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "t.db")
-	db, err := openSQLite("file:"+url.PathEscape(path)+"?_txlock=immediate&_pragma=busy_timeout(0)&_pragma=journal_mode(WAL)", &spaceWatch{path: path, now: time.Now})
+	db, err := openSQLite("file:"+url.PathEscape(path)+"?_txlock=immediate&_pragma=busy_timeout(0)&_pragma=journal_mode(WAL)", &spaceWatch{path: path, now: time.Now}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

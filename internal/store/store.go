@@ -26,6 +26,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"widget-store/internal/critpath"
 )
 
 // Dialect is what differs between the two databases.
@@ -59,12 +61,19 @@ type DB struct {
 	// on Postgres). Exactly one is set.
 	Pool *pgxpool.Pool
 	SQL  *sql.DB
+	// Trace counts the critical path of the requests in flight
+	// (Options.Trace); nil counts nothing.
+	Trace *critpath.Tracker
 
 	q     dbos.Querier // reads and writes outside transactions, on either
 	now   func() time.Time
 	lock  *os.File    // SQLite: the held lock file (filelock.go); nil otherwise
 	space *spaceWatch // SQLite: room to write (nospace.go); nil otherwise
 }
+
+// poolSize is the Postgres pool's size when DATABASE_URL does not set
+// pool_max_conns: DBOS's own default for the pool it makes.
+const poolSize = 20
 
 // Options tune Open.
 type Options struct {
@@ -83,6 +92,11 @@ type Options struct {
 	// SQLiteSynchronous is SQLite's synchronous pragma (ParseSQLiteSync);
 	// the zero value is NORMAL.
 	SQLiteSynchronous SQLiteSync
+	// Trace, when set, sees every statement either database is sent (BEGIN
+	// and COMMIT included) and, on SQLite, every wait for the write lock,
+	// to count a request's critical path (internal/critpath). DB.Trace
+	// keeps it for the requests to open their counts on.
+	Trace *critpath.Tracker
 }
 
 // SQLiteSync is SQLite's synchronous pragma. In WAL mode NORMAL survives any
@@ -129,8 +143,19 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 			return nil, fmt.Errorf("DATABASE_URL: %w", err)
 		}
 		pcfg.ConnConfig.DialFunc = dialForFailover(pcfg.ConnConfig.DialFunc)
-		if opts.PgTracer != nil || opts.OnStatement != nil {
-			pcfg.ConnConfig.Tracer = statementTracer{next: opts.PgTracer, count: opts.OnStatement}
+		// The pool serves the store and DBOS alike, and DBOS's LISTEN
+		// listener holds one connection for good. pgx's default size is
+		// max(4, CPUs): on 2 cores that left 3 connections for 8 shoppers'
+		// requests, their workflows and every dispatch, and a request's
+		// statements queued for one (counted on the critical path as pool
+		// waits). DBOS gives the pool it makes itself 20; so does the store,
+		// unless the URL says pool_max_conns. Connections open as needed, so
+		// a quiet store holds few.
+		if !strings.Contains(dbURL, "pool_max_conns") {
+			pcfg.MaxConns = poolSize
+		}
+		if opts.PgTracer != nil || opts.OnStatement != nil || opts.Trace != nil {
+			pcfg.ConnConfig.Tracer = statementTracer{next: opts.PgTracer, count: opts.OnStatement, trace: opts.Trace}
 		}
 		// Every transaction of the store lasts milliseconds. One left open by
 		// an instance that froze mid-transaction (a long GC pause, SIGSTOP, a
@@ -150,7 +175,7 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 			pool.Close()
 			return nil, fmt.Errorf("postgres: %w", err)
 		}
-		return &DB{Dialect: Dialect{Name: "postgres", Postgres: true}, Pool: pool, q: pgxQuerier{pool}, now: now}, nil
+		return &DB{Dialect: Dialect{Name: "postgres", Postgres: true}, Pool: pool, q: pgxQuerier{pool}, now: now, Trace: opts.Trace}, nil
 	case strings.HasPrefix(dbURL, "sqlite:"):
 		path := strings.TrimPrefix(strings.TrimPrefix(dbURL, "sqlite:"), "//")
 		if path == "" || strings.HasPrefix(path, ":memory:") {
@@ -174,7 +199,7 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 			"&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)" +
 			"&_pragma=synchronous(" + opts.SQLiteSynchronous.pragma() + ")&_pragma=foreign_keys(ON)"
 		space := &spaceWatch{path: path, now: now}
-		db, err := openSQLite(dsn, space)
+		db, err := openSQLite(dsn, space, opts.Trace)
 		if err != nil {
 			releaseFile(lock)
 			return nil, fmt.Errorf("sqlite: %w", err)
@@ -186,7 +211,7 @@ func Open(ctx context.Context, dbURL string, opts Options) (*DB, error) {
 			releaseFile(lock)
 			return nil, fmt.Errorf("sqlite %s: %w", path, err)
 		}
-		return &DB{Dialect: Dialect{Name: "sqlite"}, SQL: db, q: sqlQuerier{db}, now: now, lock: lock, space: space}, nil
+		return &DB{Dialect: Dialect{Name: "sqlite"}, SQL: db, q: sqlQuerier{db}, now: now, lock: lock, space: space, Trace: opts.Trace}, nil
 	default:
 		return nil, fmt.Errorf("DATABASE_URL %q: want sqlite:PATH or postgres://…", RedactURL(dbURL))
 	}
@@ -231,21 +256,45 @@ func (db *DB) DataSource(dctx dbos.Context) (*dbos.DataSource, error) {
 	return dbos.NewDataSource(dctx, db.SQL, dbos.WithDataSourceName("store"))
 }
 
-// statementTracer counts every statement, then passes it on to next.
+// statementTracer counts every statement, tells trace, then passes it on
+// to next.
 type statementTracer struct {
 	next  pgx.QueryTracer
 	count func()
+	trace *critpath.Tracker
 }
 
 func (t statementTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
 	if t.count != nil {
 		t.count()
 	}
+	t.trace.Statement(ctx, conn, d.SQL)
 	if t.next != nil {
 		return t.next.TraceQueryStart(ctx, conn, d)
 	}
 	return ctx
 }
+
+// TraceAcquireStart and TraceAcquireEnd count, for the critical path, an
+// acquire that found every connection of the pool taken, and how long it
+// waited (pgxpool calls them on a ConnConfig.Tracer that has them).
+func (t statementTracer) TraceAcquireStart(ctx context.Context, pool *pgxpool.Pool, _ pgxpool.TraceAcquireStartData) context.Context {
+	if t.trace == nil {
+		return ctx
+	}
+	if st := pool.Stat(); st.AcquiredConns() < st.MaxConns() {
+		return ctx // a connection is idle, or one can be opened: no wait
+	}
+	return context.WithValue(ctx, acquireStart{}, time.Now())
+}
+
+func (t statementTracer) TraceAcquireEnd(ctx context.Context, _ *pgxpool.Pool, _ pgxpool.TraceAcquireEndData) {
+	if began, ok := ctx.Value(acquireStart{}).(time.Time); ok {
+		t.trace.Wait(ctx, began)
+	}
+}
+
+type acquireStart struct{}
 
 func (t statementTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, d pgx.TraceQueryEndData) {
 	if t.next != nil {

@@ -155,6 +155,25 @@ func runCrashCase(t *testing.T, db *loadgen.Database, point, status string, cart
 		if code != 1 {
 			t.Fatalf("the store exited with status %d at the crash point, want 1", code)
 		}
+		if point == shop.CheckoutWorkflow+":"+crashpoint.Outcome && status == "paid" {
+			// The webhook's answer is handed over once the order is PAID,
+			// before the dispatch starts (workflow.go): at this crash the
+			// order is PAID and no dispatch workflow exists yet; the
+			// restarted store's recovery must start it (checked below: the
+			// order ends DISPATCHED).
+			snap, err := loadgen.ReadSnapshot(ctx, db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, n := range snap.Workflows {
+				if strings.HasPrefix(k, shop.DispatchWorkflow+" ") {
+					t.Errorf("at the crash after the outcome: %d %s workflows, want none (the answer must not wait for the dispatch's start)", n, k)
+				}
+			}
+			if len(snap.Orders) != 1 || snap.Orders[0].Status != shop.StatusPaid {
+				t.Errorf("at the crash after the outcome: orders %+v, want one PAID", snap.Orders)
+			}
+		}
 	})
 
 	phase(t, "restarted without CRASH_AT, the retrying client gets its answers", func(t *testing.T) {
