@@ -29,6 +29,7 @@ type Metrics struct {
 	steps      *prometheus.HistogramVec
 	requests   *prometheus.HistogramVec
 	statements prometheus.Counter
+	awaiting   *prometheus.GaugeVec
 }
 
 // Checkout outcomes, the values of the "outcome" label.
@@ -80,8 +81,14 @@ func New() *Metrics {
 			Name: "widget_db_round_trips_total",
 			Help: "Statements the store's pool (DBOS's work included) sent to Postgres, one round trip each; 0 on SQLite.",
 		}),
+		awaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "widget_checkouts_awaiting_payment",
+			Help: "Checkouts of this process waiting for their payment now, by execution: new (the order was created by this very execution) " +
+				"or replayed (recovered at start, taken over from a peer, or resumed by an operator). After a restart, replayed reaching " +
+				"the number of checkouts that were waiting says recovery is done.",
+		}, []string{"execution"}),
 	}
-	m.Registry.MustRegister(m.checkouts, m.recovered, m.takenOver, m.peersTaken, m.heartbeats, m.steps, m.requests, m.statements,
+	m.Registry.MustRegister(m.checkouts, m.recovered, m.takenOver, m.peersTaken, m.heartbeats, m.steps, m.requests, m.statements, m.awaiting,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Show every outcome from the start, at zero, so a rate() has a series.
 	for _, o := range []string{CheckoutStarted, CheckoutSoldOut, CheckoutPaid, CheckoutDeclined, CheckoutTimedOut} {
@@ -89,6 +96,8 @@ func New() *Metrics {
 	}
 	m.heartbeats.WithLabelValues("ok")
 	m.heartbeats.WithLabelValues("error")
+	m.awaiting.WithLabelValues("new")
+	m.awaiting.WithLabelValues("replayed")
 	return m
 }
 
@@ -126,3 +135,15 @@ func (m *Metrics) Request(route, method string, code int, took time.Duration) {
 
 // RoundTrip counts one statement sent to Postgres.
 func (m *Metrics) RoundTrip() { m.statements.Inc() }
+
+// Awaiting counts one checkout now waiting for its payment (replayed: this
+// execution did not create the order); call the returned function when it
+// stops waiting.
+func (m *Metrics) Awaiting(replayed bool) (done func()) {
+	g := m.awaiting.WithLabelValues("new")
+	if replayed {
+		g = m.awaiting.WithLabelValues("replayed")
+	}
+	g.Inc()
+	return g.Dec
+}

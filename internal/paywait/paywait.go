@@ -261,6 +261,7 @@ func (c *Checkout) Outcome(status shop.Status) {
 func (c *Checkout) AwaitPayment(ctx dbos.Context, deadline time.Time) (string, error) {
 	defer c.hub.metrics.Step(shop.CheckoutWorkflow, "await-payment", time.Now()) // a replay after recovery records ~0
 	look := !c.orderIsNew
+	defer c.hub.metrics.Awaiting(look)()
 	for !c.ho.sent() {
 		recheck := paymentRecheck
 		if look {
