@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"widget-store/internal/shop"
 )
 
 // ----- many checkouts waiting for payment -----
@@ -140,6 +142,9 @@ func Waiting(ctx context.Context, o Options, cfg WaitingConfig) (*WaitingReport,
 			return nil, fmt.Errorf("%s idle: %w", b.Name, err)
 		}
 		r.Idle[b.Name] = s
+		// Let the purchases' dispatches end, so that the next build's idle
+		// figures do not include their recovery.
+		time.Sleep((shop.DispatchLegs + 1) * time.Second)
 		fmt.Fprintf(o.Progress, "%s idle: %s\n", b.Name, s)
 	}
 
