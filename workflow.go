@@ -70,8 +70,11 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 	if err != nil || key == "" {
 		return orderResult{}, err
 	}
-	ctx = critpath.DBOS(ctx, key)       // a recovered checkout's statements count for the requests waiting on it too
-	handoff := w.handoffs.Checkout(key) // tells the requests waiting in this process, at once
+	ctx = critpath.DBOS(ctx, key)                 // a recovered checkout's statements count for the requests waiting on it too
+	handoff, err := w.handoffs.Checkout(ctx, key) // tells the requests waiting in this process, at once; a recovered checkout queues at the recovery gate
+	if err != nil {
+		return orderResult{}, err
+	}
 	defer handoff.Close()
 
 	order, err := step(ctx, w, shop.CheckoutWorkflow, shop.StepReserve, w.steps.reserve(key, in.Shopper, in.Client, in.Items))

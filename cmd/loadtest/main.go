@@ -6,6 +6,7 @@
 //	go run ./cmd/loadtest -mode restart -db sqlite
 //	go run ./cmd/loadtest -mode ab -base 5020766 -db postgres -rounds 3
 //	go run ./cmd/loadtest -mode flash -db sqlite -c 64 -kills 2
+//	go run ./cmd/loadtest -mode waiting -db sqlite -n 10000
 //
 // load prints latency, throughput, memory, startup time and (Postgres)
 // commits per paid purchase; chaos SIGKILLs the store at seeded random
@@ -15,7 +16,10 @@
 // build and this one alternately, with pgbench between rounds, and prints
 // the ratios (ab.go); flash sells -stock units (1000) to -c shoppers and
 // prints the sold-out answers per second, latencies, memory and the
-// invariants. Every run uses a fresh
+// invariants; waiting leaves -n checkouts waiting for payment, measures
+// memory and what new shoppers see, then SIGKILLs and restarts the store
+// and measures the recovery (waiting.go in internal/loadgen; with -base, the
+// two builds alternately). Every run uses a fresh
 // SQLite file or a fresh Postgres database, dropped afterwards.
 package main
 
@@ -49,7 +53,7 @@ var errFailed = errors.New("invariants violated (see above)")
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	mode := fs.String("mode", "load", "load, chaos, restart, ab or flash")
+	mode := fs.String("mode", "load", "load, chaos, restart, ab, flash or waiting")
 	base := fs.String("base", "HEAD", "ab: the build to compare with, a binary or a git revision of this repository (built with CGO_ENABLED=0)")
 	rounds := fs.Int("rounds", 3, "ab: rounds; each runs both builds, in alternating order")
 	dbKind := fs.String("db", "sqlite", "sqlite or postgres")
@@ -66,6 +70,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	provider := fs.String("provider", "standin", "chaos: the store's PAYMENT_PROVIDER: standin, or stripe (stripe-mock behind a recording proxy, payments as signed events to /webhooks/stripe)")
 	latePay := fs.Float64("late", 0.05, "chaos -provider stripe: fraction of purchases paid only after the store expired their session (refunded)")
 	bin := fs.String("bin", "", "prebuilt store binary (default: build it with CGO_ENABLED=0)")
+	n := fs.Int("n", 2000, "waiting: checkouts left waiting for payment")
+	shoppers := fs.Int("shoppers", 4, "waiting: shoppers who buy and pay during each measurement")
+	window := fs.Duration("window", 5*time.Second, "waiting: how long each measurement of purchases lasts")
+	profiles := fs.String("profiles", "", "waiting: a directory for the heap profile of each steady state")
 	storeLog := fs.String("store-log", "", "file for the store's log (default: a temp file, printed)")
 	reference := fs.String("reference", "", "ab: compare with DBOS's reference widget store instead of -base: the directory of its golang/widget-store, built there (docs/BENCHMARKS.md); it runs on Postgres (-pg-admin-url) whatever -db says, on port 8080")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -74,8 +82,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return err
 	}
-	if *mode != "load" && *mode != "chaos" && *mode != "restart" && *mode != "ab" && *mode != "flash" {
-		return fmt.Errorf("-mode %q: want load, chaos, restart, ab or flash", *mode)
+	if *mode != "load" && *mode != "chaos" && *mode != "restart" && *mode != "ab" && *mode != "flash" && *mode != "waiting" {
+		return fmt.Errorf("-mode %q: want load, chaos, restart, ab, flash or waiting", *mode)
+	}
+	if *n < 1 || *n > 10_000_000 {
+		return fmt.Errorf("-n %d: want 1 to 10000000", *n)
 	}
 	if *mode == "flash" {
 		set := map[string]bool{}
@@ -205,6 +216,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stdout, "old: the reference store in %s (Postgres)\nnew: %s (%s)\n", dir, *bin, *dbKind)
 		return runAB(ctx, stdout, ref, &abRun{name: "this store", bin: *bin}, *rounds, opts, newDB, *pgAdmin)
 	}
+	if *mode == "waiting" {
+		return runWaiting(ctx, stdout, fs, opts, *base, *rounds, loadgen.WaitingConfig{
+			N: *n, Create: *c, Shoppers: *shoppers, Window: *window, Profiles: *profiles,
+		}, tmp)
+	}
 	if *mode == "ab" {
 		fmt.Fprintf(stdout, "building the base build %s…\n", *base)
 		baseDir, err := os.MkdirTemp(tmp, "base-")
@@ -256,6 +272,49 @@ func report(w io.Writer, r interface{ Print(io.Writer) }, checks loadgen.Checks)
 	r.Print(w)
 	if !checks.OK() {
 		return errFailed
+	}
+	return nil
+}
+
+// runWaiting runs the waiting scenario: this build, and with -base also
+// that build, alternating (-rounds restarts of each; default 1).
+func runWaiting(ctx context.Context, w io.Writer, fs *flag.FlagSet, opts loadgen.Options, base string, rounds int, cfg loadgen.WaitingConfig, tmp string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["c"] {
+		cfg.Create = 32
+	}
+	cfg.Rounds = 1
+	if set["rounds"] {
+		cfg.Rounds = rounds
+	}
+	cfg.Builds = []loadgen.WaitingBuild{{Name: "new", Bin: opts.Bin}}
+	if set["base"] {
+		fmt.Fprintf(w, "building the base build %s…\n", base)
+		dir, err := os.MkdirTemp(tmp, "base-")
+		if err != nil {
+			return err
+		}
+		bin, err := baseBinary(base, dir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "old: %s (%s)\nnew: %s\n", base, bin, opts.Bin)
+		cfg.Builds = []loadgen.WaitingBuild{{Name: "old", Bin: bin}, {Name: "new", Bin: opts.Bin}}
+	}
+	if cfg.Profiles != "" {
+		if err := os.MkdirAll(cfg.Profiles, 0o755); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "mode waiting, %s, N=%d, created %d at a time, %d shoppers, seed %d\n", opts.DB.Kind, cfg.N, cfg.Create, cfg.Shoppers, opts.Seed)
+	r, err := loadgen.Waiting(ctx, opts, cfg)
+	if err != nil {
+		return err
+	}
+	r.Print(w)
+	if r.Paid != r.PaySample {
+		return fmt.Errorf("%d of %d waiting checkouts paid after the recovery were not acknowledged", r.PaySample-r.Paid, r.PaySample)
 	}
 	return nil
 }

@@ -32,6 +32,7 @@ type Metrics struct {
 	requests   *prometheus.HistogramVec
 	statements prometheus.Counter
 	critical   map[string]*prometheus.CounterVec // widget_critical_path_*, by what they count
+	awaiting   *prometheus.GaugeVec
 }
 
 // Checkout outcomes, the values of the "outcome" label.
@@ -83,6 +84,12 @@ func New() *Metrics {
 			Name: "widget_db_round_trips_total",
 			Help: "Statements the store's pool (DBOS's work included) sent to Postgres, one round trip each; 0 on SQLite.",
 		}),
+		awaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "widget_checkouts_awaiting_payment",
+			Help: "Checkouts of this process waiting for their payment now, by execution: new (the order was created by this very execution) " +
+				"or replayed (recovered at start, taken over from a peer, or resumed by an operator). After a restart, replayed reaching " +
+				"the number of checkouts that were waiting says recovery is done.",
+		}, []string{"execution"}),
 	}
 	m.critical = map[string]*prometheus.CounterVec{}
 	for what, help := range map[string]string{
@@ -98,7 +105,7 @@ func New() *Metrics {
 			m.critical[what].WithLabelValues(kind) // at zero from the start
 		}
 	}
-	m.Registry.MustRegister(m.checkouts, m.recovered, m.takenOver, m.peersTaken, m.heartbeats, m.steps, m.requests, m.statements,
+	m.Registry.MustRegister(m.checkouts, m.recovered, m.takenOver, m.peersTaken, m.heartbeats, m.steps, m.requests, m.statements, m.awaiting,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Show every outcome from the start, at zero, so a rate() has a series.
 	for _, o := range []string{CheckoutStarted, CheckoutSoldOut, CheckoutPaid, CheckoutDeclined, CheckoutTimedOut} {
@@ -106,6 +113,8 @@ func New() *Metrics {
 	}
 	m.heartbeats.WithLabelValues("ok")
 	m.heartbeats.WithLabelValues("error")
+	m.awaiting.WithLabelValues("new")
+	m.awaiting.WithLabelValues("replayed")
 	return m
 }
 
@@ -152,4 +161,16 @@ func (m *Metrics) CriticalPath(kind string, c critpath.Counts) {
 	m.critical["commits"].WithLabelValues(kind).Add(float64(c.Commits))
 	m.critical["waits"].WithLabelValues(kind).Add(float64(c.Waits))
 	m.critical["wait_seconds"].WithLabelValues(kind).Add(c.Waited.Seconds())
+}
+
+// Awaiting counts one checkout now waiting for its payment (replayed: this
+// execution did not create the order); call the returned function when it
+// stops waiting.
+func (m *Metrics) Awaiting(replayed bool) (done func()) {
+	g := m.awaiting.WithLabelValues("new")
+	if replayed {
+		g = m.awaiting.WithLabelValues("replayed")
+	}
+	g.Inc()
+	return g.Dec
 }

@@ -27,11 +27,13 @@ const (
 	pingTimeout    = 3 * time.Second
 )
 
-// Start makes the hub listen for payments announced by any instance: on
-// Postgres it opens a connection of its own, LISTENs, and returns once it
-// listens; a goroutine then kicks the checkout of each announced key until
-// Stop. Call it before dbos.Launch, so that the checkouts Launch recovers miss
-// no announcement from then on. On SQLite (one process) it does nothing.
+// Start starts the hub's periodic look for the payments of every checkout
+// waiting here (Hub.lookAll, every paymentRecheck), and makes it listen for
+// payments announced by any instance: on Postgres it opens a connection of
+// its own, LISTENs, and returns once it listens; a goroutine then kicks the
+// checkout of each announced key until Stop. Call it before dbos.Launch, so
+// that the checkouts Launch recovers miss no announcement from then on. On
+// SQLite (one process) there is nothing to listen to.
 //
 // The listener survives the loss of its server (a restart, or a failover to
 // another node of a replicated cluster): when the connection breaks, or a
@@ -42,6 +44,22 @@ const (
 // the database: an announcement made while nobody listened is lost, the
 // payment message it announced is not.
 func (h *Hub) Start(ctx context.Context) error {
+	lookCtx, stopLook := context.WithCancel(context.WithoutCancel(ctx))
+	looked := make(chan struct{})
+	go func() {
+		defer close(looked)
+		t := time.NewTicker(paymentRecheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-lookCtx.Done():
+				return
+			case <-t.C:
+				h.lookAll(lookCtx)
+			}
+		}
+	}()
+	h.stopLooking = func() { stopLook(); <-looked }
 	if !h.db.Dialect.Postgres {
 		return nil
 	}
@@ -121,6 +139,9 @@ func (h *Hub) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops listening and waits for the listener to end. It is safe to call
-// when Start was not (or did nothing).
-func (h *Hub) Stop() { h.stopListening() }
+// Stop stops listening and looking and waits for both to end. It is safe to
+// call when Start was not.
+func (h *Hub) Stop() {
+	h.stopListening()
+	h.stopLooking()
+}

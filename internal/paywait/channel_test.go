@@ -77,7 +77,17 @@ func TestChannelSurvivesLosingItsConnection(t *testing.T) {
 		}
 	}
 
-	waiting := hub.Checkout("waiting")
+	// A checkout no request here started queues at the recovery gate and
+	// leaves it once it has looked for its payment, as AwaitPayment does.
+	checkout := func(key string) *Checkout {
+		c, err := hub.Checkout(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.leaveGate()
+		return c
+	}
+	waiting := checkout("waiting")
 	defer waiting.Close()
 	announce("waiting")
 	if !kicked(waiting, 5*time.Second) || !waiting.ho.sent() {
@@ -99,7 +109,7 @@ func TestChannelSurvivesLosingItsConnection(t *testing.T) {
 		t.Fatalf("listener backend %d after the old one (%d) was terminated; want a new one", after, before)
 	}
 
-	other := hub.Checkout("other")
+	other := checkout("other")
 	defer other.Close()
 	announce("other")
 	if !kicked(other, 5*time.Second) || !other.ho.sent() {

@@ -35,8 +35,9 @@
 //     recovered checkout asleep until its payment window closed (found by the
 //     chaos tool, 1–2 stores in 16 started together). The store's channel is
 //     listening before Launch recovers anything (Hub.Start), after a
-//     reconnect every waiting checkout is kicked to look again, and every
-//     checkout looks every paymentRecheck anyway, as a safety net.
+//     reconnect every waiting checkout is kicked to look again, and the hub
+//     looks for every waiting checkout's payment every paymentRecheck
+//     anyway, in a statement per lookPage checkouts, as a safety net.
 //
 // A look reads DBOS's notifications table (store.MessageSent), read-only,
 // with the lookup DBOS's Recv itself makes; a consumed message still counts,
@@ -68,6 +69,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -84,10 +86,19 @@ import (
 // durable name: DBOS records it with every message.
 const Topic = "payment_status"
 
-// paymentRecheck is how often a waiting checkout looks for its payment
-// message without having been kicked: a safety net only, every kick path is
-// meant to be enough.
+// paymentRecheck is how often the hub looks for the payment messages of
+// every checkout waiting here without having been kicked (Hub.lookAll): a
+// safety net only, every kick path is meant to be enough.
 const paymentRecheck = 10 * time.Second
+
+// lookPage is how many waiting checkouts one statement of the periodic look
+// asks about.
+const lookPage = 1000
+
+// recoverySlots is how many checkouts this process did not start itself (a
+// recovery at start, a takeover, an operator's resume) replay at once: see
+// Hub.Checkout.
+const recoverySlots = 4
 
 // Hub holds the hand-offs of this process: one per checkout key that someone
 // here is running or waiting on.
@@ -100,19 +111,26 @@ type Hub struct {
 	mu      sync.Mutex
 	handoff map[string]*handoff
 
+	// recovery holds a token per checkout replaying under the recovery
+	// gate (Hub.Checkout); its capacity is recoverySlots.
+	recovery chan struct{}
+
 	stopListening func() // set by Start on Postgres
+	stopLooking   func() // set by Start
 }
 
 // New makes the hub. dctx is the DBOS context the payment messages are sent
 // with.
 func New(db *store.DB, dctx dbos.Context, logger *slog.Logger, m *metrics.Metrics) *Hub {
-	return &Hub{db: db, dctx: dctx, logger: logger, metrics: m, handoff: map[string]*handoff{}, stopListening: func() {}}
+	return &Hub{db: db, dctx: dctx, logger: logger, metrics: m, handoff: map[string]*handoff{},
+		recovery: make(chan struct{}, recoverySlots), stopListening: func() {}, stopLooking: func() {}}
 }
 
 // handoff is what passes between one checkout and its waiters in this process.
 type handoff struct {
-	running int // checkouts executing here under this key; guarded by Hub.mu
-	refs    int // guarded by Hub.mu
+	running  int  // checkouts executing here under this key; guarded by Hub.mu
+	refs     int  // guarded by Hub.mu
+	awaiting bool // its checkout waits in AwaitPayment: the periodic look asks for it; guarded by Hub.mu
 
 	mu          sync.Mutex
 	orderID     int64 // valid once started is closed; 0 when sold out
@@ -216,16 +234,80 @@ type Checkout struct {
 	since time.Time // when this execution registered
 	// orderIsNew: the order was created by this very execution, after since.
 	orderIsNew bool
+	gated      bool // holds a slot of the recovery gate
 }
 
 // Checkout registers the checkout workflow of key, executing now in this
 // process. Close it when the workflow returns.
-func (h *Hub) Checkout(key string) *Checkout {
-	return &Checkout{hub: h, key: key, ho: h.acquire(key, true), since: time.Now()}
+//
+// # The recovery gate
+//
+// A checkout that no request in this process waits on was not started by
+// one: DBOS recovered it at start, the cluster took it over from a dead
+// peer, or an operator resumed it. Such a checkout waits here for one of
+// recoverySlots slots before it replays, and holds it until it has looked
+// for its payment (AwaitPayment) or ended. Replaying is a few statements
+// each (DBOS's checkpoint lookup of the reserve step in a transaction, which
+// on SQLite is a turn at the one write lock, and the look for the payment
+// message): after a crash with 100,000 checkouts waiting, DBOS starts them
+// all at once, and without the gate their statements queued ahead of every
+// new shopper's for as long as the recovery lasted (docs/BENCHMARKS.md, Many
+// waiting checkouts). Through the gate a new shopper's statements wait
+// behind at most recoverySlots of them. A payment for a checkout still at
+// the gate lets it through at once (the buyer is waiting on its webhook),
+// and a request that waits on its key (a retried checkout) means it was
+// never held. The gate only delays a replay: what the checkout decides is
+// unchanged, and its payment deadline is the reserve step's checkpoint, so a
+// checkout whose deadline passed while it queued records the timeout (or a
+// payment that came in time) as it would have at once.
+func (h *Hub) Checkout(ctx context.Context, key string) (*Checkout, error) {
+	h.mu.Lock()
+	ho := h.handoff[key]
+	requested := ho != nil && ho.refs > ho.running
+	h.mu.Unlock()
+	c := &Checkout{hub: h, key: key, ho: h.acquire(key, true), since: time.Now()}
+	if !requested {
+		if err := c.admit(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// admit waits for a slot of the recovery gate, or for a payment sent to
+// this checkout, which goes ahead at once.
+func (c *Checkout) admit(ctx context.Context) error {
+	for {
+		select {
+		case c.hub.recovery <- struct{}{}:
+			c.gated = true
+			return nil
+		case <-c.ho.paymentKick:
+			// A kick that only says "look" (after the channel reconnected)
+			// changes nothing here: a replayed checkout looks first anyway.
+			if c.ho.sent() {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// leaveGate gives the checkout's slot of the recovery gate back, if it holds one.
+func (c *Checkout) leaveGate() {
+	if c.gated {
+		c.gated = false
+		<-c.hub.recovery
+	}
 }
 
 // Close ends the registration.
-func (c *Checkout) Close() { c.hub.release(c.key, c.ho, true) }
+func (c *Checkout) Close() {
+	c.leaveGate()
+	c.hub.release(c.key, c.ho, true)
+}
 
 // PaymentID hands out the result of the first step to the request waiting
 // for it: the order (its id, and when it was created), or 0 when sold out.
@@ -261,29 +343,42 @@ func (c *Checkout) Outcome(status shop.Status) {
 // shop.PaymentFailed, or shop.PaymentTimedOut when none came by deadline
 // (which the first step recorded, so a wait cut by a crash still ends on
 // time). Recv makes it a durable step.
+//
+// While it waits it holds no timer but the deadline's and reads nothing: the
+// hub's periodic look (Hub.lookAll, every paymentRecheck) asks for every
+// waiting checkout of the process in a statement per lookPage, and kicks
+// those whose payment was sent. (Each checkout used to look by itself every
+// paymentRecheck: 10,000 statements a second with 100,000 waiting.)
 func (c *Checkout) AwaitPayment(ctx dbos.Context, deadline time.Time) (string, error) {
 	defer c.hub.metrics.Step(shop.CheckoutWorkflow, "await-payment", time.Now()) // a replay after recovery records ~0
 	look := !c.orderIsNew
+	defer c.hub.metrics.Awaiting(look)()
+	c.hub.setAwaiting(c.ho, true)
+	defer c.hub.setAwaiting(c.ho, false)
 	for !c.ho.sent() {
-		recheck := paymentRecheck
+		retry := false
 		if look {
 			sent, err := c.hub.paymentSent(ctx, c.key)
 			if err != nil {
 				// The read is only a hint: a failure (the database restarting,
 				// say) must not fail the checkout. Look again shortly.
 				c.hub.logger.Warn("checkout: looking for the payment message failed; retrying", "workflow_id", c.key, "err", err)
-				sent, recheck = false, time.Second
+				sent, retry = false, true
 			}
 			if sent {
 				break
 			}
 		}
+		c.leaveGate() // looked: the next recovered checkout may replay
 		remaining := time.Until(deadline)
 		if remaining <= 0 {
 			break
 		}
-		look = true
-		t := time.NewTimer(min(remaining, recheck))
+		wait := remaining
+		if retry {
+			wait = min(wait, time.Second)
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-c.ho.paymentKick:
 		case <-t.C:
@@ -292,7 +387,9 @@ func (c *Checkout) AwaitPayment(ctx dbos.Context, deadline time.Time) (string, e
 			return "", ctx.Err()
 		}
 		t.Stop()
+		look = true
 	}
+	c.leaveGate()
 	// A deadline already past still gets one Recv: it records the timeout
 	// (or takes a message that came just in time) as the checkpoint.
 	status, err := dbos.Recv[string](ctx, Topic, max(time.Until(deadline), time.Millisecond))
@@ -300,6 +397,38 @@ func (c *Checkout) AwaitPayment(ctx dbos.Context, deadline time.Time) (string, e
 		return shop.PaymentTimedOut, nil
 	}
 	return status, err
+}
+
+func (h *Hub) setAwaiting(ho *handoff, awaiting bool) {
+	h.mu.Lock()
+	ho.awaiting = awaiting
+	h.mu.Unlock()
+}
+
+// lookAll is the periodic look: it asks the database which of the
+// checkouts waiting here had a payment sent, a page of lookPage at a time,
+// and kicks those. A failed read is logged and left to the next look.
+func (h *Hub) lookAll(ctx context.Context) {
+	h.mu.Lock()
+	var keys []string
+	for key, ho := range h.handoff {
+		if ho.awaiting {
+			keys = append(keys, key)
+		}
+	}
+	h.mu.Unlock()
+	for page := range slices.Chunk(keys, lookPage) {
+		sent, err := h.db.MessagesSent(ctx, Topic, page)
+		if err != nil {
+			if ctx.Err() == nil {
+				h.logger.Warn("checkout: the periodic look for payment messages failed; the next one tries again", "err", err)
+			}
+			return
+		}
+		for _, key := range sent {
+			h.kick(key)
+		}
+	}
 }
 
 // paymentSent reports whether a payment status was ever sent to checkout key,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -22,8 +23,9 @@ import (
 // such statement is in this file, so that an SDK upgrade has one place to
 // check:
 //
-//   - MessageSent (notifications): whether a checkout's payment was sent,
-//     consumed or not (internal/paywait, the checkout's wait);
+//   - MessageSent, MessagesSent (notifications): whether a checkout's
+//     payment was sent, consumed or not (internal/paywait, the checkout's
+//     wait, and the periodic look of every waiting checkout);
 //   - LookBeforeCheckout (workflow_status): whether a checkout's workflow
 //     exists, read with its order and the stock (internal/checkout, a
 //     sold-out checkout answered without a workflow);
@@ -84,13 +86,47 @@ func dbosColumns() map[string][]dbosColumn {
 // which lets a replayed checkout whose Recv is already checkpointed go
 // straight to Recv (see internal/paywait's package comment).
 func (db *DB) MessageSent(ctx context.Context, destination, topic string) (bool, error) {
-	var found bool
-	err := db.q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+db.Dialect.DBOSTable("notifications")+`
-		WHERE destination_uuid = $1 AND topic = $2)`, destination, topic).Scan(&found)
-	if err != nil {
-		return false, fmt.Errorf("look for a %s message to %s: %w", topic, destination, err)
+	sent, err := db.MessagesSent(ctx, topic, []string{destination})
+	return len(sent) > 0, err
+}
+
+// MessagesSent is MessageSent for many destinations in one statement (one
+// walk of DBOS's index on (destination_uuid, topic) per destination): it
+// returns those of destinations that a message on topic was ever sent to,
+// each once, in no particular order. The checkouts' periodic look for
+// missed payments (internal/paywait) asks it for every waiting checkout of
+// the process, a page at a time.
+func (db *DB) MessagesSent(ctx context.Context, topic string, destinations []string) ([]string, error) {
+	if len(destinations) == 0 {
+		return nil, nil
 	}
-	return found, nil
+	var list any = destinations // Postgres: a text[]
+	in := `= ANY($2)`
+	if !db.Dialect.Postgres {
+		b, err := json.Marshal(destinations)
+		if err != nil {
+			return nil, err
+		}
+		list, in = string(b), `IN (SELECT value FROM json_each($2))`
+	}
+	rows, err := db.q.Query(ctx, `SELECT DISTINCT destination_uuid FROM `+db.Dialect.DBOSTable("notifications")+`
+		WHERE topic = $1 AND destination_uuid `+in, topic, list)
+	if err != nil {
+		return nil, fmt.Errorf("look for %s messages to %d workflows: %w", topic, len(destinations), err)
+	}
+	defer rows.Close()
+	var sent []string
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			return nil, fmt.Errorf("look for %s messages: %w", topic, err)
+		}
+		sent = append(sent, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("look for %s messages: %w", topic, err)
+	}
+	return sent, nil
 }
 
 // ----- workflow_status: a checkout answered from reads -----

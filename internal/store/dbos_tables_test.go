@@ -131,6 +131,13 @@ func TestDBOSTablesAsRelied(t *testing.T) {
 			if sent, err := db.MessageSent(ctx, key, "another-topic"); err != nil || sent {
 				t.Fatalf("another topic: sent=%v err=%v; want false", sent, err)
 			}
+			// Many at once, as the periodic look of every waiting checkout asks.
+			if sent, err := db.MessagesSent(ctx, tripwireTopic, []string{"another-key", key, "a-third-key"}); err != nil || !slices.Equal(sent, []string{key}) {
+				t.Fatalf("MessagesSent of three keys, one sent to: %q, %v; want [%s]", sent, err, key)
+			}
+			if sent, err := db.MessagesSent(ctx, "another-topic", []string{key}); err != nil || len(sent) != 0 {
+				t.Fatalf("MessagesSent on another topic: %q, %v; want none", sent, err)
+			}
 		})
 
 		// FinishedWorkflows lists what finished, in the order it did, with

@@ -228,6 +228,9 @@ func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder
 	// Operations: Prometheus metrics (metrics.go). Its labels come from
 	// fixed sets, so no request can grow it.
 	mux.Handle("GET /metrics", handleMetrics(logger, m))
+	// The operator's profiles of this process (heap, goroutine, allocs;
+	// metrics.go), for `go tool pprof`: what holds the memory.
+	mux.Handle("GET /admin/debug/pprof/{profile}", handle(requireAdmin(handleProfile())))
 	// Anything else gets the mux's own 404, or 405 with an Allow header
 	// for a known path with the wrong method.
 }
