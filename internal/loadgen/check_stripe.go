@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -206,7 +207,7 @@ func checkStripeCalls(byKey map[string]Order, snap Snapshot, purchases []Purchas
 				o.add("session create for %s under Idempotency-Key %q, want %q", k, r.IdempotencyKey, stripetest.SessionIdempotencyKey(k))
 			}
 			if r.Form.Encode() != want {
-				o.add("session creates for %s under one Idempotency-Key with different parameters: %s, then %s", k, want, r.Form.Encode())
+				o.add("session creates for %s under one Idempotency-Key with different parameters (Stripe refuses the second): %s", k, formDiff(rs[0].Form, r.Form))
 			}
 		}
 		f := rs[0].Form
@@ -310,6 +311,22 @@ func checkStripeCalls(byKey map[string]Order, snap Snapshot, purchases []Purchas
 		detail += fmt.Sprintf("; %d other calls (%s)", len(other), strings.Join(other[:min(3, len(other))], ", "))
 	}
 	return o.check("7 Stripe asked once per key: one session (Idempotency-Key widget-store-session-<key>), expiries only of unpaid orders, at most one refund, only of late payments", detail)
+}
+
+// formDiff names the fields whose values differ between two forms.
+func formDiff(a, b url.Values) string {
+	var d []string
+	for _, k := range slices.Sorted(maps.Keys(a)) {
+		if !slices.Equal(a[k], b[k]) {
+			d = append(d, fmt.Sprintf("%s %q then %q", k, a.Get(k), b.Get(k)))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(b)) {
+		if _, ok := a[k]; !ok {
+			d = append(d, fmt.Sprintf("%s added (%q)", k, b.Get(k)))
+		}
+	}
+	return strings.Join(d, ", ")
 }
 
 // formUnits is the sum of a session create's line_items[i][quantity].
