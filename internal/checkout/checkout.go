@@ -112,7 +112,7 @@ func (s *Service) Start(ctx context.Context, key, shopper, client string, items 
 	switch {
 	case look.SoldOut && !look.Ordered:
 		soldOut = true // recorded: the same answer, without asking DBOS again
-	case shopper == "" && !look.Ordered && !look.Started && len(look.Short) > 0:
+	case shopper == "" && look.Read && !look.Ordered && !look.Started && len(look.Short) > 0:
 		if items == nil {
 			return true, nil
 		}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -136,6 +135,10 @@ func (db *DB) MessagesSent(ctx context.Context, topic string, destinations []str
 // recorded, whether its workflow exists, and which lines of its cart the
 // stock cannot fill now.
 type BeforeCheckout struct {
+	// Read: the key's facts below were read; false only when the catalog
+	// has none of the cart's products (the facts come with the products'
+	// rows), and then nothing may be answered from this read.
+	Read    bool
 	Ordered bool // the key made an order
 	SoldOut bool // the key's checkout found a line short and recorded it (sold_out_checkouts)
 	// Started: a workflow with the key as its ID exists in DBOS's
@@ -173,13 +176,12 @@ func (db *DB) LookBeforeCheckout(ctx context.Context, key string, cart []shop.Li
 	var b BeforeCheckout
 	stock := map[int]int{}
 	for rows.Next() {
-		var product, inventory sql.NullInt64
-		if err := rows.Scan(&b.Ordered, &b.SoldOut, &b.Started, &product, &inventory); err != nil {
+		var product, inventory int
+		if err := rows.Scan(&product, &inventory, &b.Ordered, &b.SoldOut, &b.Started); err != nil {
 			return BeforeCheckout{}, fmt.Errorf("look at checkout %s: %w", key, err)
 		}
-		if product.Valid {
-			stock[int(product.Int64)] = int(inventory.Int64)
-		}
+		stock[product] = inventory
+		b.Read = true
 	}
 	if err := rows.Err(); err != nil {
 		return BeforeCheckout{}, fmt.Errorf("look at checkout %s: %w", key, err)
@@ -196,9 +198,10 @@ func (db *DB) LookBeforeCheckout(ctx context.Context, key string, cart []shop.Li
 	return b, nil
 }
 
-// lookBeforeCheckoutSQL is LookBeforeCheckout's statement and arguments: one
-// row of the key's three facts, joined to the cart's products (one row, its
-// product columns NULL, when none of them exists).
+// lookBeforeCheckoutSQL is LookBeforeCheckout's statement and arguments: a
+// row per product of the cart that exists, each with the key's three facts
+// (uncorrelated subqueries, which both databases evaluate once). Every part
+// is a primary-key or unique-index lookup (the large-store test EXPLAINs it).
 func lookBeforeCheckoutSQL(d Dialect, key string, cart []shop.Line) (string, []any) {
 	args := []any{key}
 	in := make([]string, 0, len(cart))
@@ -206,12 +209,11 @@ func lookBeforeCheckoutSQL(d Dialect, key string, cart []shop.Line) (string, []a
 		args = append(args, l.ProductID)
 		in = append(in, "$"+strconv.Itoa(len(args)))
 	}
-	return `SELECT k.ordered, k.sold_out, k.started, p.product_id, p.inventory
-		FROM (SELECT
-			EXISTS (SELECT 1 FROM orders WHERE checkout_key = $1) AS ordered,
-			EXISTS (SELECT 1 FROM sold_out_checkouts WHERE checkout_key = $1) AS sold_out,
-			EXISTS (SELECT 1 FROM ` + d.DBOSTable("workflow_status") + ` WHERE workflow_uuid = $1) AS started) k
-		LEFT JOIN products p ON p.product_id IN (` + strings.Join(in, ", ") + `)`, args
+	return `SELECT p.product_id, p.inventory,
+			EXISTS (SELECT 1 FROM orders WHERE checkout_key = $1),
+			EXISTS (SELECT 1 FROM sold_out_checkouts WHERE checkout_key = $1),
+			EXISTS (SELECT 1 FROM ` + d.DBOSTable("workflow_status") + ` WHERE workflow_uuid = $1)
+		FROM products p WHERE p.product_id IN (` + strings.Join(in, ", ") + `)`, args
 }
 
 // ----- workflow_status: retention -----

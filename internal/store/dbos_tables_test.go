@@ -151,8 +151,8 @@ func TestDBOSTablesAsRelied(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the read of DBOS's workflow_status failed (schema changed?): %v", err)
 			}
-			if b.Started || b.Ordered || b.SoldOut {
-				t.Fatalf("a key nobody used: %+v", b)
+			if !b.Read || b.Started || b.Ordered || b.SoldOut {
+				t.Fatalf("a key nobody used: %+v; want read, and nothing of it", b)
 			}
 			h, err := dbos.RunWorkflow(dctx, seesItself, "", dbos.WithWorkflowID(key))
 			if err != nil {
@@ -169,8 +169,11 @@ func TestDBOSTablesAsRelied(t *testing.T) {
 				t.Fatalf("DBOS lists %d workflows with ID %s (%v), want 1", len(st), key, err)
 			}
 			b, err = db.LookBeforeCheckout(ctx, "another-key", []shop.Line{{ProductID: 999, Quantity: 1}, {ProductID: shop.ProductID, Quantity: 1 << 30}})
-			if err != nil || b.Started || len(b.Unknown) != 1 || b.Unknown[0] != 999 || len(b.Short) != 2 {
+			if err != nil || !b.Read || b.Started || len(b.Unknown) != 1 || b.Unknown[0] != 999 || len(b.Short) != 2 {
 				t.Fatalf("an unknown product and a line no stock fills: %+v, %v; want 999 unknown and both short", b, err)
+			}
+			if b, err := db.LookBeforeCheckout(ctx, key, []shop.Line{{ProductID: 999, Quantity: 1}}); err != nil || b.Read || len(b.Unknown) != 1 {
+				t.Fatalf("only an unknown product: %+v, %v; want nothing read (no product row to carry the key's facts)", b, err)
 			}
 		})
 

@@ -1,5 +1,7 @@
 package store
 
+import "widget-store/internal/shop"
+
 // The reads the pages make on every load (the store page, an order page and
 // its timeline, a page of GET /orders, the internals panel), kept here as
 // constants so that the methods that run them and the large-store test
@@ -74,9 +76,12 @@ func PageQueries() []PageQuery {
 
 // BackgroundQueries lists the reads the background services repeat however
 // large the store grows (the reconciler's unfinished orders, retention's
-// finished workflows), in dialect d's SQL.
+// finished workflows), and a checkout's first read (which answers a sold-out
+// checkout), in dialect d's SQL.
 func BackgroundQueries(d Dialect) []PageQuery {
+	look, lookArgs := lookBeforeCheckoutSQL(d, "k-0123456789abcdef", []shop.Line{{ProductID: 1, Quantity: 1}, {ProductID: 3, Quantity: 2}})
 	return []PageQuery{
+		{Name: "a checkout's first read (sold out)", SQL: look, Args: lookArgs},
 		{Name: "unfinished orders (reconciler)", SQL: sqlUnfinishedOrders, Args: []any{int64(1_700_000_000_000), int64(0), 500}},
 		{Name: "finished workflows (retention)", SQL: finishedWorkflowsSQL(d), Args: []any{int64(1_700_000_000_000), 0, 200}},
 	}
