@@ -85,7 +85,25 @@ type storeState struct {
 }
 
 // snapshot reads the store's state; adminToken is sent for /late_payments.
+//
+// A paid order moves by itself: its checkout starts the dispatch after the
+// webhook's answer (a workflow more) and the legs count its progress down for
+// ten seconds. So snapshot waits, up to 30 s, until no order is PAID, and
+// reads the state then: whatever differs after that was a request's doing.
 func snapshot(t *testing.T, base string, db *loadgen.Database, adminToken string) storeState {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s := readState(t, base, db, adminToken)
+		if !strings.Contains(s.Orders, `"status":"PAID"`) || time.Now().After(deadline) {
+			return s
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// readState reads the store's state once (see snapshot).
+func readState(t *testing.T, base string, db *loadgen.Database, adminToken string) storeState {
 	t.Helper()
 	c := noRedirectClient(10 * time.Second)
 	hdr := map[string]string{}
