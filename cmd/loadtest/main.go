@@ -2,6 +2,7 @@
 //
 //	go run ./cmd/loadtest -mode load -db sqlite -c 8 -duration 10s
 //	go run ./cmd/loadtest -mode chaos -db postgres -kills 20 -seed 42
+//	go run ./cmd/loadtest -mode chaos -provider stripe -db sqlite -kills 25
 //	go run ./cmd/loadtest -mode restart -db sqlite
 //	go run ./cmd/loadtest -mode ab -base 5020766 -db postgres -rounds 3
 //	go run ./cmd/loadtest -mode flash -db sqlite -c 64 -kills 2
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	payTimeout := fs.Duration("payment-timeout", 0, "the store's PAYMENT_TIMEOUT (default 120s for load and restart, 5s for chaos so abandoned checkouts settle fast)")
 	stock := fs.Int("stock", 0, "initial stock (default 1000000; flash: 1000, the units on sale; with -carts, of each product, default 30)")
 	carts := fs.Bool("carts", false, "load and chaos: random carts of 1–3 lines, quantities 1–3, of every product (chaos: little stock, lines sell out)")
+	provider := fs.String("provider", "standin", "chaos: the store's PAYMENT_PROVIDER: standin, or stripe (stripe-mock behind a recording proxy, payments as signed events to /webhooks/stripe)")
+	latePay := fs.Float64("late", 0.05, "chaos -provider stripe: fraction of purchases paid only after the store expired their session (refunded)")
 	bin := fs.String("bin", "", "prebuilt store binary (default: build it with CGO_ENABLED=0)")
 	storeLog := fs.String("store-log", "", "file for the store's log (default: a temp file, printed)")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -82,6 +85,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if *stock == 0 {
 			*stock = 1000
 		}
+	}
+	if *provider != "standin" && *provider != "stripe" {
+		return fmt.Errorf("-provider %q: want standin or stripe", *provider)
+	}
+	if *provider == "stripe" && *mode != "chaos" {
+		return fmt.Errorf("-provider stripe: only -mode chaos has a Stripe mode")
+	}
+	if *latePay < 0 || *latePay > 1 {
+		return fmt.Errorf("-late %v: want a fraction from 0 to 1", *latePay)
+	}
+	if *latePay == 0 {
+		*latePay = -1 // Options: 0 is the default, negative none
 	}
 	if *rounds < 1 || *rounds > 20 {
 		return fmt.Errorf("-rounds %d: want 1 to 20", *rounds)
@@ -161,7 +176,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	opts := loadgen.Options{
 		Bin: *bin, DB: db, Concurrency: *c, Duration: *duration, Kills: *kills, Seed: *seed,
 		Decline: *decline, Abandon: *abandon, PaymentTimeout: *payTimeout, Stock: *stock, Carts: *carts,
-		StoreLog: logFile, Progress: stdout,
+		StoreLog: logFile, Progress: stdout, Provider: *provider, LatePay: *latePay,
 	}
 	if *mode == "ab" {
 		fmt.Fprintf(stdout, "building the base build %s…\n", *base)
@@ -177,8 +192,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runAB(ctx, stdout, &abRun{name: "old", bin: baseBin}, &abRun{name: "new", bin: *bin},
 			*rounds, opts, newDB, *pgAdmin)
 	}
-	fmt.Fprintf(stdout, "mode %s, %s, C=%d, seed %d, decline %.2f, abandon %.2f, carts %v; store log: %s\n",
-		*mode, *dbKind, *c, *seed, *decline, *abandon, *carts, logPath)
+	fmt.Fprintf(stdout, "mode %s, %s, C=%d, seed %d, decline %.2f, abandon %.2f, carts %v, provider %s; store log: %s\n",
+		*mode, *dbKind, *c, *seed, *decline, *abandon, *carts, *provider, logPath)
 	switch *mode {
 	case "load":
 		r, err := loadgen.Load(ctx, opts)

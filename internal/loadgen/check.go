@@ -17,6 +17,7 @@ import (
 	_ "modernc.org/sqlite" // the same pure-Go driver the store uses
 
 	"widget-store/internal/shop"
+	"widget-store/internal/stripetest"
 )
 
 // Order is one row of the store's orders table.
@@ -58,6 +59,12 @@ type Snapshot struct {
 	NoRefunds bool
 	// Workflows counts DBOS workflows by "name status", e.g. "checkout SUCCESS".
 	Workflows map[string]int
+	// PaymentSessions is each checkout's payment at a provider that is
+	// asked (table payment_sessions: checkout key → Stripe's session id);
+	// PaymentIntents the money a paid event named (payment_intents: checkout
+	// key → PaymentIntent). Empty for the stand-in, nil for a build without
+	// the tables.
+	PaymentSessions, PaymentIntents map[string]string
 }
 
 // ReadSnapshot reads the database. SQLite must be read only while the store
@@ -161,6 +168,9 @@ func ReadSnapshot(ctx context.Context, db *Database) (Snapshot, error) {
 	if err != nil {
 		return snap, fmt.Errorf("read provider refunds: %w", err)
 	}
+	if err := readPayments(ctx, q, db.Kind, &snap); err != nil {
+		return snap, err
+	}
 	err = each(ctx, q, `SELECT payment_id, provider_refund_id FROM refunds`, func(r scanner) error {
 		var pid, id string
 		if err := r.Scan(&pid, &id); err != nil {
@@ -202,6 +212,37 @@ func readLines(ctx context.Context, q querier, kind string, orders []Order) erro
 		orders[i].Lines = append(orders[i].Lines, l)
 		return nil
 	})
+}
+
+// readPayments reads the payments opened at the provider and the money
+// taken (payment_sessions, payment_intents), if the build has the tables.
+func readPayments(ctx context.Context, q querier, kind string, snap *Snapshot) error {
+	has := `SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'payment_sessions')`
+	if kind == "postgres" {
+		has = `SELECT to_regclass('payment_sessions') IS NOT NULL`
+	}
+	var ok bool
+	if err := q.queryRow(ctx, has).Scan(&ok); err != nil || !ok {
+		return err
+	}
+	snap.PaymentSessions, snap.PaymentIntents = map[string]string{}, map[string]string{}
+	read := func(query string, into map[string]string) error {
+		return each(ctx, q, query, func(r scanner) error {
+			var k, v string
+			if err := r.Scan(&k, &v); err != nil {
+				return err
+			}
+			into[k] = v
+			return nil
+		})
+	}
+	if err := read(`SELECT checkout_key, session_id FROM payment_sessions`, snap.PaymentSessions); err != nil {
+		return fmt.Errorf("read payment sessions: %w", err)
+	}
+	if err := read(`SELECT checkout_key, payment_intent FROM payment_intents`, snap.PaymentIntents); err != nil {
+		return fmt.Errorf("read payment intents: %w", err)
+	}
+	return nil
 }
 
 // readWorkflows adds the count of DBOS workflows by name and status.
@@ -334,6 +375,14 @@ type Observed struct {
 	Samples    int
 	Violations []string // status/progress/stock violations the sampler saw
 	SettleErr  error    // the orders did not all become final in time
+	// Stripe: the store took payments through Stripe (stripe-mock behind
+	// the recording proxy); nil: the stand-in.
+	Stripe *StripeObserved
+}
+
+// StripeObserved is what Stripe was asked during a run.
+type StripeObserved struct {
+	Requests []stripetest.Request
 }
 
 // CheckInvariants checks the store's six invariants against the database
@@ -347,6 +396,11 @@ func CheckInvariants(initialStock int, snap Snapshot, purchases []Purchase, obs 
 // initial stock by product: check 1 holds for every product, and a product
 // not in initial must have no unit held by any order.
 func CheckInvariantsStocks(initial map[int]int, snap Snapshot, purchases []Purchase, obs Observed) Checks {
+	if obs.Stripe != nil {
+		// Refunds are made at Stripe: counted at the proxy, one per
+		// distinct Idempotency-Key (Stripe makes one refund per key).
+		snap.ProviderRefunds = stripeRefunds(obs.Stripe.Requests, purchases)
+	}
 	byKey := map[string]Order{}
 	count := map[shop.Status]int{}
 	held := map[int]int{} // units in PAID, DISPATCHED and PENDING orders, by product
@@ -413,7 +467,7 @@ func CheckInvariantsStocks(initial map[int]int, snap Snapshot, purchases []Purch
 			o2.add("order %d has key %q that no client sent", o.ID, o.Key)
 		}
 	}
-	acked, soldOut := 0, 0
+	acked, soldOut, noPayment := 0, 0, 0
 	for _, p := range purchases {
 		switch p.Checkout.Status {
 		case http.StatusOK:
@@ -425,80 +479,37 @@ func CheckInvariantsStocks(initial map[int]int, snap Snapshot, purchases []Purch
 				o2.add("checkout %s answered a payment id but made no order", p.Key)
 			}
 		case http.StatusConflict:
-			soldOut++
-			if o, ok := byKey[p.Key]; ok {
-				o2.add("checkout %s answered sold out but made order %d", p.Key, o.ID)
+			o, ok := byKey[p.Key]
+			switch {
+			case !ok:
+				soldOut++
+			case obs.Stripe != nil && o.Status == shop.StatusCancelled:
+				// A provider that is asked can fail to open the payment
+				// before the order's window closes (kills, a slow machine,
+				// Stripe unreachable): the checkout cancels the order, every
+				// unit back, and answers 409.
+				noPayment++
+			default:
+				o2.add("checkout %s answered %v but made order %d, which is %s", p.Key, p.Checkout, o.ID, o.Status)
 			}
 		case 0: // never answered: at most one order, which settles like an abandoned one
 		default:
 			o2.add("checkout %s answered %v", p.Key, p.Checkout)
 		}
 	}
-	cs = append(cs, o2.check("2 one key → at most one order, no order without a key",
-		fmt.Sprintf("%d orders from %d keys (%d payment ids, %d sold out)", len(snap.Orders), len(purchases), acked, soldOut)))
+	detail2 := fmt.Sprintf("%d orders from %d keys (%d payment ids, %d sold out)", len(snap.Orders), len(purchases), acked, soldOut)
+	if noPayment > 0 {
+		detail2 += fmt.Sprintf("; %d answered 409 with the order CANCELLED: the provider opened no payment before the window closed", noPayment)
+	}
+	cs = append(cs, o2.check("2 one key → at most one order, no order without a key", detail2))
 
-	// 3. Payment acknowledgements match the orders' fates.
-	var o3 offences
-	paidAcks, failedAcks, lateAcks, unpaid := 0, 0, 0, 0
-	for _, p := range purchases {
-		o, has := byKey[p.Key]
-		if !has {
-			if p.Payment.Status != 0 {
-				o3.add("payment %s answered %v but there is no order", p.Key, p.Payment)
-			}
-			continue
-		}
-		wantID := strconv.FormatInt(o.ID, 10)
-		switch {
-		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusOK:
-			paidAcks++
-			if o.Status != shop.StatusPaid && o.Status != shop.StatusDispatched {
-				o3.add("paid acknowledged for order %d but it is %s", o.ID, o.Status)
-			}
-			if p.Payment.Body != wantID {
-				o3.add("paid for %s answered order %q, want %s", p.Key, p.Payment.Body, wantID)
-			}
-		case p.Sent == shop.PaymentFailed && p.Payment.Status == http.StatusOK:
-			failedAcks++
-			if o.Status != shop.StatusCancelled {
-				o3.add("decline acknowledged for order %d but it is %s", o.ID, o.Status)
-			}
-			if p.Payment.Body != wantID {
-				o3.add("failed for %s answered order %q, want %s", p.Key, p.Payment.Body, wantID)
-			}
-		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusConflict:
-			// The payment window closed first: the order is cancelled and the
-			// payment recorded for refund.
-			lateAcks++
-			if o.Status != shop.StatusCancelled {
-				o3.add("paid for order %d answered 409 but it is %s", o.ID, o.Status)
-			}
-			if _, ok := snap.LatePayments[p.Key]; !ok {
-				o3.add("paid for cancelled order %d answered 409 but is not recorded for refund", o.ID)
-			}
-		case p.Payment.Status != 0:
-			o3.add("%s for order %d answered %v", p.Sent, o.ID, p.Payment)
-		default: // never paid (abandoned, or the client gave up): the window closes
-			unpaid++
-			if o.Status != shop.StatusCancelled && o.Status != shop.StatusPending {
-				o3.add("order %d was never paid but is %s", o.ID, o.Status)
-			}
-		}
-		for _, r := range p.Replays {
-			if r.Got != r.Want {
-				o3.add("%s repeated answered %v, first %v", r.Call, r.Got, r.Want)
-			}
-		}
+	// 3. Payment acknowledgements match the orders' fates (Stripe mode: the
+	// events' answers, see checkStripeFates).
+	if obs.Stripe != nil {
+		cs = append(cs, checkStripeFates(byKey, count, snap, purchases))
+	} else {
+		cs = append(cs, checkStandinFates(byKey, count, snap, purchases))
 	}
-	if got := count[shop.StatusPaid] + count[shop.StatusDispatched]; got != paidAcks {
-		o3.add("%d orders PAID/DISPATCHED but %d paid acknowledgements", got, paidAcks)
-	}
-	if got, want := count[shop.StatusCancelled]+count[shop.StatusPending], failedAcks+lateAcks+unpaid; got != want {
-		o3.add("%d orders CANCELLED/PENDING but %d declines + %d late payments + %d unpaid", got, failedAcks, lateAcks, unpaid)
-	}
-	cs = append(cs, o3.check("3 every acknowledgement matches the order",
-		fmt.Sprintf("%d paid = %d PAID/DISPATCHED; %d declined + %d paid too late + %d unpaid = %d CANCELLED",
-			paidAcks, count[shop.StatusPaid]+count[shop.StatusDispatched], failedAcks, lateAcks, unpaid, count[shop.StatusCancelled])))
 
 	// 4. Forward only; DISPATCHED ⇔ progress 0; progress never rises.
 	var o4 offences
@@ -602,7 +613,76 @@ func CheckInvariantsStocks(initial map[int]int, snap Snapshot, purchases []Purch
 		detail = fmt.Sprintf("%d paid shipped; refunds not checked: this build has no refund tables", shipped)
 	}
 	cs = append(cs, o6.check("6 every payment received ships a widget or is refunded, exactly once", detail))
+	if obs.Stripe != nil {
+		cs = append(cs, checkStripeCalls(byKey, snap, purchases, obs.Stripe.Requests))
+	}
 	return cs
+}
+
+// checkStandinFates is check 3 of a stand-in run: every payment
+// acknowledgement matches its order's fate.
+func checkStandinFates(byKey map[string]Order, count map[shop.Status]int, snap Snapshot, purchases []Purchase) Check {
+	var o3 offences
+	paidAcks, failedAcks, lateAcks, unpaid := 0, 0, 0, 0
+	for _, p := range purchases {
+		o, has := byKey[p.Key]
+		if !has {
+			if p.Payment.Status != 0 {
+				o3.add("payment %s answered %v but there is no order", p.Key, p.Payment)
+			}
+			continue
+		}
+		wantID := strconv.FormatInt(o.ID, 10)
+		switch {
+		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusOK:
+			paidAcks++
+			if o.Status != shop.StatusPaid && o.Status != shop.StatusDispatched {
+				o3.add("paid acknowledged for order %d but it is %s", o.ID, o.Status)
+			}
+			if p.Payment.Body != wantID {
+				o3.add("paid for %s answered order %q, want %s", p.Key, p.Payment.Body, wantID)
+			}
+		case p.Sent == shop.PaymentFailed && p.Payment.Status == http.StatusOK:
+			failedAcks++
+			if o.Status != shop.StatusCancelled {
+				o3.add("decline acknowledged for order %d but it is %s", o.ID, o.Status)
+			}
+			if p.Payment.Body != wantID {
+				o3.add("failed for %s answered order %q, want %s", p.Key, p.Payment.Body, wantID)
+			}
+		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusConflict:
+			// The payment window closed first: the order is cancelled and the
+			// payment recorded for refund.
+			lateAcks++
+			if o.Status != shop.StatusCancelled {
+				o3.add("paid for order %d answered 409 but it is %s", o.ID, o.Status)
+			}
+			if _, ok := snap.LatePayments[p.Key]; !ok {
+				o3.add("paid for cancelled order %d answered 409 but is not recorded for refund", o.ID)
+			}
+		case p.Payment.Status != 0:
+			o3.add("%s for order %d answered %v", p.Sent, o.ID, p.Payment)
+		default: // never paid (abandoned, or the client gave up): the window closes
+			unpaid++
+			if o.Status != shop.StatusCancelled && o.Status != shop.StatusPending {
+				o3.add("order %d was never paid but is %s", o.ID, o.Status)
+			}
+		}
+		for _, r := range p.Replays {
+			if r.Got != r.Want {
+				o3.add("%s repeated answered %v, first %v", r.Call, r.Got, r.Want)
+			}
+		}
+	}
+	if got := count[shop.StatusPaid] + count[shop.StatusDispatched]; got != paidAcks {
+		o3.add("%d orders PAID/DISPATCHED but %d paid acknowledgements", got, paidAcks)
+	}
+	if got, want := count[shop.StatusCancelled]+count[shop.StatusPending], failedAcks+lateAcks+unpaid; got != want {
+		o3.add("%d orders CANCELLED/PENDING but %d declines + %d late payments + %d unpaid", got, failedAcks, lateAcks, unpaid)
+	}
+	return o3.check("3 every acknowledgement matches the order",
+		fmt.Sprintf("%d paid = %d PAID/DISPATCHED; %d declined + %d paid too late + %d unpaid = %d CANCELLED",
+			paidAcks, count[shop.StatusPaid]+count[shop.StatusDispatched], failedAcks, lateAcks, unpaid, count[shop.StatusCancelled]))
 }
 
 // unfinished counts the work not yet finished: workflows PENDING, or

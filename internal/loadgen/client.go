@@ -67,6 +67,32 @@ func (c *Client) Pay(ctx context.Context, pid, status string) (Answer, int, erro
 // retry posts to path (with JSON body, if not "") until a 2xx or 4xx answer
 // or ctx ends, and returns the answer and the number of attempts.
 func (c *Client) retry(ctx context.Context, op, path, body string) (Answer, int, error) {
+	return c.retryRequest(ctx, op, path, func(ctx context.Context) (*http.Request, error) {
+		return c.newPost(ctx, path, body)
+	})
+}
+
+// newPost is a POST of path with body as JSON (none if "").
+func (c *Client) newPost(ctx context.Context, path, body string) (*http.Request, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Base+path, rd)
+	if err == nil && body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, err
+}
+
+// post makes one attempt of POST path.
+func (c *Client) post(ctx context.Context, path, body string) (Answer, error) {
+	return c.do(ctx, func(ctx context.Context) (*http.Request, error) { return c.newPost(ctx, path, body) })
+}
+
+// retryRequest is retry of the requests newRequest makes, one per attempt
+// (what names them in errors).
+func (c *Client) retryRequest(ctx context.Context, op, what string, newRequest func(context.Context) (*http.Request, error)) (Answer, int, error) {
 	backoff := 2 * time.Millisecond
 	maxBackoff := c.MaxBackoff
 	if maxBackoff == 0 {
@@ -74,13 +100,13 @@ func (c *Client) retry(ctx context.Context, op, path, body string) (Answer, int,
 	}
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		a, err := c.post(ctx, path, body)
+		a, err := c.do(ctx, newRequest)
 		if err == nil && a.Status < 500 {
 			c.Stats.latency(op, time.Since(start))
 			return a, attempt, nil
 		}
 		if ctx.Err() != nil {
-			return Answer{}, attempt, fmt.Errorf("%s %s: gave up after %d attempts: %w (last: %v)", op, path, attempt, ctx.Err(), errOrStatus(err, a))
+			return Answer{}, attempt, fmt.Errorf("%s %s: gave up after %d attempts: %w (last: %v)", op, what, attempt, ctx.Err(), errOrStatus(err, a))
 		}
 		c.Stats.errorKind(op, errorKind(err, a))
 		select {
@@ -98,17 +124,10 @@ func errOrStatus(err error, a Answer) string {
 	return a.String()
 }
 
-func (c *Client) post(ctx context.Context, path, body string) (Answer, error) {
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Base+path, rd)
+func (c *Client) do(ctx context.Context, newRequest func(context.Context) (*http.Request, error)) (Answer, error) {
+	req, err := newRequest(ctx)
 	if err != nil {
 		return Answer{}, err
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {

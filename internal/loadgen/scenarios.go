@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"widget-store/internal/shop"
+	"widget-store/internal/stripetest"
 )
 
 // Options configure a run. Zero values take the defaults noted.
@@ -43,6 +44,14 @@ type Options struct {
 	// abandoned checkouts settle fast; load runs keep the store's 120s.
 	PaymentTimeout time.Duration
 
+	// Provider is the store's PAYMENT_PROVIDER for a chaos run: "" or
+	// "standin" (payments through the stand-in's calls), or "stripe" (the
+	// store against stripe-mock, payments as signed events: StripePayer).
+	Provider string
+	// LatePay: Stripe chaos: fraction of purchases paid only after the
+	// store expired their session (default 0.05; negative: none).
+	LatePay float64
+
 	Kills            int           // chaos: SIGKILLs (default 20)
 	KillGapMin       time.Duration // chaos: shortest time between a restart and the next kill (default 200ms; one kill in five comes within 50ms instead)
 	KillGapMax       time.Duration // chaos: longest (default 1.5s)
@@ -53,6 +62,8 @@ type Options struct {
 	SampleEvery      time.Duration // sampler period (default 250ms)
 	RestartWarmup    time.Duration // restart: load before the crash (default 1s)
 	RestartAfterCrsh time.Duration // restart: load after the in-flight purchases finish (default 1s)
+
+	stripe *stripetest.Mock // Stripe mode: what the store talks to, read by finish
 }
 
 func (o *Options) defaults() {
@@ -154,7 +165,10 @@ func restock(ctx context.Context, base string, id, n int, reads *atomic.Int64) e
 // Tally counts purchases by outcome.
 type Tally struct {
 	Keys, PaymentIDs, SoldOut, Paid, Declined, PaidTooLate, Abandoned, GaveUp int
-	PaidUnits                                                                 int // units in the paid purchases (one each without a cart)
+	// NoPayment: checkouts answered 409 after their order was made: the
+	// provider (Stripe) opened no payment before the order's window closed.
+	NoPayment int
+	PaidUnits int // units in the paid purchases (one each without a cart)
 }
 
 func tally(ps []Purchase) Tally {
@@ -174,6 +188,8 @@ func tally(ps []Purchase) Tally {
 			}
 		}
 		switch {
+		case p.Late && p.Payment.Status/100 == 2: // Stripe mode: paid after the store expired the session
+			t.PaidTooLate++
 		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusOK:
 			t.Paid++
 			t.PaidUnits += max(1, shop.Units(p.Cart))
@@ -187,8 +203,12 @@ func tally(ps []Purchase) Tally {
 }
 
 func (t Tally) String() string {
-	return fmt.Sprintf("%d keys: %d paid, %d declined, %d paid too late (409), %d abandoned, %d sold out, %d gave up",
+	s := fmt.Sprintf("%d keys: %d paid, %d declined, %d paid too late (refunded), %d abandoned, %d sold out, %d gave up",
 		t.Keys, t.Paid, t.Declined, t.PaidTooLate, t.Abandoned, t.SoldOut, t.GaveUp)
+	if t.NoPayment > 0 {
+		s += fmt.Sprintf(", %d refused for want of a payment opened in time", t.NoPayment)
+	}
+	return s
 }
 
 // finish settles the run, stops the store and checks the invariants.
@@ -210,8 +230,31 @@ func finishWith(ctx context.Context, o *Options, st *Store, sampler *Sampler, le
 	}
 	samples, _, _, violations := sampler.Result()
 	ps := ledger.Purchases()
-	checks := CheckInvariantsStocks(o.initialStocks(), snap, ps, Observed{Samples: samples, Violations: violations, SettleErr: settleErr})
-	return tally(ps), settle, checks, nil
+	obs := Observed{Samples: samples, Violations: violations, SettleErr: settleErr}
+	if o.stripe != nil {
+		obs.Stripe = &StripeObserved{Requests: o.stripe.Requests()} // the store has stopped: complete
+	}
+	checks := CheckInvariantsStocks(o.initialStocks(), snap, ps, obs)
+	t := tally(ps)
+	status := map[string]shop.Status{}
+	for _, o := range snap.Orders {
+		status[o.Key] = o.Status
+	}
+	for _, p := range ps {
+		st, ordered := status[p.Key]
+		switch {
+		case p.Checkout.Status == http.StatusConflict && ordered:
+			t.SoldOut-- // not sold out: its order was made, and cancelled (check 2)
+			t.NoPayment++
+		case p.Sent == shop.PaymentPaid && p.Payment.Status == http.StatusOK && !p.Late && st == shop.StatusCancelled:
+			// Stripe answers 200 to a payment that came as the window
+			// closed: it was too late after all (refunded, check 6).
+			t.Paid--
+			t.PaidUnits -= max(1, shop.Units(p.Cart))
+			t.PaidTooLate++
+		}
+	}
+	return t, settle, checks, nil
 }
 
 // ----- load -----
@@ -510,6 +553,7 @@ func settledCommits(ctx context.Context, db *Database) (int64, error) {
 // ChaosReport is what a chaos run did and found.
 type ChaosReport struct {
 	DB        string
+	Provider  string // "stripe", or "" for the stand-in
 	Seed      int64
 	Kills     int
 	Downtime  Percentiles // SIGKILL → first 200 /healthz of the restarted store
@@ -535,11 +579,31 @@ func Chaos(ctx context.Context, o Options) (*ChaosReport, error) {
 		o.Kills = 20
 	}
 	r := &ChaosReport{DB: o.DB.Kind, Seed: o.Seed}
+	var payer *StripePayer
+	switch o.Provider {
+	case "", "standin":
+	case "stripe":
+		r.Provider = "stripe"
+		if o.LatePay == 0 {
+			o.LatePay = 0.05
+		}
+		m, err := startStripe(ctx, &o, o.StoreLog)
+		if err != nil {
+			return nil, err
+		}
+		defer m.Close()
+		o.stripe = m
+	default:
+		return nil, fmt.Errorf("provider %q: want standin or stripe", o.Provider)
+	}
 	st := o.store(false)
 	defer st.Kill()
 	rg, err := startStocked(ctx, st, o)
 	if err != nil {
 		return nil, err
+	}
+	if o.stripe != nil {
+		payer = &StripePayer{Client: rg.client, Mock: o.stripe, Secret: stripetest.WebhookSecret, LatePay: o.LatePay}
 	}
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
@@ -552,7 +616,7 @@ func Chaos(ctx context.Context, o Options) (*ChaosReport, error) {
 		Shoppers(loadCtx, rg.client, ShopperConfig{
 			Concurrency: o.Concurrency, MaxPurchases: o.MaxPurchases, Decline: o.Decline, Abandon: o.Abandon,
 			Replay: o.Replay, Seed: o.Seed, KeyPrefix: "chaos-" + strconv.FormatInt(o.Seed, 10) + "-",
-			Carts: o.Carts, CartProducts: CartProducts,
+			Carts: o.Carts, CartProducts: CartProducts, Stripe: payer,
 		}, rg.ledger)
 	}()
 
@@ -606,11 +670,19 @@ func percentiles(l []time.Duration) Percentiles {
 
 // Print writes the chaos report and the invariants.
 func (r *ChaosReport) Print(w io.Writer) {
-	fmt.Fprintf(w, "== chaos: %s, seed %d: %d SIGKILLs survived in %v\n", r.DB, r.Seed, r.Kills, r.Elapsed.Round(time.Millisecond))
+	provider := ""
+	if r.Provider == "stripe" {
+		provider = ", payments through Stripe (stripe-mock, signed events)"
+	}
+	fmt.Fprintf(w, "== chaos: %s%s, seed %d: %d SIGKILLs survived in %v\n", r.DB, provider, r.Seed, r.Kills, r.Elapsed.Round(time.Millisecond))
 	fmt.Fprintf(w, "  purchases          %s\n", r.Tally)
 	fmt.Fprintf(w, "  kill → ready       %s\n", r.Downtime)
 	fmt.Fprintf(w, "  POST /checkout     %s (answered attempts)\n", r.Checkout)
-	fmt.Fprintf(w, "  POST /payment_...  %s\n", r.Webhook)
+	if r.Provider == "stripe" {
+		fmt.Fprintf(w, "  POST /webhooks/... %s (events, answered attempts)\n", r.Webhook)
+	} else {
+		fmt.Fprintf(w, "  POST /payment_...  %s\n", r.Webhook)
+	}
 	fmt.Fprintf(w, "  errors (retried)   %s\n", formatErrors(r.Errors))
 	fmt.Fprintf(w, "  settled            %v after the load\n", r.Settle.Round(time.Millisecond))
 	printInvariants(w, r.Checks, r.Seed)

@@ -30,6 +30,15 @@ type Purchase struct {
 	// lost, so they must equal the first answers.
 	Replays []Replay
 	GaveUp  string // why the client stopped retrying without an answer
+
+	// Stripe mode (ShopperConfig.Stripe): the events sent, in order, with
+	// their answers (Payment is the answer to the one that decided the
+	// payment); Late: the payment was sent only after the store had asked
+	// Stripe to expire the session; PaymentIntent: the pi_... the events
+	// named.
+	Events        []SentEvent
+	Late          bool
+	PaymentIntent string
 }
 
 // Replay is one repeated call and its answer.
@@ -95,6 +104,9 @@ type ShopperConfig struct {
 	// (quantities 1–3), sent as JSON (the caller must be a CartCaller).
 	Carts        bool
 	CartProducts []int
+	// Stripe: pay with signed Stripe events (see StripePayer) instead of
+	// the stand-in's payment calls; nil: the stand-in.
+	Stripe *StripePayer
 }
 
 // CartCaller checks out a cart (Client does).
@@ -158,16 +170,27 @@ func Shoppers(ctx context.Context, c Caller, cfg ShopperConfig, ledger *Ledger) 
 				}
 				ledger.add(p)
 				decline, abandon, replay := rng.Float64() < cfg.Decline, rng.Float64() < cfg.Abandon, rng.Float64() < cfg.Replay
-				buy(callCtx, c, p, decline, abandon, replay, ledger)
+				var pay func()
+				if s := cfg.Stripe; s != nil {
+					plan := s.drawPlan(rng, decline, abandon)
+					prng := rand.New(rand.NewPCG(rng.Uint64(), 0))
+					pay = func() { s.pay(callCtx, p, plan, replay, prng, ledger) }
+				}
+				buy(callCtx, c, p, decline, abandon, replay, pay, ledger)
 			}
 		})
 	}
 	wg.Wait()
+	if cfg.Stripe != nil {
+		cfg.Stripe.wait()
+	}
 }
 
 // buy makes one purchase as a careful client: the same key until checkout
-// answers, then the same payment call until it answers.
-func buy(ctx context.Context, c Caller, p *Purchase, decline, abandon, replay bool, ledger *Ledger) {
+// answers, then the same payment call until it answers. pay, if not nil,
+// pays instead of c.Pay once the checkout answered 200 (Stripe mode: it
+// makes its own replays).
+func buy(ctx context.Context, c Caller, p *Purchase, decline, abandon, replay bool, pay func(), ledger *Ledger) {
 	defer ledger.record(func() { p.Finished = time.Now() })
 	checkout := func() (Answer, int, error) {
 		if cc, ok := c.(CartCaller); ok && p.Cart != nil {
@@ -181,6 +204,18 @@ func buy(ctx context.Context, c Caller, p *Purchase, decline, abandon, replay bo
 		return
 	}
 	ledger.record(func() { p.Checkout = a })
+	if a.Status == http.StatusOK && pay != nil {
+		pay()
+		if replay {
+			ca, _, err := checkout()
+			if err != nil {
+				ledger.gaveUp(p, "replay: "+err.Error())
+				return
+			}
+			ledger.record(func() { p.Replays = append(p.Replays, Replay{Call: "checkout " + p.Key, Got: ca, Want: a}) })
+		}
+		return
+	}
 	if a.Status != http.StatusOK || abandon {
 		return
 	}

@@ -97,6 +97,7 @@ type Mock struct {
 	proxy    *httputil.ReverseProxy
 	mu       sync.Mutex
 	requests []Request
+	changed  chan struct{} // closed (and replaced) whenever requests changes
 }
 
 // Start runs stripe-mock and the proxy in front of it, and returns once
@@ -120,7 +121,7 @@ func Start(ctx context.Context, logf func(string, ...any)) (*Mock, error) {
 		return nil, err
 	}
 	sock := filepath.Join(dir, "http.sock")
-	m := &Mock{dir: dir, exited: make(chan struct{})}
+	m := &Mock{dir: dir, exited: make(chan struct{}), changed: make(chan struct{})}
 
 	m.cmd = exec.Command(bin, "-http-unix", sock)
 	m.cmd.SysProcAttr = dieWithParent()
@@ -258,6 +259,7 @@ func (m *Mock) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Form:           form,
 		At:             time.Now(),
 	})
+	m.notifyLocked()
 	m.mu.Unlock()
 
 	sw := &statusWriter{ResponseWriter: w}
@@ -265,7 +267,44 @@ func (m *Mock) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	m.mu.Lock()
 	m.requests[i].Status = sw.status
+	m.notifyLocked()
 	m.mu.Unlock()
+}
+
+// notifyLocked wakes every Await; m.mu is held.
+func (m *Mock) notifyLocked() {
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// Await returns the first request (in arrival order) that match accepts,
+// waiting for it until ctx ends. A request is offered to match again as its
+// answer comes in, so match can ask for a Status.
+func (m *Mock) Await(ctx context.Context, match func(Request) bool) (Request, error) {
+	next := 0 // requests before next are answered and did not match: never again
+	for {
+		m.mu.Lock()
+		changed := m.changed
+		done := true
+		for i := next; i < len(m.requests); i++ {
+			r := m.requests[i]
+			if match(r) {
+				m.mu.Unlock()
+				return r, nil
+			}
+			if done && r.Status != 0 {
+				next = i + 1
+			} else {
+				done = false
+			}
+		}
+		m.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return Request{}, ctx.Err()
+		}
+	}
 }
 
 // noteObjectID records the "id" of the object in stripe-mock's answer.

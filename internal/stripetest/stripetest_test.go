@@ -80,10 +80,25 @@ func TestMockRecordsWhatStripeWasAsked(t *testing.T) {
 	})
 
 	t.Run("an expiry and a refund are told apart from creates", func(t *testing.T) {
+		// Await sees a request that arrives after it started waiting, once
+		// answered.
+		awaited := make(chan stripetest.Request, 1)
+		go func() {
+			r, err := m.Await(ctx, func(r stripetest.Request) bool {
+				return r.IdempotencyKey == stripetest.ExpireIdempotencyKey(key) && r.Status != 0
+			})
+			if err != nil {
+				t.Error(err)
+			}
+			awaited <- r
+		}()
 		ep := &stripe.CheckoutSessionExpireParams{}
 		ep.SetIdempotencyKey(stripetest.ExpireIdempotencyKey(key))
 		if _, err := sc.V1CheckoutSessions.Expire(ctx, sessionID, ep); err != nil {
 			t.Fatalf("expire: %v", err)
+		}
+		if r := <-awaited; r.Path != stripetest.SessionsPath+"/"+sessionID+"/expire" || r.Status != http.StatusOK {
+			t.Errorf("Await returned %+v, want the expiry of %s answered 200", r, sessionID)
 		}
 		rp := &stripe.RefundCreateParams{PaymentIntent: stripe.String("pi_123")}
 		rp.SetIdempotencyKey(key)
