@@ -157,11 +157,12 @@ func (w *workflows) openPayment(ctx dbos.Context, key string, order reserved) (p
 		return provider.Payment{}, true, nil
 	}
 	p, err = call(ctx, w, shop.CheckoutWorkflow, shop.StepPaymentCreate, func(ctx context.Context) (provider.Payment, error) {
-		if w.steps.now().UnixMilli() >= order.PayByMs {
-			return provider.Payment{}, provider.PermanentError(fmt.Errorf("the payment window of order %d closed before the provider opened a payment", order.OrderID))
-		}
 		var created provider.Payment
 		o, err := w.steps.paymentOrder(ctx, w.db, key, order)
+		if err == nil && w.steps.now().UnixMilli() >= order.PayByMs {
+			w.closeLatePayment(ctx, key, o)
+			return created, provider.PermanentError(fmt.Errorf("the payment window of order %d closed before the provider opened a payment", order.OrderID))
+		}
 		if err == nil {
 			created, err = w.provider.Create(ctx, o)
 		}
@@ -179,6 +180,25 @@ func (w *workflows) openPayment(ctx dbos.Context, key string, order reserved) (p
 		return p, false, err
 	}
 	return p, true, nil
+}
+
+// closeLatePayment closes, best effort, a payment an earlier attempt of the
+// payment-create step may have opened at the provider when the payment
+// window closed before the step's checkpoint (a crash cut the attempt after
+// the provider answered, and the checkout recovered late): nobody has its
+// URL, but it would stay open until it expired by itself. Asked again under
+// the same idempotency key, the provider answers with that payment (or makes
+// one, if no attempt reached it), which is then expired at once under its own
+// key. A failure is only logged: the payment expires by itself within the
+// hour, and a payment made at it is refunded like any late payment.
+func (w *workflows) closeLatePayment(ctx context.Context, key string, o provider.Order) {
+	p, err := w.provider.Create(ctx, o)
+	if err == nil {
+		err = w.provider.Expire(ctx, key, p)
+	}
+	if err != nil && !provider.Permanent(err) {
+		w.logger.Warn("checkout: could not close the payment of a checkout whose window closed before it was recorded; it expires by itself", "workflow_id", key, "order_id", o.OrderID, "err", err)
+	}
 }
 
 // expirePayment closes payment p at the provider once the payment window

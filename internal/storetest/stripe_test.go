@@ -524,3 +524,34 @@ func mustRequest(t testing.TB, method, url, body string) *http.Request {
 	}
 	return req
 }
+
+// TestStripeWindowClosedBeforeTheSession: a checkout whose payment window
+// closed before its session was recorded (here a window of 1 ms; in a
+// crash, an attempt that reached Stripe and was cut before its checkpoint)
+// leaves no session open at Stripe: the create is asked again under the
+// same Idempotency-Key and that session expired at once; the order is
+// cancelled with its units back and the buyer told so (409).
+func TestStripeWindowClosedBeforeTheSession(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts stripe-mock and the store")
+	}
+	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
+		st := startStripeStore(t, db, Options{Env: []string{"PAYMENT_TIMEOUT=1ms"}})
+		stock0 := Inventory(t, st.Base())
+		key := NewKey()
+		req := mustRequest(t, http.MethodPost, st.URL("/checkout/"+key), "")
+		req.Header.Set("Accept", "application/json")
+		if r := doReq(t, http.DefaultClient, req); r.status != http.StatusConflict || !strings.Contains(r.body, "opened no payment") {
+			t.Fatalf("checkout after its window: %d %q, want 409 saying no payment was opened", r.status, r.body)
+		}
+		if n := st.requests(http.MethodPost, stripetest.SessionsPath, stripetest.SessionIdempotencyKey(key)); n != 1 {
+			t.Errorf("%d session creates with the checkout's key, want 1", n)
+		}
+		if n := st.requests(http.MethodPost, stripetest.SessionsPath+"/", stripetest.ExpireIdempotencyKey(key)); n != 1 {
+			t.Errorf("%d expiries with the checkout's key, want 1: the session it may have opened is closed", n)
+		}
+		if got := Inventory(t, st.Base()); got != stock0 {
+			t.Fatalf("inventory %d, want %d: nothing held", got, stock0)
+		}
+	})
+}
