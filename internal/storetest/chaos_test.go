@@ -129,5 +129,22 @@ func TestLoadToolSmoke(t *testing.T) {
 		if !r.Checks.OK() {
 			t.Errorf("invariants violated under load")
 		}
+		// The critical path is counted for every request; the webhook's
+		// answer waits for three commits (its Send, DBOS's Recv, mark-paid),
+		// not the dispatch's start, a fourth (workflow.go).
+		if r.CriticalErr != nil {
+			t.Fatalf("critical path not counted: %v", r.CriticalErr)
+		}
+		for _, kind := range loadgen.PathKinds {
+			if n := r.Critical[kind].Requests; n < float64(r.Tally.Paid) {
+				t.Errorf("critical path of %d %s requests counted, want at least the %d paid purchases'", int(n), kind, r.Tally.Paid)
+			}
+		}
+		if _, commits, _, _, _ := r.Critical.PerRequest("checkout"); commits < 1.99 || commits > 2.5 {
+			t.Errorf("%.2f commits per checkout, want 2 (DBOS's start of the workflow, the reserve)", commits)
+		}
+		if _, commits, _, _, _ := r.Critical.PerRequest("webhook"); commits < 2.99 || commits > 3.5 {
+			t.Errorf("%.2f commits per webhook, want 3 (the Send, DBOS's Recv, mark-paid; not the dispatch's start)", commits)
+		}
 	})
 }
