@@ -128,6 +128,7 @@ func TestAttackerTable(t *testing.T) {
 
 		phase(t, "nothing a stranger can fetch shows a key or a payment id", func(t *testing.T) {
 			paths := []string{"/", "/product", "/healthz", "/metrics", "/orders", "/late_payments", "/admin/attention",
+				"/admin/debug/pprof/heap", "/admin/debug/pprof/goroutine",
 				"/partials/stock", "/partials/my-orders", "/partials/internals", "/partials/internals/timeline",
 				"/static/app.js", "/no-such-page"}
 			for id := 1; id <= 6; id++ {
@@ -154,7 +155,7 @@ func TestAttackerTable(t *testing.T) {
 							t.Errorf("GET %s by a stranger: %d, want 404 (another buyer's order is as good as none)", p, r.status)
 						}
 					}
-					if (p == "/orders" || p == "/late_payments" || p == "/admin/attention" || strings.HasPrefix(p, "/partials/internals")) && r.status != http.StatusUnauthorized {
+					if (p == "/orders" || p == "/late_payments" || strings.HasPrefix(p, "/admin/") || strings.HasPrefix(p, "/partials/internals")) && r.status != http.StatusUnauthorized {
 						t.Errorf("GET %s by a stranger: %d, want 401 (the operator's)", p, r.status)
 					}
 				}

@@ -148,3 +148,40 @@ func TestLoadToolSmoke(t *testing.T) {
 		}
 	})
 }
+
+// TestWaitingModeSmoke runs cmd/loadtest's waiting mode small (200 checkouts
+// left waiting, SIGKILL, restart) so the tool cannot rot, and holds the
+// recovery to what a user would notice: every waiting checkout waits again
+// after the crash (the store's gauge says so) and those paid afterwards are
+// acknowledged with their orders.
+func TestWaitingModeSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and restarts it")
+	}
+	bin := Binary(t)
+	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
+		r, err := loadgen.Waiting(context.Background(), loadgen.Options{Bin: bin, DB: db, Seed: 1, StoreLog: LogWriter(t, "")},
+			loadgen.WaitingConfig{Builds: []loadgen.WaitingBuild{{Name: "this", Bin: bin}}, N: 200, Create: 8, Shoppers: 2,
+				Window: time.Second, RecoveryTimeout: 2 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		r.Print(&out)
+		t.Log("\n" + out.String())
+		if r.Created != 200 || r.Loaded.Waiting < 200 {
+			t.Errorf("%d checkouts started, %d waiting: want 200 each", r.Created, r.Loaded.Waiting)
+		}
+		for _, wr := range r.Rounds {
+			if wr.Recovered <= 0 || wr.RecoveredN < 200 || wr.Steady.Waiting < 200 {
+				t.Errorf("after the SIGKILL: %d of 200 waiting again (recovered after %v), %d waiting once steady", wr.RecoveredN, wr.Recovered, wr.Steady.Waiting)
+			}
+			if wr.Ready <= 0 || wr.FirstPurchase <= 0 || wr.RSSPeak <= 0 {
+				t.Errorf("ready %v, first purchase %v, RSS peak %d: not measured", wr.Ready, wr.FirstPurchase, wr.RSSPeak)
+			}
+		}
+		if r.Paid != r.PaySample || r.PaySample == 0 {
+			t.Errorf("%d of %d waiting checkouts paid after the recovery acknowledged: want all", r.Paid, r.PaySample)
+		}
+	})
+}
