@@ -172,6 +172,9 @@ func (w *workflows) openPayment(ctx dbos.Context, key string, order reserved) (p
 		return created, err
 	}, dbos.WithStepMaxRetries(1000), dbos.WithStepBaseInterval(200*time.Millisecond), dbos.WithStepBackoffFactor(2),
 		dbos.WithStepMaxInterval(5*time.Second), dbos.WithStepRetryPredicate(func(err error) bool { return !provider.Permanent(err) }))
+	if err != nil && ctx.Err() != nil {
+		return provider.Payment{}, false, err // a stop, not the provider's answer: nothing was checkpointed, the recovered checkout asks again
+	}
 	if err != nil {
 		w.log(ctx, order.OrderID).Error("checkout: the payment provider opened no payment; the order is cancelled", "err", err)
 		return provider.Payment{}, false, nil
