@@ -76,3 +76,58 @@ func TestFullSQLiteIsTemporary(t *testing.T) {
 		t.Fatalf("the same write with room again: %v", err)
 	}
 }
+
+// TestRoomToWriteAsksStatfsOnlyWhenItMatters: a statfs that found plenty of
+// room (roomyBytes) is trusted for statfsFresh, so a flash sale's sold-out
+// answers do not each make the system call; below roomyBytes every call
+// asks, so a filesystem filling towards minFreeBytes is seen at the next
+// request, and a refused write is seen at once whatever statfs said.
+func TestRoomToWriteAsksStatfsOnlyWhenItMatters(t *testing.T) {
+	clock := time.Unix(1_800_000_000, 0)
+	var free uint64 = 1 << 30
+	asked := 0
+	sw := &spaceWatch{path: filepath.Join(t.TempDir(), "x.db"), now: func() time.Time { return clock },
+		free: func(string) (uint64, error) { asked++; return free, nil }}
+	for range 3 {
+		if err := sw.roomToWrite(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if asked != 1 {
+		t.Fatalf("statfs asked %d times in one instant with 1 GiB free, want 1", asked)
+	}
+	// Full now, but the roomy answer is still fresh: the next call trusts it;
+	// once it is statfsFresh old, the full disk is seen.
+	free = 0
+	clock = clock.Add(statfsFresh - time.Millisecond)
+	if err := sw.roomToWrite(); err != nil {
+		t.Fatalf("within statfsFresh of a roomy statfs: %v, want nil (cached)", err)
+	}
+	clock = clock.Add(time.Millisecond)
+	if err := sw.roomToWrite(); !IsNoSpace(err) {
+		t.Fatalf("statfsFresh after a roomy statfs, disk full: %v, want a *NoSpaceError", err)
+	}
+	// Below roomyBytes, every call asks.
+	free, asked = roomyBytes-1, 0
+	for range 3 {
+		if err := sw.roomToWrite(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if asked != 3 {
+		t.Fatalf("statfs asked %d times for 3 calls with less than roomyBytes free, want 3", asked)
+	}
+	free = 0
+	if err := sw.roomToWrite(); !IsNoSpace(err) {
+		t.Fatalf("disk full after a statfs below roomyBytes: %v, want a *NoSpaceError at once", err)
+	}
+	// A refused write is seen at once, even with a fresh roomy statfs.
+	free = 1 << 30
+	if err := sw.roomToWrite(); err != nil {
+		t.Fatal(err)
+	}
+	sw.refused.Store(clock.UnixNano())
+	if err := sw.roomToWrite(); !IsNoSpace(err) {
+		t.Fatalf("right after SQLITE_FULL, with a fresh roomy statfs: %v, want a *NoSpaceError", err)
+	}
+}

@@ -238,7 +238,12 @@ func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder
 // limitBody refuses a declared oversized body at once (413, before any
 // handler runs, so nothing starts or changes) and caps an undeclared
 // (chunked) one while it is read: parseForm turns that into a 413 too.
+//
+// Its own answers (the 413) need no room check: the route's handler, which
+// rs.handle wraps too, makes it once per request (it was made twice, a
+// statfs each, before every write request).
 func limitBody(rs responder, h http.Handler, n int64) http.Handler {
+	rs.roomToWrite = nil
 	return rs.handle(func(w http.ResponseWriter, r *http.Request) error {
 		if r.ContentLength > n {
 			return &http.MaxBytesError{Limit: n}
