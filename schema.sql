@@ -241,3 +241,7 @@ CREATE TABLE IF NOT EXISTS stripe_events (
     checkout_key TEXT   NOT NULL,
     received_at  BIGINT NOT NULL
 );
+-- Retention (RETENTION) deletes the events received more than
+-- max(RETENTION, 3 days) ago, oldest first: Stripe redelivers an event for
+-- at most three days, and an id is kept only to recognise a redelivery.
+CREATE INDEX IF NOT EXISTS stripe_events_received_at ON stripe_events (received_at);

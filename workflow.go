@@ -213,13 +213,22 @@ func (w *workflows) closeLatePayment(ctx context.Context, key string, o provider
 // expired already) ends the step; transport errors and 5xx are retried for
 // about two minutes, after which the order is cancelled anyway: the session
 // then expires by itself within the hour, and a payment made at it meanwhile
-// is refunded the same way.
+// is refunded the same way. An order no longer PENDING was cancelled by an
+// operator while its checkout waited, and its payment closed by that
+// cancel-order (closePayment): nothing more is asked of the provider.
 func (w *workflows) expirePayment(ctx dbos.Context, key string, orderID int64, p provider.Payment) {
 	if w.provider.Local() {
 		return
 	}
 	expired, err := call(ctx, w, shop.CheckoutWorkflow, shop.StepPaymentExpire, func(ctx context.Context) (bool, error) {
-		err := w.provider.Expire(ctx, key, p)
+		o, err := w.db.OrderByID(ctx, orderID)
+		if err != nil {
+			return false, err
+		}
+		if o.Status != shop.StatusPending { // an operator cancelled it meanwhile, and cancel-order closed its payment (closePayment)
+			return false, nil
+		}
+		err = w.provider.Expire(ctx, key, p)
 		if provider.Permanent(err) {
 			w.logger.Info("checkout: the provider did not expire the payment: it is no longer open (a payment that came is refunded)", "workflow_id", key, "order_id", orderID, "err", err)
 			return false, nil
@@ -311,13 +320,74 @@ func (w *workflows) dispatch(ctx dbos.Context, in dispatchInput) (int64, error) 
 
 // release cancels order orderID, whose checkout will never finish it, and
 // returns its units: one step, exactly once (its workflow ID is per order).
-// It changes nothing if the order is no longer PENDING.
+// It changes nothing if the order is no longer PENDING. A released order's
+// payment at the provider is then expired (closePayment).
 func (w *workflows) release(ctx dbos.Context, orderID int64) (bool, error) {
 	released, err := step(ctx, w, shop.ReleaseWorkflow, shop.StepRelease, w.steps.release(orderID))
-	if err == nil && released {
-		w.log(ctx, orderID).Warn("release: the order's checkout will not finish it; cancelled, units returned")
+	if err != nil || !released {
+		return released, err
 	}
-	return released, err
+	w.log(ctx, orderID).Warn("release: the order's checkout will not finish it; cancelled, units returned")
+	w.closePayment(ctx, shop.ReleaseWorkflow, orderID)
+	return released, nil
+}
+
+// closePayment expires at the provider the payment of order orderID, which
+// release or cancel-order has just cancelled unpaid, before its checkout
+// finished it ([payment-close]; the stand-in asks nobody, and runs no step
+// and no transaction here): that checkout will not expire it (release: it
+// will never run again; cancel-order: the operator's cancel stopped it with
+// DBOS, and one that gets to its expiry anyway finds the order no longer
+// PENDING, see expirePayment), and at Stripe the session would stay payable
+// for up to an hour.
+//
+// It runs after the units went back, not before, because the cancel is what
+// decides: it cancels only an order still PENDING, in one transaction with
+// its checkpoint, and only an order it cancelled needs its payment closed
+// (expiring first would close the payment of an order that the step then
+// finds paid). The order's guarantee: from the cancel's commit on, any
+// payment made at the session is a payment for a cancelled order, which the
+// webhook records and the refund workflow pays back, once; this step, with
+// the checkout's own key (widget-store-expire-<key>, one expiry however
+// often a crash repeats it; recovery re-runs it after a crash before its
+// checkpoint), shrinks the time such a payment can still be made from the
+// session's own expiry to the step's latency. An order with no payment
+// recorded (its checkout stopped before payment-record: nobody was given
+// the URL) has nothing to close. The provider refusing (the session is no
+// longer open) ends the step; transport errors and 5xx are retried for about
+// two minutes, then only logged: the session expires by itself and a payment
+// made at it is refunded.
+func (w *workflows) closePayment(ctx dbos.Context, wf string, orderID int64) {
+	if w.provider.Local() {
+		return
+	}
+	closed, err := call(ctx, w, wf, shop.StepPaymentClose, func(ctx context.Context) (bool, error) {
+		o, err := w.db.OrderByID(ctx, orderID)
+		if err != nil {
+			return false, err
+		}
+		s, err := w.db.PaymentSession(ctx, o.Key)
+		if shop.KindOf(err) == shop.NotFound {
+			return false, nil // no payment was recorded: nobody can pay at one
+		}
+		if err != nil {
+			return false, err
+		}
+		err = w.provider.Expire(ctx, o.Key, provider.Payment{SessionID: s.SessionID, URL: s.URL})
+		if provider.Permanent(err) {
+			w.logger.Info(wf+": the provider did not expire the payment: it is no longer open (a payment that came is refunded)", "order_id", orderID, "err", err)
+			return false, nil
+		}
+		if err != nil {
+			w.logger.Warn(wf+": expiring the payment at the provider failed; retrying", "order_id", orderID, "err", err)
+		}
+		return err == nil, err
+	}, dbos.WithStepMaxRetries(30), dbos.WithStepBaseInterval(200*time.Millisecond), dbos.WithStepBackoffFactor(2), dbos.WithStepMaxInterval(5*time.Second))
+	if err != nil {
+		w.log(ctx, orderID).Error(wf+": could not expire the cancelled order's payment at the provider; it expires by itself (a payment made at it is refunded)", "err", err)
+		return
+	}
+	w.log(ctx, orderID).Info(wf+": the cancelled order's payment is closed at the provider", "expired", closed)
 }
 
 // refundInput is the refund workflow's recorded input.
@@ -373,11 +443,16 @@ func (w *workflows) refund(ctx dbos.Context, in refundInput) (string, error) {
 // (reconcile.Operations.CancelOrder), once per order (its ID): one step
 // cancels it, returns its units and, if it was paid, records the payment for
 // refund; then the payment's refund workflow starts as a child (its ID is per
-// payment, so the reconciler finds it started).
+// payment, so the reconciler finds it started). An unpaid order's payment at
+// the provider is expired instead (closePayment).
 func (w *workflows) cancelOrder(ctx dbos.Context, orderID int64) (cancelled, error) {
 	c, err := step(ctx, w, shop.CancelOrderWorkflow, shop.StepCancelOrder, w.steps.cancelOrder(orderID))
-	if err != nil || !c.WasPaid {
+	if err != nil || !c.Cancelled {
 		return c, err
+	}
+	if !c.WasPaid { // its checkout may still be waiting: the payment closes now, not when its window ends
+		w.closePayment(ctx, shop.CancelOrderWorkflow, orderID)
+		return c, nil
 	}
 	in := refundInput{PaymentID: c.Key, OrderID: orderID, AmountCents: c.Price}
 	if _, err := dbos.RunWorkflow(ctx, w.refund, in, dbos.WithWorkflowID(shop.RefundWorkflowID(c.Key))); err != nil {

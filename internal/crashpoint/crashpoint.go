@@ -48,9 +48,11 @@ func Points() []string {
 		shop.CheckoutWorkflow + ":" + shop.DispatchWorkflow,
 		shop.DispatchWorkflow + ":" + shop.StepDispatchLeg + ":N",
 		shop.ReleaseWorkflow + ":" + shop.StepRelease,
+		shop.ReleaseWorkflow + ":" + shop.StepPaymentClose, // a provider that is asked (Stripe) only, after a release of an order with a payment
 		shop.RefundWorkflow + ":" + shop.StepRefundCall,
 		shop.RefundWorkflow + ":" + shop.StepRefundRecord,
 		shop.CancelOrderWorkflow + ":" + shop.StepCancelOrder,
+		shop.CancelOrderWorkflow + ":" + shop.StepPaymentClose, // likewise, after a cancel of an unpaid order
 	}
 }
 

@@ -20,6 +20,13 @@
 // or a workflow that is not the store's. Dead-lettered workflows
 // (MAX_RECOVERY_ATTEMPTS_EXCEEDED) are an operator's to look at and stay.
 //
+// Stripe's event ids (stripe_events), kept only to recognise a redelivery,
+// are deleted once older than both RETENTION and the three days Stripe may
+// redeliver an event (StripeRedelivery). A Stripe order's payment session
+// and PaymentIntent (payment_sessions, payment_intents) are part of its
+// record and stay with it: the session's URL answers a client retrying its
+// key, the PaymentIntent is what an operator's refund refunds.
+//
 // The store's own rows are not deleted: an order is the business record,
 // and the order row is also what answers a client that retries a key whose
 // workflow is gone (the checkout's reserve step finds the key's order and
@@ -112,6 +119,9 @@ func (s *Service) Stop() { s.loop.Stop() }
 func (s *Service) Pass(ctx context.Context) (int, error) {
 	now := s.now()
 	cutoff := now.Add(-s.after)
+	if err := s.pruneStripeEvents(ctx, now); err != nil {
+		return 0, err
+	}
 	dctx := dbos.From(s.dctx, ctx)
 	deleted, kept := 0, 0
 	for {
@@ -147,6 +157,33 @@ func (s *Service) Pass(ctx context.Context) (int, error) {
 			return deleted, err
 		}
 	}
+}
+
+// StripeRedelivery is how long Stripe may deliver an event again: it retries
+// an unanswered one for up to three days. An applied event's id is kept at
+// least this long (and at least RETENTION), then deleted.
+const StripeRedelivery = 72 * time.Hour
+
+// pruneStripeEvents deletes the ids of the Stripe events applied before
+// max(RETENTION, StripeRedelivery) ago, a page at a time; none with the
+// stand-in, which records no events.
+func (s *Service) pruneStripeEvents(ctx context.Context, now time.Time) error {
+	cutoff := now.Add(-max(s.after, StripeRedelivery))
+	var pruned int64
+	for {
+		n, err := s.db.PruneStripeEvents(ctx, cutoff, page)
+		if err != nil {
+			return err
+		}
+		pruned += n
+		if n < page || ctx.Err() != nil {
+			break
+		}
+	}
+	if pruned > 0 {
+		s.logger.Info("deleted the ids of Stripe events past their redelivery", "events", pruned, "received_before", cutoff.UTC().Format(time.RFC3339))
+	}
+	return ctx.Err()
 }
 
 // owner is what a workflow belongs to: an order by id, or a checkout key

@@ -154,6 +154,11 @@ const (
 	StepPaymentCreate = "payment-create"
 	StepPaymentRecord = "payment-record"
 	StepPaymentExpire = "payment-expire"
+	// release, cancel-order (a provider that is asked only): the order
+	// cancelled before its checkout finished it, expire its payment at the
+	// provider (the same idempotency key as payment-expire), after its units
+	// went back.
+	StepPaymentClose = "payment-close"
 
 	StepRefundCall   = "refund-provider" // refund: ask the payment provider to refund (idempotency key = payment id)
 	StepRefundRecord = "refund-record"   // refund: record the provider's refund in the store

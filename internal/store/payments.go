@@ -104,3 +104,23 @@ func (db *DB) RecordEvent(ctx context.Context, eventID, eventType, key string) e
 	}
 	return nil
 }
+
+// PruneStripeEvents deletes at most limit of the applied Stripe events
+// received before cutoff and returns how many it deleted. An event id is
+// kept only to recognise a redelivery, and Stripe redelivers an event for at
+// most three days after its first attempt (which is never after the store
+// received it): retention passes a cutoff at least that far back
+// (internal/retention). A page at a time, so that on SQLite the delete holds
+// the one writer briefly.
+func (db *DB) PruneStripeEvents(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
+	res, err := db.q.Exec(ctx, `DELETE FROM stripe_events WHERE event_id IN
+		(SELECT event_id FROM stripe_events WHERE received_at < $1 ORDER BY received_at LIMIT $2)`, cutoff.UnixMilli(), limit)
+	if err != nil {
+		return 0, fmt.Errorf("prune the Stripe events received before %s: %w", cutoff.UTC().Format(time.RFC3339), err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("prune the Stripe events: %w", err)
+	}
+	return n, nil
+}

@@ -146,7 +146,11 @@ func TestOperatorTableForkDeleteRefund(t *testing.T) {
 	}
 	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
 		prov := newTestProvider(t, providerUp)
-		st := startBehind(t, db, prov, "RECONCILE_EVERY=300ms", "PAYMENT_TIMEOUT=60s")
+		// The window outlasts the fork phase: it forks a waiting checkout
+		// three times through DBOS's CLI and waits for eight forks before it
+		// pays it, which took 57 s on a loaded machine (the checkout then
+		// timed out before its payment).
+		st := startBehind(t, db, prov, "RECONCILE_EVERY=300ms", "PAYMENT_TIMEOUT=180s")
 		stock := Inventory(t, st.Base())
 		var purchases []loadgen.Purchase
 

@@ -555,3 +555,49 @@ func TestStripeWindowClosedBeforeTheSession(t *testing.T) {
 		}
 	})
 }
+
+// TestStripeCancelExpiresTheSession: an operator's Cancel and refund of an
+// order still waiting for its payment expires its Checkout Session at once,
+// under the checkout's expire key, and only once (the checkout, whose window
+// ends later, asks Stripe nothing more), on both databases. Without it the
+// session stayed payable at Stripe until it expired by itself.
+func TestStripeCancelExpiresTheSession(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts stripe-mock and the store")
+	}
+	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
+		st := startStripeStore(t, db, Options{Env: []string{"PAYMENT_TIMEOUT=4s"}})
+		stock0 := Inventory(t, st.Base())
+		key := NewKey()
+		st.checkoutJSON(t, key)
+		id := st.orderOf(t, key)
+		expireKey := stripetest.ExpireIdempotencyKey(key)
+
+		phase(t, "Cancel and refund of the PENDING order expires its session, units back", func(t *testing.T) {
+			MustCall(t, "POST", st.URL("/admin/orders/"+id+"/cancel"), http.StatusOK)
+			WaitOrder(t, st.Base(), id, 10*time.Second, func(o Order) bool { return o.OrderStatus == shop.StatusCancelled })
+			if n := st.requests(http.MethodPost, stripetest.SessionsPath+"/", expireKey); n != 1 {
+				t.Fatalf("%d expire calls with key %s once the cancel answered, want 1", n, expireKey)
+			}
+			if got := Inventory(t, st.Base()); got != stock0 {
+				t.Fatalf("inventory %d, want %d", got, stock0)
+			}
+		})
+
+		phase(t, "past the checkout's window, Stripe was asked nothing more", func(t *testing.T) {
+			// An absence can only be watched for a while: the operator's
+			// cancel stopped the checkout (DBOS cancelled it), whose window
+			// ends 4 s after it began; watch until 2 s past that.
+			deadline := time.Now().Add(6 * time.Second)
+			for time.Now().Before(deadline) {
+				if n := st.expires(); n != 1 {
+					t.Fatalf("%d expire calls in all, want 1", n)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if n := st.requests(http.MethodPost, stripetest.SessionsPath+"/", expireKey); n != 1 {
+				t.Fatalf("%d expire calls with key %s, want 1", n, expireKey)
+			}
+		})
+	})
+}
