@@ -86,16 +86,19 @@ type storeState struct {
 
 // snapshot reads the store's state; adminToken is sent for /late_payments.
 //
-// A paid order moves by itself: its checkout starts the dispatch after the
-// webhook's answer (a workflow more) and the legs count its progress down for
-// ten seconds. So snapshot waits, up to 30 s, until no order is PAID, and
+// Some state moves by itself: a paid order's checkout starts the dispatch
+// after the webhook's answer (a workflow more) and the legs count its
+// progress down for ten seconds; a late payment's refund workflow, started by
+// the webhook, turns it from pending to refunded a moment later. So snapshot
+// waits, up to 30 s, until no order is PAID and no refund is pending, and
 // reads the state then: whatever differs after that was a request's doing.
 func snapshot(t *testing.T, base string, db *loadgen.Database, adminToken string) storeState {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		s := readState(t, base, db, adminToken)
-		if !strings.Contains(s.Orders, `"status":"PAID"`) || time.Now().After(deadline) {
+		moving := strings.Contains(s.Orders, `"status":"PAID"`) || strings.Contains(s.LatePayments, `"refund_status":"pending"`)
+		if !moving || time.Now().After(deadline) {
 			return s
 		}
 		time.Sleep(100 * time.Millisecond)
