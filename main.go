@@ -34,6 +34,7 @@ import (
 	"widget-store/internal/cluster"
 	"widget-store/internal/crashpoint"
 	"widget-store/internal/critpath"
+	"widget-store/internal/legs"
 	"widget-store/internal/metrics"
 	"widget-store/internal/paywait"
 	"widget-store/internal/provider"
@@ -412,6 +413,7 @@ type services struct {
 	dctx      dbos.Context
 	metrics   *metrics.Metrics
 	handoffs  *paywait.Hub
+	legs      *legs.Writer
 	workflows *workflows
 	provider  provider.Provider
 	cluster   *cluster.Cluster
@@ -491,10 +493,12 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 		return nil, fmt.Errorf("dbos data source: %w", err)
 	}
 	s.handoffs = paywait.New(db, s.dctx, logger, s.metrics)
+	s.legs = legs.New(db, time.Now, logger, s.metrics.LegBatch)
+	s.legs.Start() // before Launch: the dispatches it recovers write legs at once
 	s.provider = newProvider(cfg)
 	s.workflows = &workflows{
 		dctx: s.dctx, ds: ds, db: db, handoffs: s.handoffs, logger: logger, crash: cfg.CrashAt,
-		steps:    steps{metrics: s.metrics, now: time.Now, payTimeout: cfg.PayTimeout},
+		steps:    steps{metrics: s.metrics, now: time.Now, payTimeout: cfg.PayTimeout, legs: s.legs},
 		provider: s.provider,
 	}
 	s.workflows.register()
@@ -556,6 +560,9 @@ func (s *services) shutdown(logger *slog.Logger) {
 		if err := dbos.Shutdown(s.dctx, 5*time.Second); err != nil {
 			logger.Warn("dbos shutdown", "err", err)
 		}
+	}
+	if s.legs != nil {
+		s.legs.Stop() // after DBOS: the dispatches it stopped wrote their last legs through it
 	}
 	s.db.Close()
 	logger.Info("stopped")
