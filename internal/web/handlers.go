@@ -161,7 +161,10 @@ func handleGetOrder(db *store.DB, acc access) handlerFunc {
 // who replays a key nothing new). In hardened mode the hold limit applies.
 // With Content-Type: application/json the body is the cart (readCart);
 // without, the checkout buys one unit of product 1, as the reference store's.
-func handleCheckout(checkout Checkout, buyer buyerOf) handlerFunc {
+// With Accept: application/json the answer also says where to pay, to a
+// caller who may know (access.mayHavePayURL); to anyone else it is the pay
+// page's 404, and nothing changed (a replayed key finds its checkout).
+func handleCheckout(db *store.DB, acc access, checkout Checkout, buyer buyerOf, atStripe bool) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		key := r.PathValue("key")
 		if err := shop.ValidateKey("idempotency key", key); err != nil {
@@ -178,15 +181,39 @@ func handleCheckout(checkout Checkout, buyer buyerOf) handlerFunc {
 		if soldOut {
 			return shop.Errorf(shop.Conflict, "sold out: no widgets left for checkout %s", key)
 		}
-		payURL, err := checkout.PayURL(r.Context(), key)
+		payURL, mine, err := payURLFor(r, db, acc, checkout, key, atStripe)
 		if err != nil {
 			return err
 		}
 		if acceptsJSON(r) {
+			if !mine {
+				return notYours(key)
+			}
 			return writeJSON(w, http.StatusOK, checkoutJSON{PaymentID: key, PayURL: payURL})
 		}
 		return writeText(w, http.StatusOK, key)
 	}
+}
+
+// payURLFor is where r pays for checkout key, once Start has answered that
+// the key holds an order: checkout.PayURL (which, at Stripe, waits for the
+// session to be recorded), with mine true. At Stripe in hardened mode, to a
+// caller who may not have the session's URL (access.mayHavePayURL), it is
+// "" with mine false, and nothing is waited for or said of the order: a
+// stranger gets the stand-in's answers, not the order's state (PayURL's
+// errors name it). With the stand-in, and in demo mode, everyone may.
+func payURLFor(r *http.Request, db *store.DB, acc access, checkout Checkout, key string, atStripe bool) (payURL string, mine bool, err error) {
+	if atStripe && acc.hardened() {
+		o, err := db.OrderByKey(r.Context(), key)
+		if err != nil && shop.KindOf(err) != shop.NotFound {
+			return "", false, err
+		}
+		if err != nil || !acc.mayHavePayURL(r, o) {
+			return "", false, nil // no order (not this caller's to ask about) or another buyer's
+		}
+	}
+	payURL, err = checkout.PayURL(r.Context(), key)
+	return payURL, err == nil, err
 }
 
 // checkoutJSON is POST /checkout/{key}'s answer under Accept:
@@ -367,7 +394,11 @@ func handleStorePage(db *store.DB, ops Operations, acc access, page views.PageIn
 	}
 }
 
-func handleBuy(checkout Checkout, buyer buyerOf) handlerFunc {
+// handleBuy is the store page's Buy (and a cart's Check out): it starts the
+// checkout of the form's key for this browser's session and sends the
+// browser where it pays (payURLFor). A key that is another buyer's gets
+// the stand-in's answer, its pay page, which refuses it (404).
+func handleBuy(db *store.DB, acc access, checkout Checkout, buyer buyerOf, atStripe bool) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		if err := parseForm(r); err != nil {
 			return err
@@ -393,8 +424,12 @@ func handleBuy(checkout Checkout, buyer buyerOf) handlerFunc {
 		}
 		to := "/pay/" + key
 		if !soldOut {
-			if to, err = checkout.PayURL(r.Context(), key); err != nil {
+			payURL, mine, err := payURLFor(r, db, acc, checkout, key, atStripe)
+			if err != nil {
 				return err
+			}
+			if mine {
+				to = payURL
 			}
 		}
 		http.Redirect(w, r, to, http.StatusSeeOther)
