@@ -432,10 +432,28 @@ func handleBuy(db *store.DB, acc access, checkout Checkout, buyer buyerOf, atStr
 				to = payURL
 			}
 		}
+		if r.Header.Get(scriptPostHeader) != "" && !strings.HasPrefix(to, "/") {
+			// The page's script posts the form with fetch (app.js, safe
+			// retries), and fetch cannot follow a redirect to another site
+			// (Stripe's page sends no CORS headers): it failed as if the
+			// store were down, and retried. The script is told where to
+			// go instead, and goes there itself.
+			w.Header().Set(goToHeader, to)
+			return writeText(w, http.StatusOK, to)
+		}
 		http.Redirect(w, r, to, http.StatusSeeOther)
 		return nil
 	}
 }
+
+// scriptPostHeader marks a form post made by the page's script (app.js)
+// rather than by the browser's own submit; goToHeader is where the store
+// tells that script to send the browser when it is another site (a form
+// post the browser submits itself gets a 303 there instead).
+const (
+	scriptPostHeader = "X-Store-Script"
+	goToHeader       = "X-Store-Go-To"
+)
 
 // payCheckout reads the checkout of key for the pay page and its buttons, if
 // r may pay it (access.mayPay, with the pay link's signature sig): its order,
