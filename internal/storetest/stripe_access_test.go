@@ -83,7 +83,7 @@ func TestStripePayURLAccess(t *testing.T) {
 			requests0 := len(st.mock.Requests())
 			leaks := func(what string, r hresp) {
 				t.Helper()
-				if strings.Contains(r.body, stripeSessionURL) || strings.Contains(r.header.Get("Location"), stripeSessionURL) {
+				if strings.Contains(r.body, stripeSessionURL) || strings.Contains(r.header.Get("Location"), stripeSessionURL) || r.header.Get("X-Store-Go-To") != "" {
 					t.Errorf("%s: %d, Location %q, body %.300q: hands a stranger the order's Stripe session", what, r.status, r.header.Get("Location"), r.body)
 				}
 				if r.status >= 500 {
@@ -109,6 +109,13 @@ func TestStripePayURLAccess(t *testing.T) {
 				leaks(name+": POST /buy", r)
 				if r.status != http.StatusSeeOther || r.header.Get("Location") != "/pay/"+key {
 					t.Errorf("%s: POST /buy %s: %d to %q, want 303 to /pay/%s", name, key, r.status, r.header.Get("Location"), key)
+				}
+				// The same post as the store page's script makes it.
+				body, hdr = form("key", key)
+				r = do(t, c, base, hreq{method: http.MethodPost, path: "/buy", body: body, header: withHeader(hdr, "X-Store-Script", "1")})
+				leaks(name+": POST /buy (script)", r)
+				if r.status != http.StatusSeeOther || r.header.Get("Location") != "/pay/"+key {
+					t.Errorf("%s: POST /buy %s (script): %d to %q, want 303 to /pay/%s", name, key, r.status, r.header.Get("Location"), key)
 				}
 				for _, p := range []string{"/pay/" + key, "/pay/" + key + "?sig=" + web.PayLinkSignature("not-the-secret", key),
 					"/track/" + orderID, "/partials/track/" + orderID, "/partials/timeline/" + orderID, "/order/" + orderID} {
@@ -167,6 +174,10 @@ func TestStripePayURLAccess(t *testing.T) {
 			body, hdr := form("key", key)
 			if r := do(t, buyer, base, hreq{method: http.MethodPost, path: "/buy", body: body, header: hdr}); r.status != http.StatusSeeOther || r.header.Get("Location") != sessionURL {
 				t.Errorf("the buyer's Buy again: %d to %q, want 303 to %s", r.status, r.header.Get("Location"), sessionURL)
+			}
+			body, hdr = form("key", key)
+			if r := do(t, buyer, base, hreq{method: http.MethodPost, path: "/buy", body: body, header: withHeader(hdr, "X-Store-Script", "1")}); r.status != http.StatusOK || r.header.Get("X-Store-Go-To") != sessionURL {
+				t.Errorf("the buyer's Buy again from the page's script: %d, X-Store-Go-To %q, want 200 and %s", r.status, r.header.Get("X-Store-Go-To"), sessionURL)
 			}
 			op := noRedirectClient(30 * time.Second)
 			if got, r := payURLOf(t, op, base, key, adminHdr); got != sessionURL {

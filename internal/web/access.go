@@ -40,7 +40,9 @@ import (
 // and the operator; a stranger asking for another buyer's order gets the same
 // 404 as for an order that does not exist, so order ids cannot be walked to
 // learn which exist either; store-wide reads (every order, the late payments,
-// the internals panel and its timelines) are the operator's.
+// the internals panel and its timelines) are the operator's. Nor may a
+// stranger get a browser buyer's pay URL at a provider (Stripe's Checkout
+// Session), where its order can be seen and paid: mayHavePayURL.
 type access struct {
 	adminToken    string // ADMIN_TOKEN; "" is demo mode
 	webhookSecret string // PAYMENT_WEBHOOK_SECRET; signs pay links too
