@@ -159,7 +159,7 @@ func (a access) mayPay(r *http.Request, key string, o *shop.Order, sig string) b
 //     session. The pay page itself also lets a signed pay link's holder
 //     through (mayPay), as the stand-in's does.
 //   - an API-bought order (no Shopper): whoever presents its key at POST
-//     /checkout/{key}. The API has no session: the client that chose the key
+//     /checkout/{key} (or /buy). The API has no session: the client that chose the key
 //     is the buyer, the key its only credential, and the store never shows
 //     an API key to anyone but the operator. The stand-in answers that
 //     client its pay_url the same way, to whoever presents the key. Its pay
