@@ -204,6 +204,28 @@ func TestStripePayURLAccess(t *testing.T) {
 			}
 		})
 
+		phase(t, "a browser whose Buy is its first request (no cookie yet) goes to its session", func(t *testing.T) {
+			for _, script := range []bool{false, true} {
+				fresh := session(t, "")
+				k := NewKey()
+				body, hdr := form("key", k)
+				if script {
+					hdr = withHeader(hdr, "X-Store-Script", "1")
+				}
+				r := do(t, fresh, base, hreq{method: http.MethodPost, path: "/buy", body: body, header: hdr})
+				to := r.header.Get("Location")
+				if script {
+					to = r.header.Get("X-Store-Go-To")
+				}
+				if !strings.HasPrefix(to, stripeSessionURL) {
+					t.Errorf("a first Buy (script %v): %d, Location %q, X-Store-Go-To %q; want the session", script, r.status, r.header.Get("Location"), r.header.Get("X-Store-Go-To"))
+				}
+				if got, r := payURLOf(t, fresh, base, k, nil); !strings.HasPrefix(got, stripeSessionURL) {
+					t.Errorf("that browser's JSON checkout of its key: %d %q, want the session (its cookie was set)", r.status, r.body)
+				}
+			}
+		})
+
 		phase(t, "an API-bought key's session goes to whoever presents the key; its pay page keeps the stand-in's rule", func(t *testing.T) {
 			apiKey := NewKey()
 			first, r := payURLOf(t, noRedirectClient(30*time.Second), base, apiKey, nil)

@@ -38,19 +38,28 @@ func TestMayHavePayURL(t *testing.T) {
 		r    *http.Request
 		o    shop.Order
 		want bool
+		// given is the session a Buy just gave a browser that came without
+		// a cookie ("": the request's own, sessionOf).
+		given string
 	}{
-		{"browser order, its own session", hardened, req(mine, "", ""), browser, true},
-		{"browser order, another session", hardened, req(theirs, "", ""), browser, false},
-		{"browser order, no session", hardened, req("", "", ""), browser, false},
-		{"browser order, a wrong token", hardened, req("", "not-the-token", ""), browser, false},
-		{"browser order, the operator's token", hardened, req("", token, ""), browser, true},
-		{"browser order, the operator signed in", hardened, req(theirs, "", signedIn), browser, true},
-		{"browser order, an expired operator session", hardened, req("", "", hardened.sessionValue(now.Add(-time.Second))), browser, false},
-		{"API order, no session", hardened, req("", "", ""), api, true},
-		{"API order, some browser's session", hardened, req(theirs, "", ""), api, true},
-		{"demo mode, browser order, no session", access{now: func() time.Time { return now }}, req("", "", ""), browser, true},
+		{"browser order, its own session", hardened, req(mine, "", ""), browser, true, ""},
+		{"browser order, another session", hardened, req(theirs, "", ""), browser, false, ""},
+		{"browser order, no session", hardened, req("", "", ""), browser, false, ""},
+		{"browser order, a wrong token", hardened, req("", "not-the-token", ""), browser, false, ""},
+		{"browser order, the operator's token", hardened, req("", token, ""), browser, true, ""},
+		{"browser order, the operator signed in", hardened, req(theirs, "", signedIn), browser, true, ""},
+		{"browser order, an expired operator session", hardened, req("", "", hardened.sessionValue(now.Add(-time.Second))), browser, false, ""},
+		{"API order, no session", hardened, req("", "", ""), api, true, ""},
+		{"API order, some browser's session", hardened, req(theirs, "", ""), api, true, ""},
+		{"browser order, the session a Buy just gave it (no cookie in the request)", hardened, req("", "", ""), browser, true, mine},
+		{"browser order, a fresh session a stranger's Buy was given", hardened, req("", "", ""), browser, false, theirs},
+		{"demo mode, browser order, no session", access{now: func() time.Time { return now }}, req("", "", ""), browser, true, ""},
 	} {
-		if got := c.a.mayHavePayURL(c.r, c.o); got != c.want {
+		session := sessionOf(c.r)
+		if c.given != "" {
+			session = c.given
+		}
+		if got := c.a.mayHavePayURL(c.r, session, c.o); got != c.want {
 			t.Errorf("%s: mayHavePayURL = %v, want %v", c.name, got, c.want)
 		}
 	}

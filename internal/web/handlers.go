@@ -181,7 +181,7 @@ func handleCheckout(db *store.DB, acc access, checkout Checkout, buyer buyerOf, 
 		if soldOut {
 			return shop.Errorf(shop.Conflict, "sold out: no widgets left for checkout %s", key)
 		}
-		payURL, mine, err := payURLFor(r, db, acc, checkout, key, atStripe)
+		payURL, mine, err := payURLFor(r, sessionOf(r), db, acc, checkout, key, atStripe)
 		if err != nil {
 			return err
 		}
@@ -195,20 +195,21 @@ func handleCheckout(db *store.DB, acc access, checkout Checkout, buyer buyerOf, 
 	}
 }
 
-// payURLFor is where r pays for checkout key, once Start has answered that
-// the key holds an order: checkout.PayURL (which, at Stripe, waits for the
-// session to be recorded), with mine true. At Stripe in hardened mode, to a
-// caller who may not have the session's URL (access.mayHavePayURL), it is
+// payURLFor is where r, of browser session session ("" for none), pays for
+// checkout key, once Start has answered that the key holds an order:
+// checkout.PayURL (which, at Stripe, waits for the session to be recorded),
+// with mine true. At Stripe in hardened mode, to a caller who may not have
+// the session's URL (access.mayHavePayURL), it is
 // "" with mine false, and nothing is waited for or said of the order: a
 // stranger gets the stand-in's answers, not the order's state (PayURL's
 // errors name it). With the stand-in, and in demo mode, everyone may.
-func payURLFor(r *http.Request, db *store.DB, acc access, checkout Checkout, key string, atStripe bool) (payURL string, mine bool, err error) {
+func payURLFor(r *http.Request, session string, db *store.DB, acc access, checkout Checkout, key string, atStripe bool) (payURL string, mine bool, err error) {
 	if atStripe && acc.hardened() {
 		o, err := db.OrderByKey(r.Context(), key)
 		if err != nil && shop.KindOf(err) != shop.NotFound {
 			return "", false, err
 		}
-		if err != nil || !acc.mayHavePayURL(r, o) {
+		if err != nil || !acc.mayHavePayURL(r, session, o) {
 			return "", false, nil // no order (not this caller's to ask about) or another buyer's
 		}
 	}
@@ -418,13 +419,14 @@ func handleBuy(db *store.DB, acc access, checkout Checkout, buyer buyerOf, atStr
 		// sold out too (and a cart's short lines): the URL carries the key,
 		// so a reload or a second tab shows the same checkout. With Stripe
 		// the payment page is the checkout's session at Stripe.
-		soldOut, err := buyer.start(r, checkout, key, shopper(w, r), items)
+		session := shopper(w, r) // a browser without a cookie yet gets one here
+		soldOut, err := buyer.start(r, checkout, key, session, items)
 		if err != nil && !soldOut {
 			return err
 		}
 		to := "/pay/" + key
 		if !soldOut {
-			payURL, mine, err := payURLFor(r, db, acc, checkout, key, atStripe)
+			payURL, mine, err := payURLFor(r, session, db, acc, checkout, key, atStripe)
 			if err != nil {
 				return err
 			}
