@@ -601,3 +601,65 @@ func TestStripeCancelExpiresTheSession(t *testing.T) {
 		})
 	})
 }
+
+// TestStripeReleaseExpiresTheSession: an order whose checkout will never
+// finish it (here an operator cancelled the checkout with DBOS's CLI while it
+// waited for its payment) is released by the reconciler, and the release
+// expires its Checkout Session at Stripe ([payment-close]), once, under the
+// checkout's expire key, with its units back, on both databases. Without it
+// the session stayed payable at Stripe for its hour, and a payment made there
+// would have been taken and refunded.
+func TestStripeReleaseExpiresTheSession(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts stripe-mock, the store and DBOS's CLI")
+	}
+	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
+		st := startStripeStore(t, db, Options{Env: []string{"RECONCILE_EVERY=300ms", "PAYMENT_TIMEOUT=120s"}})
+		stock0 := Inventory(t, st.Base())
+		key := NewKey()
+		st.checkoutJSON(t, key)
+		id := st.orderOf(t, key)
+		orderID, err := strconv.ParseInt(id, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sessionID string
+		query(t, db, `SELECT session_id FROM payment_sessions WHERE checkout_key = '`+key+`'`, func(scan func(...any) error) error { return scan(&sessionID) })
+		expireKey := stripetest.ExpireIdempotencyKey(key)
+
+		phase(t, "the checkout cancelled with DBOS's CLI: the reconciler releases the order and expires its session", func(t *testing.T) {
+			if n := st.expires(); n != 0 {
+				t.Fatalf("%d expire calls before the release, want 0", n)
+			}
+			dbosCLI(t, db, "cancel", key)
+			// The reconciler leaves orders younger than reconcile.Grace (5 s) alone.
+			WaitOrder(t, st.Base(), id, 30*time.Second, func(o Order) bool { return o.OrderStatus == shop.StatusCancelled })
+			// The order is cancelled by the release's first step; its
+			// payment-close comes after, before the workflow's SUCCESS.
+			WaitUntil(t, 30*time.Second, "the release workflow's SUCCESS", func() bool {
+				return workflowStatus(t, db, shop.ReleaseWorkflowID(orderID)) == "SUCCESS"
+			})
+			expires := st.mock.Matching(http.MethodPost, stripetest.SessionsPath+"/")
+			if len(expires) != 1 || expires[0].IdempotencyKey != expireKey || expires[0].Path != stripetest.SessionsPath+"/"+sessionID+"/expire" {
+				t.Fatalf("expire calls once the release finished: %+v; want one, of session %s, with Idempotency-Key %s", expires, sessionID, expireKey)
+			}
+			if got := Inventory(t, st.Base()); got != stock0 {
+				t.Fatalf("inventory %d after the release, want %d", got, stock0)
+			}
+		})
+
+		phase(t, "the reconciler's later passes ask Stripe nothing more", func(t *testing.T) {
+			// An absence can only be watched for a while: five passes.
+			deadline := time.Now().Add(1500 * time.Millisecond)
+			for time.Now().Before(deadline) {
+				if n := st.expires(); n != 1 {
+					t.Fatalf("%d expire calls in all, want 1", n)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if n := len(st.mock.SessionCreates()[key]); n != 1 {
+				t.Fatalf("%d session creates for %s, want 1", n, key)
+			}
+		})
+	})
+}

@@ -40,7 +40,9 @@ import (
 // and the operator; a stranger asking for another buyer's order gets the same
 // 404 as for an order that does not exist, so order ids cannot be walked to
 // learn which exist either; store-wide reads (every order, the late payments,
-// the internals panel and its timelines) are the operator's.
+// the internals panel and its timelines) are the operator's. Nor may a
+// stranger get a browser buyer's pay URL at a provider (Stripe's Checkout
+// Session), where its order can be seen and paid: mayHavePayURL.
 type access struct {
 	adminToken    string // ADMIN_TOKEN; "" is demo mode
 	webhookSecret string // PAYMENT_WEBHOOK_SECRET; signs pay links too
@@ -138,6 +140,40 @@ func (a access) mayPay(r *http.Request, key string, o *shop.Order, sig string) b
 		return true
 	}
 	return a.webhookSecret != "" && sig != "" && hmac.Equal([]byte(sig), []byte(PayLinkSignature(a.webhookSecret, key)))
+}
+
+// mayHavePayURL reports whether r may be handed the URL of the payment that
+// the provider opened for checkout key, whose order is o: where the order is
+// paid, the page that shows its lines and total and takes a card. With the
+// stand-in that URL is the store's own /pay/{key}, which decides for itself
+// (mayPay) and is handed to anyone; with Stripe it is the Checkout Session's
+// URL, which is a capability, so the store hands it out under this rule, the
+// same one the stand-in's pay page applies to its buyer:
+//
+//   - a browser-bought order (its Shopper set): its own browser session and
+//     the operator only. A browser's key travels in URLs (/pay/{key}, the
+//     history, a shared screenshot), so knowing it proves nothing; a
+//     stranger who replays it at POST /checkout/{key} or /buy gets the
+//     answers the stand-in gives a stranger (404 for the JSON answer, the
+//     pay page's 404 after /buy's redirect to it), and nothing of the
+//     session. The pay page itself also lets a signed pay link's holder
+//     through (mayPay), as the stand-in's does.
+//   - an API-bought order (no Shopper): whoever presents its key at POST
+//     /checkout/{key} (or /buy). The API has no session: the client that chose the key
+//     is the buyer, the key its only credential, and the store never shows
+//     an API key to anyone but the operator. The stand-in answers that
+//     client its pay_url the same way, to whoever presents the key. Its pay
+//     page (GET /pay/{key}) keeps the stand-in's rule, a signed pay link or
+//     the operator: there, as at the stand-in, the key alone opens nothing.
+//     Someone who learns an API key from its client can open the session,
+//     see the lines and total and pay the order, which costs the buyer
+//     nothing; that is the accepted risk of a bearer key.
+//
+// session is the caller's browser session ("" for none): sessionOf(r), or,
+// for a Buy that came without a cookie, the session it was just given, which
+// the checkout recorded on the order.
+func (a access) mayHavePayURL(r *http.Request, session string, o shop.Order) bool {
+	return o.Shopper == "" || o.Shopper == session || a.operator(r)
 }
 
 // PayLinkSignature is the signature of the pay link of checkout key: the

@@ -161,7 +161,10 @@ func handleGetOrder(db *store.DB, acc access) handlerFunc {
 // who replays a key nothing new). In hardened mode the hold limit applies.
 // With Content-Type: application/json the body is the cart (readCart);
 // without, the checkout buys one unit of product 1, as the reference store's.
-func handleCheckout(checkout Checkout, buyer buyerOf) handlerFunc {
+// With Accept: application/json the answer also says where to pay, to a
+// caller who may know (access.mayHavePayURL); to anyone else it is the pay
+// page's 404, and nothing changed (a replayed key finds its checkout).
+func handleCheckout(db *store.DB, acc access, checkout Checkout, buyer buyerOf, atStripe bool) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		key := r.PathValue("key")
 		if err := shop.ValidateKey("idempotency key", key); err != nil {
@@ -178,15 +181,40 @@ func handleCheckout(checkout Checkout, buyer buyerOf) handlerFunc {
 		if soldOut {
 			return shop.Errorf(shop.Conflict, "sold out: no widgets left for checkout %s", key)
 		}
-		payURL, err := checkout.PayURL(r.Context(), key)
+		payURL, mine, err := payURLFor(r, sessionOf(r), db, acc, checkout, key, atStripe)
 		if err != nil {
 			return err
 		}
 		if acceptsJSON(r) {
+			if !mine {
+				return notYours(key)
+			}
 			return writeJSON(w, http.StatusOK, checkoutJSON{PaymentID: key, PayURL: payURL})
 		}
 		return writeText(w, http.StatusOK, key)
 	}
+}
+
+// payURLFor is where r, of browser session session ("" for none), pays for
+// checkout key, once Start has answered that the key holds an order:
+// checkout.PayURL (which, at Stripe, waits for the session to be recorded),
+// with mine true. At Stripe in hardened mode, to a caller who may not have
+// the session's URL (access.mayHavePayURL), it is
+// "" with mine false, and nothing is waited for or said of the order: a
+// stranger gets the stand-in's answers, not the order's state (PayURL's
+// errors name it). With the stand-in, and in demo mode, everyone may.
+func payURLFor(r *http.Request, session string, db *store.DB, acc access, checkout Checkout, key string, atStripe bool) (payURL string, mine bool, err error) {
+	if atStripe && acc.hardened() {
+		o, err := db.OrderByKey(r.Context(), key)
+		if err != nil && shop.KindOf(err) != shop.NotFound {
+			return "", false, err
+		}
+		if err != nil || !acc.mayHavePayURL(r, session, o) {
+			return "", false, nil // no order (not this caller's to ask about) or another buyer's
+		}
+	}
+	payURL, err = checkout.PayURL(r.Context(), key)
+	return payURL, err == nil, err
 }
 
 // checkoutJSON is POST /checkout/{key}'s answer under Accept:
@@ -367,7 +395,11 @@ func handleStorePage(db *store.DB, ops Operations, acc access, page views.PageIn
 	}
 }
 
-func handleBuy(checkout Checkout, buyer buyerOf) handlerFunc {
+// handleBuy is the store page's Buy (and a cart's Check out): it starts the
+// checkout of the form's key for this browser's session and sends the
+// browser where it pays (payURLFor). A key that is another buyer's gets
+// the stand-in's answer, its pay page, which refuses it (404).
+func handleBuy(db *store.DB, acc access, checkout Checkout, buyer buyerOf, atStripe bool) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		if err := parseForm(r); err != nil {
 			return err
@@ -387,20 +419,43 @@ func handleBuy(checkout Checkout, buyer buyerOf) handlerFunc {
 		// sold out too (and a cart's short lines): the URL carries the key,
 		// so a reload or a second tab shows the same checkout. With Stripe
 		// the payment page is the checkout's session at Stripe.
-		soldOut, err := buyer.start(r, checkout, key, shopper(w, r), items)
+		session := shopper(w, r) // a browser without a cookie yet gets one here
+		soldOut, err := buyer.start(r, checkout, key, session, items)
 		if err != nil && !soldOut {
 			return err
 		}
 		to := "/pay/" + key
 		if !soldOut {
-			if to, err = checkout.PayURL(r.Context(), key); err != nil {
+			payURL, mine, err := payURLFor(r, session, db, acc, checkout, key, atStripe)
+			if err != nil {
 				return err
 			}
+			if mine {
+				to = payURL
+			}
+		}
+		if r.Header.Get(scriptPostHeader) != "" && !strings.HasPrefix(to, "/") {
+			// The page's script posts the form with fetch (app.js, safe
+			// retries), and fetch cannot follow a redirect to another site
+			// (Stripe's page sends no CORS headers): it failed as if the
+			// store were down, and retried. The script is told where to
+			// go instead, and goes there itself.
+			w.Header().Set(goToHeader, to)
+			return writeText(w, http.StatusOK, to)
 		}
 		http.Redirect(w, r, to, http.StatusSeeOther)
 		return nil
 	}
 }
+
+// scriptPostHeader marks a form post made by the page's script (app.js)
+// rather than by the browser's own submit; goToHeader is where the store
+// tells that script to send the browser when it is another site (a form
+// post the browser submits itself gets a 303 there instead).
+const (
+	scriptPostHeader = "X-Store-Script"
+	goToHeader       = "X-Store-Go-To"
+)
 
 // payCheckout reads the checkout of key for the pay page and its buttons, if
 // r may pay it (access.mayPay, with the pay link's signature sig): its order,

@@ -176,6 +176,7 @@ func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder
 	if acc.hardened() {
 		holds = newHoldLimiter(cfg.HoldLimit, cfg.PayWindow, db, cfg.Now)
 	}
+	atStripe := cfg.StripeWebhookSecret != "" // buyers pay at Stripe: its session URLs are handed out by access.mayHavePayURL
 	buyer := buyerOf{trusted: cfg.TrustedProxies, holds: holds, proxyWarning: &sync.Once{}, logger: logger}
 
 	// JSON API, compatible with the reference widget store. Store-wide
@@ -185,7 +186,7 @@ func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder
 	mux.Handle("GET /products", handle(handleGetProducts(db)))
 	mux.Handle("GET /orders", handle(requireAdmin(handleListOrders(db))))
 	mux.Handle("GET /order/{id}", handle(handleGetOrder(db, acc)))
-	mux.Handle("POST /checkout/{key}", handle(handleCheckout(checkout, buyer)))
+	mux.Handle("POST /checkout/{key}", handle(handleCheckout(db, acc, checkout, buyer, atStripe)))
 	mux.Handle("POST /payment_webhook/{payment_id}/{status}", handle(handlePaymentWebhook(acc, cfg.Now, checkout)))
 	// Stripe's events, authenticated by their signature alone (stripe.go).
 	mux.Handle("POST /webhooks/stripe", handle(handleStripeWebhook(cfg.StripeWebhookSecret, checkout)))
@@ -202,8 +203,7 @@ func addRoutes(mux *http.ServeMux, logger *slog.Logger, cfg Config, rs responder
 
 	// Pages and the fragments they poll.
 	mux.Handle("GET /{$}", handle(handleStorePage(db, ops, acc, page)))
-	mux.Handle("POST /buy", handle(handleBuy(checkout, buyer)))
-	atStripe := cfg.StripeWebhookSecret != ""
+	mux.Handle("POST /buy", handle(handleBuy(db, acc, checkout, buyer, atStripe)))
 	mux.Handle("GET /pay/{key}", handle(handlePayPage(db, acc, page, checkout, atStripe)))
 	mux.Handle("POST /pay/{key}", handle(handlePay(db, acc, checkout, atStripe)))
 	mux.Handle("GET /track/{id}", handle(handleOrderPage(db, acc, page)))

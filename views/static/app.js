@@ -126,10 +126,12 @@
     setBusy(form, true);
     var tries = 0;
     (function send() {
-      fetch(form.action, { method: "POST", body: data, headers: { Accept: "text/html" }, credentials: "same-origin" })
+      // X-Store-Script: the store answers a destination on another site
+      // (Stripe's checkout, which fetch cannot follow to) in X-Store-Go-To.
+      fetch(form.action, { method: "POST", body: data, headers: { Accept: "text/html", "X-Store-Script": "1" }, credentials: "same-origin" })
         .then(function (resp) {
           goOnline();
-          if (resp.ok) { location.assign(resp.url); return; }
+          if (resp.ok) { location.assign(resp.headers.get("X-Store-Go-To") || resp.url); return; }
           return resp.text().then(function (html) {
             var doc = new DOMParser().parseFromString(html, "text/html");
             var m = doc.querySelector("[data-testid=error-message]");
