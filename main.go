@@ -34,7 +34,9 @@ import (
 	"widget-store/internal/cluster"
 	"widget-store/internal/crashpoint"
 	"widget-store/internal/critpath"
+	"widget-store/internal/durable"
 	"widget-store/internal/metrics"
+	"widget-store/internal/payment"
 	"widget-store/internal/paywait"
 	"widget-store/internal/provider"
 	"widget-store/internal/reconcile"
@@ -492,10 +494,11 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 	}
 	s.handoffs = paywait.New(db, s.dctx, logger, s.metrics)
 	s.provider = newProvider(cfg)
+	run := &durable.Runner{DS: ds, Metrics: s.metrics, Crash: cfg.CrashAt, Logger: logger}
 	s.workflows = &workflows{
-		dctx: s.dctx, ds: ds, db: db, handoffs: s.handoffs, logger: logger, crash: cfg.CrashAt,
+		dctx: s.dctx, db: db, handoffs: s.handoffs, logger: logger, run: run,
 		steps:    steps{metrics: s.metrics, now: time.Now, payTimeout: cfg.PayTimeout},
-		provider: s.provider,
+		payments: payment.New(run, db, s.provider, time.Now),
 	}
 	s.workflows.register()
 	s.cluster = cluster.New(cluster.Config{ExecutorID: cfg.ExecutorID, AppVersion: shop.AppVersion, TakeoverAfter: cfg.TakeoverAfter},
