@@ -18,7 +18,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -92,27 +91,9 @@ type config struct {
 	// TrustedProxies is TRUSTED_PROXIES: the reverse proxies whose
 	// X-Forwarded-For names the client, for the hold limit.
 	TrustedProxies []netip.Prefix
-	// ProviderURL is PROVIDER_URL, the payment provider's API the refund
-	// workflow calls, without a trailing slash. Empty: the store's own
-	// stand-in, http://<its listener address>/provider, set once it listens.
-	ProviderURL string
-	// providerIsSelf: PROVIDER_URL was not set, so the refunds go to the
-	// store's own stand-in, which takes the ADMIN_TOKEN.
-	providerIsSelf bool
-
-	// PaymentProvider is PAYMENT_PROVIDER: standin (the default: the store's
-	// own pay page and PROVIDER_URL's refunds) or stripe (the STRIPE_*
-	// settings below; README: Taking payments with Stripe).
-	PaymentProvider string
-	// StripeSecretKey (STRIPE_SECRET_KEY, sk_… or rk_…) and
-	// StripeWebhookSecret (STRIPE_WEBHOOK_SECRET, whsec_…), both required
-	// with PAYMENT_PROVIDER=stripe; StripeAPIBase is STRIPE_API_BASE,
-	// Stripe's API unless set (tests: stripe-mock), without a trailing slash.
-	StripeSecretKey, StripeWebhookSecret, StripeAPIBase string
-	// PublicURL is PUBLIC_URL, where buyers' browsers reach the store
-	// (Stripe sends them back to their order page there), without a trailing
-	// slash. Empty: the listener's loopback address, set once it listens.
-	PublicURL string
+	// Payment is the payment provider's: PAYMENT_PROVIDER, PROVIDER_URL,
+	// STRIPE_*, PUBLIC_URL (internal/provider, Config).
+	Payment provider.Config
 
 	// CrashAt is CRASH_AT, "workflow:step": exit right after that step
 	// commits (tests; internal/crashpoint).
@@ -158,14 +139,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&crashAt, "crash-at", env("CRASH_AT", ""), "testing: exit right after the named step of a workflow commits, such as checkout:mark-paid (env CRASH_AT)")
 	fs.StringVar(&takeoverAfter, "takeover-after", env("TAKEOVER_AFTER", cluster.DefaultTakeoverAfter.String()), "resume the workflows of a peer instance silent this long; 0: never (env TAKEOVER_AFTER)")
 	fs.StringVar(&sqliteSync, "sqlite-synchronous", env("SQLITE_SYNCHRONOUS", "normal"), "SQLite: normal (survives any process crash) or full (also a power loss, slower) (env SQLITE_SYNCHRONOUS)")
-	fs.StringVar(&cfg.ProviderURL, "provider-url", env("PROVIDER_URL", ""), "the payment provider's API for refunds, http(s)://…; default: the store's own stand-in at /provider (env PROVIDER_URL)")
 	fs.StringVar(&reconcileEvery, "reconcile-every", env("RECONCILE_EVERY", "10s"), "how often to look for orders whose workflow will not finish them (env RECONCILE_EVERY)")
 	fs.StringVar(&retention, "retention", env("RETENTION", "off"), "delete DBOS's records of purchases finished this long ago, such as 30d or 72h; off keeps them (env RETENTION)")
-	fs.StringVar(&cfg.PaymentProvider, "payment-provider", env("PAYMENT_PROVIDER", paymentStandIn), "standin (the store's own pay page) or stripe (env PAYMENT_PROVIDER)")
-	fs.StringVar(&cfg.StripeAPIBase, "stripe-api-base", env("STRIPE_API_BASE", provider.StripeDefaultAPI), "Stripe's API, http(s)://… (env STRIPE_API_BASE)")
-	fs.StringVar(&cfg.PublicURL, "public-url", env("PUBLIC_URL", ""), "where buyers' browsers reach the store, such as https://shop.example; default the listener's address (env PUBLIC_URL)")
-	cfg.StripeSecretKey = getenv("STRIPE_SECRET_KEY")
-	cfg.StripeWebhookSecret = getenv("STRIPE_WEBHOOK_SECRET")
+	cfg.Payment = provider.ConfigFromEnv(getenv)
+	cfg.Payment.AddFlags(fs)
 	cfg.WebhookKey = getenv("PAYMENT_WEBHOOK_SECRET")
 	cfg.AdminToken = getenv("ADMIN_TOKEN")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -224,12 +201,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if cfg.ExecutorID == "" || len(cfg.ExecutorID) > 128 {
 		return cfg, fmt.Errorf("EXECUTOR_ID must be 1 to 128 characters")
 	}
-	if cfg.ProviderURL != "" {
-		if cfg.ProviderURL, err = parseProviderURL(cfg.ProviderURL); err != nil {
-			return cfg, err
-		}
-	}
-	if err := cfg.parsePayments(); err != nil {
+	if err := cfg.Payment.Check(); err != nil {
 		return cfg, err
 	}
 	if crashAt != "" {
@@ -258,68 +230,6 @@ func parseRetention(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("RETENTION %q: want off, a number of days such as 30d, or a duration of at least 1s such as 72h", s)
 	}
 	return d, nil
-}
-
-// Payment providers (PAYMENT_PROVIDER).
-const (
-	paymentStandIn = "standin"
-	paymentStripe  = "stripe"
-)
-
-// parsePayments checks PAYMENT_PROVIDER and what it needs: with stripe, the
-// secret key and the webhook secret, each named when missing.
-func (cfg *config) parsePayments() error {
-	var err error
-	if cfg.PublicURL != "" {
-		if cfg.PublicURL, err = parseBaseURL("PUBLIC_URL", cfg.PublicURL); err != nil {
-			return err
-		}
-	}
-	switch cfg.PaymentProvider {
-	case paymentStandIn:
-		return nil
-	case paymentStripe:
-	default:
-		return fmt.Errorf("PAYMENT_PROVIDER %q: want standin (the store's own pay page) or stripe", cfg.PaymentProvider)
-	}
-	var missing []string
-	if cfg.StripeSecretKey == "" {
-		missing = append(missing, "STRIPE_SECRET_KEY (sk_test_… from Stripe's dashboard, Developers → API keys)")
-	}
-	if cfg.StripeWebhookSecret == "" {
-		missing = append(missing, "STRIPE_WEBHOOK_SECRET (whsec_…, from the webhook endpoint, or printed by `stripe listen`)")
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("PAYMENT_PROVIDER=stripe needs %s", strings.Join(missing, " and "))
-	}
-	if !strings.HasPrefix(cfg.StripeSecretKey, "sk_") && !strings.HasPrefix(cfg.StripeSecretKey, "rk_") {
-		return errors.New("STRIPE_SECRET_KEY: want a secret key, sk_test_… or sk_live_… (or a restricted key, rk_…); a publishable key (pk_…) cannot create payments")
-	}
-	if !strings.HasPrefix(cfg.StripeWebhookSecret, "whsec_") {
-		return errors.New("STRIPE_WEBHOOK_SECRET: want the endpoint's signing secret, whsec_…")
-	}
-	cfg.StripeAPIBase, err = parseBaseURL("STRIPE_API_BASE", cfg.StripeAPIBase)
-	return err
-}
-
-// parseProviderURL checks PROVIDER_URL (parseBaseURL).
-func parseProviderURL(s string) (string, error) { return parseBaseURL("PROVIDER_URL", s) }
-
-// parseBaseURL checks setting name's URL s: an absolute http or https URL
-// with a host, and no query or fragment (paths are appended to it). It
-// returns it without a trailing slash. A password in it is never shown.
-func parseBaseURL(name, s string) (string, error) {
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		shown := s
-		if err == nil && u.User != nil {
-			shown = u.Redacted()
-		} else if err != nil {
-			shown = "(unparsable)"
-		}
-		return "", fmt.Errorf("%s %q: want an http:// or https:// URL with a host and no query, such as https://provider.example/v1", name, shown)
-	}
-	return strings.TrimRight(u.String(), "/"), nil
 }
 
 // run is the whole program: main only calls it, tests call it too.
@@ -356,15 +266,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer ln.Close() // closed by Shutdown already on the normal path; this covers the early returns
 
-	if cfg.ProviderURL == "" {
-		// The store's own stand-in provider, on the socket it serves: under
-		// the supervisor the child inherits the parent's socket, so this is
-		// the port clients use too.
-		cfg.ProviderURL, cfg.providerIsSelf = "http://"+loopbackAddr(ln.Addr())+"/provider", true
-	}
-	if cfg.PublicURL == "" {
-		cfg.PublicURL = "http://" + loopbackAddr(ln.Addr())
-	}
+	cfg.Payment = cfg.Payment.Listening("http://" + loopbackAddr(ln.Addr())) // the defaults: the store's own stand-in, its own address
 
 	began := time.Now()
 	s, err := startServices(ctx, cfg, logger)
@@ -427,19 +329,10 @@ func (s *services) handler(cfg config, logger *slog.Logger) http.Handler {
 	return web.NewServer(logger,
 		web.Config{AdminToken: cfg.AdminToken, WebhookSecret: cfg.WebhookKey, ExecutorID: cfg.ExecutorID,
 			HoldLimit: cfg.HoldLimit, PayWindow: cfg.PayTimeout, TrustedProxies: cfg.TrustedProxies,
-			StripeWebhookSecret: stripeWebhookSecret(cfg)},
+			StripeWebhookSecret: cfg.Payment.StripeWebhook()},
 		s.db, checkout.New(s.handoffs, s.db, s.workflows, s.provider, logger), reconcile.NewOperations(s.reconcile, s.workflows, cfg.PayTimeout, logger),
 		timeline.NewReader(s.db, s.dctx, s.run.ID, time.Now), s.metrics,
 		web.Process{RunID: s.run.ID, Ready: s.ready.Load, Crash: func() { os.Exit(supervisor.ExitCrash) }})
-}
-
-// stripeWebhookSecret is the secret POST /webhooks/stripe verifies events
-// with: "" unless Stripe is the provider (the route then answers 404).
-func stripeWebhookSecret(cfg config) string {
-	if cfg.PaymentProvider != paymentStripe {
-		return ""
-	}
-	return cfg.StripeWebhookSecret
 }
 
 // startServices opens the database, applies the schema, records this process run,
@@ -493,7 +386,7 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 		return nil, fmt.Errorf("dbos data source: %w", err)
 	}
 	s.handoffs = paywait.New(db, s.dctx, logger, s.metrics)
-	s.provider = newProvider(cfg)
+	s.provider = cfg.Payment.New(cfg.AdminToken)
 	run := &durable.Runner{DS: ds, Metrics: s.metrics, Crash: cfg.CrashAt, Logger: logger}
 	s.workflows = &workflows{
 		dctx: s.dctx, db: db, handoffs: s.handoffs, logger: logger, run: run,
@@ -522,19 +415,6 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 		s.retention.Start()
 	}
 	return s, nil
-}
-
-// newProvider makes the payment provider PAYMENT_PROVIDER names.
-func newProvider(cfg config) provider.Provider {
-	httpClient := &http.Client{Timeout: provider.CallTimeout}
-	if cfg.PaymentProvider == paymentStripe {
-		return provider.NewStripe(cfg.StripeSecretKey, cfg.StripeAPIBase, cfg.PublicURL, httpClient)
-	}
-	p := &provider.StandIn{URL: cfg.ProviderURL, HTTP: httpClient}
-	if cfg.providerIsSelf { // the store's own stand-in takes the admin token as its API key
-		p.Token = cfg.AdminToken
-	}
-	return p
 }
 
 // shutdown stops the services in the reverse order of startServices, and
