@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -123,7 +122,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		hostname = "local"
 	}
 	var cfg config
-	var supervise, payTimeout, logLevel, takeoverAfter, crashAt, reconcileEvery, retention, holdLimit, trustedProxies, sqliteSync string
+	var supervise, payTimeout, logLevel, takeoverAfter, crashAt, reconcileEvery, retain, holdLimit, trustedProxies, sqliteSync string
 	fs := flag.NewFlagSet("widget-store", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Port, "port", env("PORT", "8080"), "TCP port to listen on (env PORT)")
@@ -140,7 +139,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&takeoverAfter, "takeover-after", env("TAKEOVER_AFTER", cluster.DefaultTakeoverAfter.String()), "resume the workflows of a peer instance silent this long; 0: never (env TAKEOVER_AFTER)")
 	fs.StringVar(&sqliteSync, "sqlite-synchronous", env("SQLITE_SYNCHRONOUS", "normal"), "SQLite: normal (survives any process crash) or full (also a power loss, slower) (env SQLITE_SYNCHRONOUS)")
 	fs.StringVar(&reconcileEvery, "reconcile-every", env("RECONCILE_EVERY", "10s"), "how often to look for orders whose workflow will not finish them (env RECONCILE_EVERY)")
-	fs.StringVar(&retention, "retention", env("RETENTION", "off"), "delete DBOS's records of purchases finished this long ago, such as 30d or 72h; off keeps them (env RETENTION)")
+	fs.StringVar(&retain, "retention", env("RETENTION", "off"), "delete DBOS's records of purchases finished this long ago, such as 30d or 72h; off keeps them (env RETENTION)")
 	cfg.Payment = provider.ConfigFromEnv(getenv)
 	cfg.Payment.AddFlags(fs)
 	cfg.WebhookKey = getenv("PAYMENT_WEBHOOK_SECRET")
@@ -192,7 +191,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if cfg.ReconcileEvery, err = time.ParseDuration(reconcileEvery); err != nil || cfg.ReconcileEvery < 100*time.Millisecond {
 		return cfg, fmt.Errorf("RECONCILE_EVERY %q: want a duration of at least 100ms, such as 10s", reconcileEvery)
 	}
-	if cfg.Retention, err = parseRetention(retention); err != nil {
+	if cfg.Retention, err = retention.Parse(retain); err != nil {
 		return cfg, err
 	}
 	if cfg.SQLiteSync, err = store.ParseSQLiteSync(sqliteSync); err != nil {
@@ -210,26 +209,6 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		}
 	}
 	return cfg, nil
-}
-
-// parseRetention reads RETENTION: off (or 0), a number of days such as 30d,
-// or a Go duration of at least a second such as 72h.
-func parseRetention(s string) (time.Duration, error) {
-	if s == "off" || s == "0" {
-		return 0, nil
-	}
-	d, err := time.ParseDuration(s)
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, perr := strconv.Atoi(days)
-		d, err = time.Duration(n)*24*time.Hour, perr
-		if n > 100*365 {
-			err = errors.New("too long")
-		}
-	}
-	if err != nil || d < time.Second {
-		return 0, fmt.Errorf("RETENTION %q: want off, a number of days such as 30d, or a duration of at least 1s such as 72h", s)
-	}
-	return d, nil
 }
 
 // run is the whole program: main only calls it, tests call it too.
