@@ -229,7 +229,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// child it starts finds the socket handed to it as an inherited file.
 	inherited, isChild := supervisor.InheritedListener(getenv)
 	if !isChild {
-		logExposure(cfg, logger)
+		web.LogExposure(logger, cfg.ListenAddr, cfg.Port, cfg.webConfig())
 	}
 	if cfg.Supervise && !isChild {
 		return supervisor.Run(ctx, cfg.ListenAddr, logger, stdout, stderr)
@@ -303,12 +303,16 @@ type services struct {
 	ready     atomic.Bool        // /healthz answers 200 only while true
 }
 
+// webConfig is what the web layer reads of the configuration.
+func (cfg config) webConfig() web.Config {
+	return web.Config{AdminToken: cfg.AdminToken, WebhookSecret: cfg.WebhookKey, ExecutorID: cfg.ExecutorID,
+		HoldLimit: cfg.HoldLimit, PayWindow: cfg.PayTimeout, TrustedProxies: cfg.TrustedProxies,
+		StripeWebhookSecret: cfg.Payment.StripeWebhook()}
+}
+
 // handler is the store's HTTP handler, with every dependency passed in.
 func (s *services) handler(cfg config, logger *slog.Logger) http.Handler {
-	return web.NewServer(logger,
-		web.Config{AdminToken: cfg.AdminToken, WebhookSecret: cfg.WebhookKey, ExecutorID: cfg.ExecutorID,
-			HoldLimit: cfg.HoldLimit, PayWindow: cfg.PayTimeout, TrustedProxies: cfg.TrustedProxies,
-			StripeWebhookSecret: cfg.Payment.StripeWebhook()},
+	return web.NewServer(logger, cfg.webConfig(),
 		s.db, checkout.New(s.handoffs, s.db, s.workflows, s.provider, logger), reconcile.NewOperations(s.reconcile, s.workflows, cfg.PayTimeout, logger),
 		timeline.NewReader(s.db, s.dctx, s.run.ID, time.Now), s.metrics,
 		web.Process{RunID: s.run.ID, Ready: s.ready.Load, Crash: func() { os.Exit(supervisor.ExitCrash) }})
@@ -421,29 +425,6 @@ func (s *services) shutdown(logger *slog.Logger) {
 	}
 	s.db.Close()
 	logger.Info("stopped")
-}
-
-// logExposure is the store's first log line: who can reach it, and, in demo
-// mode, how to open it to the network safely.
-func logExposure(cfg config, logger *slog.Logger) {
-	host, _, _ := net.SplitHostPort(cfg.ListenAddr) // checked by parseConfig
-	loopback := false
-	if a, err := netip.ParseAddr(host); err == nil {
-		loopback = a.IsLoopback()
-	} else if host == "localhost" {
-		loopback = true
-	}
-	switch {
-	case cfg.AdminToken == "" && loopback:
-		logger.Info("demo mode: listening on " + cfg.ListenAddr + ", this machine only; to open the store to the network set LISTEN_ADDR=:" + cfg.Port +
-			" and ADMIN_TOKEN (and PAYMENT_WEBHOOK_SECRET): without a token anyone who reaches it can crash or restock it (README: Running it in public)")
-	case cfg.AdminToken == "":
-		logger.Warn("demo mode on the network: LISTEN_ADDR=" + cfg.ListenAddr + " without ADMIN_TOKEN lets anyone who reaches this store crash or restock it, and see every order; set ADMIN_TOKEN (README: Running it in public)")
-	case cfg.WebhookKey == "":
-		logger.Warn("ADMIN_TOKEN is set but PAYMENT_WEBHOOK_SECRET is not: the payment webhook takes only the admin token, and pay links cannot be signed")
-	default:
-		logger.Info("hardened mode: listening on "+cfg.ListenAddr, "hold_limit", cfg.HoldLimit, "trusted_proxies", len(cfg.TrustedProxies))
-	}
 }
 
 // loopbackAddr is how this process reaches its own listener: a wildcard
