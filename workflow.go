@@ -94,25 +94,25 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 		return w.answerAsIs(ctx, handoff, order), nil
 	}
 
-	payment := shop.PaymentFailed // the provider opened no payment: nobody can pay
+	payStatus := shop.PaymentFailed // the provider opened no payment: nobody can pay
 	if opened {
-		if payment, err = handoff.AwaitPayment(ctx, time.UnixMilli(order.PayByMs)); err != nil { // the deadline is the reserve's checkpoint
+		if payStatus, err = handoff.AwaitPayment(ctx, time.UnixMilli(order.PayByMs)); err != nil { // the deadline is the reserve's checkpoint
 			return orderResult{}, err
 		}
 		w.crashAfter(shop.CheckoutWorkflow, crashpoint.AwaitPayment)
-		if payment == shop.PaymentTimedOut {
+		if payStatus == shop.PaymentTimedOut {
 			w.payments.Expire(ctx, key, order.OrderID, payAt)
 		}
 	}
-	w.log(ctx, order.OrderID).Info("checkout: payment status", "payment", payment)
+	w.log(ctx, order.OrderID).Info("checkout: payment status", "payment", payStatus)
 
 	status := shop.StatusPaid
 	var paidAtMs int64
-	if payment == shop.PaymentPaid {
+	if payStatus == shop.PaymentPaid {
 		paidAtMs, err = step(ctx, w, shop.CheckoutWorkflow, shop.StepMarkPaid, w.steps.markPaid(order.OrderID))
 	} else { // declined, or no payment in time: cancelled, every unit back
 		status = shop.StatusCancelled
-		_, err = step(ctx, w, shop.CheckoutWorkflow, shop.StepCancel, w.steps.cancel(order.OrderID, payment))
+		_, err = step(ctx, w, shop.CheckoutWorkflow, shop.StepCancel, w.steps.cancel(order.OrderID, payStatus))
 	}
 	if err != nil {
 		return orderResult{}, err
