@@ -33,6 +33,7 @@ import (
 	"widget-store/internal/crashpoint"
 	"widget-store/internal/critpath"
 	"widget-store/internal/durable"
+	"widget-store/internal/legs"
 	"widget-store/internal/metrics"
 	"widget-store/internal/payment"
 	"widget-store/internal/paywait"
@@ -295,6 +296,7 @@ type services struct {
 	dctx      dbos.Context
 	metrics   *metrics.Metrics
 	handoffs  *paywait.Hub
+	legs      *legs.Writer
 	workflows *workflows
 	provider  provider.Provider
 	cluster   *cluster.Cluster
@@ -369,11 +371,13 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 		return nil, fmt.Errorf("dbos data source: %w", err)
 	}
 	s.handoffs = paywait.New(db, s.dctx, logger, s.metrics)
+	s.legs = legs.New(db, time.Now, logger, s.metrics.LegBatch)
+	s.legs.Start() // before Launch: the dispatches it recovers write legs at once
 	s.provider = cfg.Payment.New(cfg.AdminToken)
 	run := &durable.Runner{DS: ds, Metrics: s.metrics, Crash: cfg.CrashAt, Logger: logger}
 	s.workflows = &workflows{
 		dctx: s.dctx, db: db, handoffs: s.handoffs, logger: logger, run: run,
-		steps:    steps{metrics: s.metrics, now: time.Now, payTimeout: cfg.PayTimeout},
+		steps:    steps{metrics: s.metrics, now: time.Now, payTimeout: cfg.PayTimeout, legs: s.legs},
 		payments: payment.New(run, db, s.provider, time.Now),
 	}
 	s.workflows.register()
@@ -422,6 +426,9 @@ func (s *services) shutdown(logger *slog.Logger) {
 		if err := dbos.Shutdown(s.dctx, 5*time.Second); err != nil {
 			logger.Warn("dbos shutdown", "err", err)
 		}
+	}
+	if s.legs != nil {
+		s.legs.Stop() // after DBOS: the dispatches it stopped wrote their last legs through it
 	}
 	s.db.Close()
 	logger.Info("stopped")

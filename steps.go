@@ -10,6 +10,7 @@ import (
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 
 	"widget-store/internal/durable"
+	"widget-store/internal/legs"
 	"widget-store/internal/metrics"
 	"widget-store/internal/payment"
 	"widget-store/internal/shop"
@@ -75,6 +76,7 @@ type steps struct {
 	metrics    *metrics.Metrics
 	now        func() time.Time
 	payTimeout time.Duration // PAYMENT_TIMEOUT: the order's payment window
+	legs       *legs.Writer  // writes dispatch legs in batches; nil writes each on its own
 }
 
 // reserved is the reserve step's checkpointed output.
@@ -293,6 +295,12 @@ func (s steps) release(orderID int64) func(context.Context, dbos.Tx) (bool, erro
 //
 // dispatched reports an order now DISPATCHED (by this leg, or before it: a
 // second dispatch of the same order finds its work done).
+//
+// The write goes into the batch of legs due now (internal/legs: one
+// statement and one commit for them all, the same conditional UPDATE), and
+// dispatchLeg returns after its commit. A leg the batch did not write (written
+// before, or an order no leg may write) takes the single-leg path below,
+// which reads the row to tell which.
 func (s steps) dispatchLeg(ctx context.Context, db dbos.Querier, logger *slog.Logger, orderID int64, remaining int) (dispatched bool, err error) {
 	defer s.metrics.Step(shop.DispatchWorkflow, shop.StepDispatchLeg, time.Now())
 	for pause := 50 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
@@ -312,6 +320,15 @@ func (s steps) dispatchLeg(ctx context.Context, db dbos.Querier, logger *slog.Lo
 // writeLeg is one attempt at a leg. done reports an outcome that trying again
 // cannot change: success, or the order in a state no leg may write.
 func (s steps) writeLeg(ctx context.Context, db dbos.Querier, orderID int64, remaining int) (dispatched, done bool, err error) {
+	if s.legs != nil {
+		written, err := s.legs.Write(ctx, orderID, remaining)
+		if err != nil {
+			return false, false, err
+		}
+		if written {
+			return remaining == 0, true, nil
+		}
+	}
 	status := shop.StatusPaid
 	if remaining == 0 {
 		status = shop.StatusDispatched

@@ -33,6 +33,8 @@ type Metrics struct {
 	statements prometheus.Counter
 	critical   map[string]*prometheus.CounterVec // widget_critical_path_*, by what they count
 	awaiting   *prometheus.GaugeVec
+	legs       prometheus.Counter
+	legBatches prometheus.Counter
 }
 
 // Checkout outcomes, the values of the "outcome" label.
@@ -90,6 +92,14 @@ func New() *Metrics {
 				"or replayed (recovered at start, taken over from a peer, or resumed by an operator). After a restart, replayed reaching " +
 				"the number of checkouts that were waiting says recovery is done.",
 		}, []string{"execution"}),
+		legs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "widget_dispatch_legs_batched_total",
+			Help: "Dispatch legs this process wrote in batches (internal/legs); with widget_dispatch_leg_batches_total, the legs per commit.",
+		}),
+		legBatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "widget_dispatch_leg_batches_total",
+			Help: "Batches of dispatch legs this process wrote, one statement and one commit each.",
+		}),
 	}
 	m.critical = map[string]*prometheus.CounterVec{}
 	for what, help := range map[string]string{
@@ -105,7 +115,7 @@ func New() *Metrics {
 			m.critical[what].WithLabelValues(kind) // at zero from the start
 		}
 	}
-	m.Registry.MustRegister(m.checkouts, m.recovered, m.takenOver, m.peersTaken, m.heartbeats, m.steps, m.requests, m.statements, m.awaiting,
+	m.Registry.MustRegister(m.checkouts, m.recovered, m.takenOver, m.peersTaken, m.heartbeats, m.steps, m.requests, m.statements, m.awaiting, m.legs, m.legBatches,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Show every outcome from the start, at zero, so a rate() has a series.
 	for _, o := range []string{CheckoutStarted, CheckoutSoldOut, CheckoutPaid, CheckoutDeclined, CheckoutTimedOut} {
@@ -116,6 +126,12 @@ func New() *Metrics {
 	m.awaiting.WithLabelValues("new")
 	m.awaiting.WithLabelValues("replayed")
 	return m
+}
+
+// LegBatch counts one batch of n dispatch legs written (internal/legs).
+func (m *Metrics) LegBatch(n int) {
+	m.legs.Add(float64(n))
+	m.legBatches.Inc()
 }
 
 // Checkout counts one checkout transition (one of the Checkout* outcomes).
