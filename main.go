@@ -18,11 +18,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -34,8 +32,10 @@ import (
 	"widget-store/internal/cluster"
 	"widget-store/internal/crashpoint"
 	"widget-store/internal/critpath"
+	"widget-store/internal/durable"
 	"widget-store/internal/legs"
 	"widget-store/internal/metrics"
+	"widget-store/internal/payment"
 	"widget-store/internal/paywait"
 	"widget-store/internal/provider"
 	"widget-store/internal/reconcile"
@@ -91,27 +91,9 @@ type config struct {
 	// TrustedProxies is TRUSTED_PROXIES: the reverse proxies whose
 	// X-Forwarded-For names the client, for the hold limit.
 	TrustedProxies []netip.Prefix
-	// ProviderURL is PROVIDER_URL, the payment provider's API the refund
-	// workflow calls, without a trailing slash. Empty: the store's own
-	// stand-in, http://<its listener address>/provider, set once it listens.
-	ProviderURL string
-	// providerIsSelf: PROVIDER_URL was not set, so the refunds go to the
-	// store's own stand-in, which takes the ADMIN_TOKEN.
-	providerIsSelf bool
-
-	// PaymentProvider is PAYMENT_PROVIDER: standin (the default: the store's
-	// own pay page and PROVIDER_URL's refunds) or stripe (the STRIPE_*
-	// settings below; README: Taking payments with Stripe).
-	PaymentProvider string
-	// StripeSecretKey (STRIPE_SECRET_KEY, sk_… or rk_…) and
-	// StripeWebhookSecret (STRIPE_WEBHOOK_SECRET, whsec_…), both required
-	// with PAYMENT_PROVIDER=stripe; StripeAPIBase is STRIPE_API_BASE,
-	// Stripe's API unless set (tests: stripe-mock), without a trailing slash.
-	StripeSecretKey, StripeWebhookSecret, StripeAPIBase string
-	// PublicURL is PUBLIC_URL, where buyers' browsers reach the store
-	// (Stripe sends them back to their order page there), without a trailing
-	// slash. Empty: the listener's loopback address, set once it listens.
-	PublicURL string
+	// Payment is the payment provider's: PAYMENT_PROVIDER, PROVIDER_URL,
+	// STRIPE_*, PUBLIC_URL (internal/provider, Config).
+	Payment provider.Config
 
 	// CrashAt is CRASH_AT, "workflow:step": exit right after that step
 	// commits (tests; internal/crashpoint).
@@ -141,7 +123,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		hostname = "local"
 	}
 	var cfg config
-	var supervise, payTimeout, logLevel, takeoverAfter, crashAt, reconcileEvery, retention, holdLimit, trustedProxies, sqliteSync string
+	var supervise, payTimeout, logLevel, takeoverAfter, crashAt, reconcileEvery, retain, holdLimit, trustedProxies, sqliteSync string
 	fs := flag.NewFlagSet("widget-store", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Port, "port", env("PORT", "8080"), "TCP port to listen on (env PORT)")
@@ -157,14 +139,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&crashAt, "crash-at", env("CRASH_AT", ""), "testing: exit right after the named step of a workflow commits, such as checkout:mark-paid (env CRASH_AT)")
 	fs.StringVar(&takeoverAfter, "takeover-after", env("TAKEOVER_AFTER", cluster.DefaultTakeoverAfter.String()), "resume the workflows of a peer instance silent this long; 0: never (env TAKEOVER_AFTER)")
 	fs.StringVar(&sqliteSync, "sqlite-synchronous", env("SQLITE_SYNCHRONOUS", "normal"), "SQLite: normal (survives any process crash) or full (also a power loss, slower) (env SQLITE_SYNCHRONOUS)")
-	fs.StringVar(&cfg.ProviderURL, "provider-url", env("PROVIDER_URL", ""), "the payment provider's API for refunds, http(s)://…; default: the store's own stand-in at /provider (env PROVIDER_URL)")
 	fs.StringVar(&reconcileEvery, "reconcile-every", env("RECONCILE_EVERY", "10s"), "how often to look for orders whose workflow will not finish them (env RECONCILE_EVERY)")
-	fs.StringVar(&retention, "retention", env("RETENTION", "off"), "delete DBOS's records of purchases finished this long ago, such as 30d or 72h; off keeps them (env RETENTION)")
-	fs.StringVar(&cfg.PaymentProvider, "payment-provider", env("PAYMENT_PROVIDER", paymentStandIn), "standin (the store's own pay page) or stripe (env PAYMENT_PROVIDER)")
-	fs.StringVar(&cfg.StripeAPIBase, "stripe-api-base", env("STRIPE_API_BASE", provider.StripeDefaultAPI), "Stripe's API, http(s)://… (env STRIPE_API_BASE)")
-	fs.StringVar(&cfg.PublicURL, "public-url", env("PUBLIC_URL", ""), "where buyers' browsers reach the store, such as https://shop.example; default the listener's address (env PUBLIC_URL)")
-	cfg.StripeSecretKey = getenv("STRIPE_SECRET_KEY")
-	cfg.StripeWebhookSecret = getenv("STRIPE_WEBHOOK_SECRET")
+	fs.StringVar(&retain, "retention", env("RETENTION", "off"), "delete DBOS's records of purchases finished this long ago, such as 30d or 72h; off keeps them (env RETENTION)")
+	cfg.Payment = provider.ConfigFromEnv(getenv)
+	cfg.Payment.AddFlags(fs)
 	cfg.WebhookKey = getenv("PAYMENT_WEBHOOK_SECRET")
 	cfg.AdminToken = getenv("ADMIN_TOKEN")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -214,7 +192,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if cfg.ReconcileEvery, err = time.ParseDuration(reconcileEvery); err != nil || cfg.ReconcileEvery < 100*time.Millisecond {
 		return cfg, fmt.Errorf("RECONCILE_EVERY %q: want a duration of at least 100ms, such as 10s", reconcileEvery)
 	}
-	if cfg.Retention, err = parseRetention(retention); err != nil {
+	if cfg.Retention, err = retention.Parse(retain); err != nil {
 		return cfg, err
 	}
 	if cfg.SQLiteSync, err = store.ParseSQLiteSync(sqliteSync); err != nil {
@@ -223,12 +201,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if cfg.ExecutorID == "" || len(cfg.ExecutorID) > 128 {
 		return cfg, fmt.Errorf("EXECUTOR_ID must be 1 to 128 characters")
 	}
-	if cfg.ProviderURL != "" {
-		if cfg.ProviderURL, err = parseProviderURL(cfg.ProviderURL); err != nil {
-			return cfg, err
-		}
-	}
-	if err := cfg.parsePayments(); err != nil {
+	if err := cfg.Payment.Check(); err != nil {
 		return cfg, err
 	}
 	if crashAt != "" {
@@ -237,88 +210,6 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		}
 	}
 	return cfg, nil
-}
-
-// parseRetention reads RETENTION: off (or 0), a number of days such as 30d,
-// or a Go duration of at least a second such as 72h.
-func parseRetention(s string) (time.Duration, error) {
-	if s == "off" || s == "0" {
-		return 0, nil
-	}
-	d, err := time.ParseDuration(s)
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, perr := strconv.Atoi(days)
-		d, err = time.Duration(n)*24*time.Hour, perr
-		if n > 100*365 {
-			err = errors.New("too long")
-		}
-	}
-	if err != nil || d < time.Second {
-		return 0, fmt.Errorf("RETENTION %q: want off, a number of days such as 30d, or a duration of at least 1s such as 72h", s)
-	}
-	return d, nil
-}
-
-// Payment providers (PAYMENT_PROVIDER).
-const (
-	paymentStandIn = "standin"
-	paymentStripe  = "stripe"
-)
-
-// parsePayments checks PAYMENT_PROVIDER and what it needs: with stripe, the
-// secret key and the webhook secret, each named when missing.
-func (cfg *config) parsePayments() error {
-	var err error
-	if cfg.PublicURL != "" {
-		if cfg.PublicURL, err = parseBaseURL("PUBLIC_URL", cfg.PublicURL); err != nil {
-			return err
-		}
-	}
-	switch cfg.PaymentProvider {
-	case paymentStandIn:
-		return nil
-	case paymentStripe:
-	default:
-		return fmt.Errorf("PAYMENT_PROVIDER %q: want standin (the store's own pay page) or stripe", cfg.PaymentProvider)
-	}
-	var missing []string
-	if cfg.StripeSecretKey == "" {
-		missing = append(missing, "STRIPE_SECRET_KEY (sk_test_… from Stripe's dashboard, Developers → API keys)")
-	}
-	if cfg.StripeWebhookSecret == "" {
-		missing = append(missing, "STRIPE_WEBHOOK_SECRET (whsec_…, from the webhook endpoint, or printed by `stripe listen`)")
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("PAYMENT_PROVIDER=stripe needs %s", strings.Join(missing, " and "))
-	}
-	if !strings.HasPrefix(cfg.StripeSecretKey, "sk_") && !strings.HasPrefix(cfg.StripeSecretKey, "rk_") {
-		return errors.New("STRIPE_SECRET_KEY: want a secret key, sk_test_… or sk_live_… (or a restricted key, rk_…); a publishable key (pk_…) cannot create payments")
-	}
-	if !strings.HasPrefix(cfg.StripeWebhookSecret, "whsec_") {
-		return errors.New("STRIPE_WEBHOOK_SECRET: want the endpoint's signing secret, whsec_…")
-	}
-	cfg.StripeAPIBase, err = parseBaseURL("STRIPE_API_BASE", cfg.StripeAPIBase)
-	return err
-}
-
-// parseProviderURL checks PROVIDER_URL (parseBaseURL).
-func parseProviderURL(s string) (string, error) { return parseBaseURL("PROVIDER_URL", s) }
-
-// parseBaseURL checks setting name's URL s: an absolute http or https URL
-// with a host, and no query or fragment (paths are appended to it). It
-// returns it without a trailing slash. A password in it is never shown.
-func parseBaseURL(name, s string) (string, error) {
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		shown := s
-		if err == nil && u.User != nil {
-			shown = u.Redacted()
-		} else if err != nil {
-			shown = "(unparsable)"
-		}
-		return "", fmt.Errorf("%s %q: want an http:// or https:// URL with a host and no query, such as https://provider.example/v1", name, shown)
-	}
-	return strings.TrimRight(u.String(), "/"), nil
 }
 
 // run is the whole program: main only calls it, tests call it too.
@@ -339,7 +230,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// child it starts finds the socket handed to it as an inherited file.
 	inherited, isChild := supervisor.InheritedListener(getenv)
 	if !isChild {
-		logExposure(cfg, logger)
+		web.LogExposure(logger, cfg.ListenAddr, cfg.Port, cfg.webConfig())
 	}
 	if cfg.Supervise && !isChild {
 		return supervisor.Run(ctx, cfg.ListenAddr, logger, stdout, stderr)
@@ -355,15 +246,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer ln.Close() // closed by Shutdown already on the normal path; this covers the early returns
 
-	if cfg.ProviderURL == "" {
-		// The store's own stand-in provider, on the socket it serves: under
-		// the supervisor the child inherits the parent's socket, so this is
-		// the port clients use too.
-		cfg.ProviderURL, cfg.providerIsSelf = "http://"+loopbackAddr(ln.Addr())+"/provider", true
-	}
-	if cfg.PublicURL == "" {
-		cfg.PublicURL = "http://" + loopbackAddr(ln.Addr())
-	}
+	cfg.Payment = cfg.Payment.Listening("http://" + loopbackAddr(ln.Addr())) // the defaults: the store's own stand-in, its own address
 
 	began := time.Now()
 	s, err := startServices(ctx, cfg, logger)
@@ -422,24 +305,19 @@ type services struct {
 	ready     atomic.Bool        // /healthz answers 200 only while true
 }
 
+// webConfig is what the web layer reads of the configuration.
+func (cfg config) webConfig() web.Config {
+	return web.Config{AdminToken: cfg.AdminToken, WebhookSecret: cfg.WebhookKey, ExecutorID: cfg.ExecutorID,
+		HoldLimit: cfg.HoldLimit, PayWindow: cfg.PayTimeout, TrustedProxies: cfg.TrustedProxies,
+		StripeWebhookSecret: cfg.Payment.StripeWebhook()}
+}
+
 // handler is the store's HTTP handler, with every dependency passed in.
 func (s *services) handler(cfg config, logger *slog.Logger) http.Handler {
-	return web.NewServer(logger,
-		web.Config{AdminToken: cfg.AdminToken, WebhookSecret: cfg.WebhookKey, ExecutorID: cfg.ExecutorID,
-			HoldLimit: cfg.HoldLimit, PayWindow: cfg.PayTimeout, TrustedProxies: cfg.TrustedProxies,
-			StripeWebhookSecret: stripeWebhookSecret(cfg)},
+	return web.NewServer(logger, cfg.webConfig(),
 		s.db, checkout.New(s.handoffs, s.db, s.workflows, s.provider, logger), reconcile.NewOperations(s.reconcile, s.workflows, cfg.PayTimeout, logger),
 		timeline.NewReader(s.db, s.dctx, s.run.ID, time.Now), s.metrics,
 		web.Process{RunID: s.run.ID, Ready: s.ready.Load, Crash: func() { os.Exit(supervisor.ExitCrash) }})
-}
-
-// stripeWebhookSecret is the secret POST /webhooks/stripe verifies events
-// with: "" unless Stripe is the provider (the route then answers 404).
-func stripeWebhookSecret(cfg config) string {
-	if cfg.PaymentProvider != paymentStripe {
-		return ""
-	}
-	return cfg.StripeWebhookSecret
 }
 
 // startServices opens the database, applies the schema, records this process run,
@@ -495,11 +373,12 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 	s.handoffs = paywait.New(db, s.dctx, logger, s.metrics)
 	s.legs = legs.New(db, time.Now, logger, s.metrics.LegBatch)
 	s.legs.Start() // before Launch: the dispatches it recovers write legs at once
-	s.provider = newProvider(cfg)
+	s.provider = cfg.Payment.New(cfg.AdminToken)
+	run := &durable.Runner{DS: ds, Metrics: s.metrics, Crash: cfg.CrashAt, Logger: logger}
 	s.workflows = &workflows{
-		dctx: s.dctx, ds: ds, db: db, handoffs: s.handoffs, logger: logger, crash: cfg.CrashAt,
+		dctx: s.dctx, db: db, handoffs: s.handoffs, logger: logger, run: run,
 		steps:    steps{metrics: s.metrics, now: time.Now, payTimeout: cfg.PayTimeout, legs: s.legs},
-		provider: s.provider,
+		payments: payment.New(run, db, s.provider, time.Now),
 	}
 	s.workflows.register()
 	s.cluster = cluster.New(cluster.Config{ExecutorID: cfg.ExecutorID, AppVersion: shop.AppVersion, TakeoverAfter: cfg.TakeoverAfter},
@@ -523,19 +402,6 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 		s.retention.Start()
 	}
 	return s, nil
-}
-
-// newProvider makes the payment provider PAYMENT_PROVIDER names.
-func newProvider(cfg config) provider.Provider {
-	httpClient := &http.Client{Timeout: provider.CallTimeout}
-	if cfg.PaymentProvider == paymentStripe {
-		return provider.NewStripe(cfg.StripeSecretKey, cfg.StripeAPIBase, cfg.PublicURL, httpClient)
-	}
-	p := &provider.StandIn{URL: cfg.ProviderURL, HTTP: httpClient}
-	if cfg.providerIsSelf { // the store's own stand-in takes the admin token as its API key
-		p.Token = cfg.AdminToken
-	}
-	return p
 }
 
 // shutdown stops the services in the reverse order of startServices, and
@@ -566,29 +432,6 @@ func (s *services) shutdown(logger *slog.Logger) {
 	}
 	s.db.Close()
 	logger.Info("stopped")
-}
-
-// logExposure is the store's first log line: who can reach it, and, in demo
-// mode, how to open it to the network safely.
-func logExposure(cfg config, logger *slog.Logger) {
-	host, _, _ := net.SplitHostPort(cfg.ListenAddr) // checked by parseConfig
-	loopback := false
-	if a, err := netip.ParseAddr(host); err == nil {
-		loopback = a.IsLoopback()
-	} else if host == "localhost" {
-		loopback = true
-	}
-	switch {
-	case cfg.AdminToken == "" && loopback:
-		logger.Info("demo mode: listening on " + cfg.ListenAddr + ", this machine only; to open the store to the network set LISTEN_ADDR=:" + cfg.Port +
-			" and ADMIN_TOKEN (and PAYMENT_WEBHOOK_SECRET): without a token anyone who reaches it can crash or restock it (README: Running it in public)")
-	case cfg.AdminToken == "":
-		logger.Warn("demo mode on the network: LISTEN_ADDR=" + cfg.ListenAddr + " without ADMIN_TOKEN lets anyone who reaches this store crash or restock it, and see every order; set ADMIN_TOKEN (README: Running it in public)")
-	case cfg.WebhookKey == "":
-		logger.Warn("ADMIN_TOKEN is set but PAYMENT_WEBHOOK_SECRET is not: the payment webhook takes only the admin token, and pay links cannot be signed")
-	default:
-		logger.Info("hardened mode: listening on "+cfg.ListenAddr, "hold_limit", cfg.HoldLimit, "trusted_proxies", len(cfg.TrustedProxies))
-	}
 }
 
 // loopbackAddr is how this process reaches its own listener: a wildcard

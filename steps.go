@@ -9,15 +9,17 @@ import (
 
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
 
+	"widget-store/internal/durable"
 	"widget-store/internal/legs"
 	"widget-store/internal/metrics"
-	"widget-store/internal/provider"
+	"widget-store/internal/payment"
 	"widget-store/internal/shop"
 	"widget-store/internal/store"
 )
 
-// Every database write a workflow makes, and the few helpers through which
-// the workflows (workflow.go) run their steps and one another. Each step
+// Every database write a workflow makes (but payment-record's, which is the
+// payment's, in internal/payment), and the few helpers through which the
+// workflows (workflow.go) run their steps and one another. Each step
 // returns the function dbos.RunAsTransaction runs, in one transaction with
 // the step's checkpoint on the handle DBOS itself uses (after a crash a step
 // either happened, and is replayed from its checkpoint, or did not, and runs
@@ -31,28 +33,15 @@ import (
 // something other than the database (dbos.RunAsStep, with opts). Both time
 // the step's work for the metrics (widget_step_duration_seconds{workflow=wf,
 // step=name}) each time it runs; a step replayed from its checkpoint does not
-// run, and is not timed.
+// run, and is not timed. Both are internal/durable's, which the payment's
+// steps (internal/payment) run theirs through too.
 func step[R any](ctx dbos.Context, w *workflows, wf, name string, fn func(context.Context, dbos.Tx) (R, error)) (R, error) {
-	out, err := dbos.RunAsTransaction(ctx, w.ds, func(ctx context.Context, tx dbos.Tx) (R, error) {
-		defer w.steps.metrics.Step(wf, name, time.Now())
-		return fn(ctx, tx)
-	}, dbos.WithStepName(name))
-	if err == nil {
-		w.crashAfter(wf, name)
-	}
-	return out, err
+	return durable.Tx(ctx, w.run, wf, name, fn)
 }
 
 // call is step for a step outside the database.
 func call[R any](ctx dbos.Context, w *workflows, wf, name string, fn func(context.Context) (R, error), opts ...dbos.StepOption) (R, error) {
-	out, err := dbos.RunAsStep(ctx, func(ctx context.Context) (R, error) {
-		defer w.steps.metrics.Step(wf, name, time.Now())
-		return fn(ctx)
-	}, append(opts, dbos.WithStepName(name))...)
-	if err == nil {
-		w.crashAfter(wf, name)
-	}
-	return out, err
+	return durable.Call(ctx, w.run, wf, name, fn, opts...)
 }
 
 // start starts (or, under an ID already used, finds) workflow fn with input
@@ -80,7 +69,7 @@ func startOn[P, R any](dctx dbos.Context, w *workflows, fn dbos.Workflow[P, R], 
 // crashAfter exits the process if CRASH_AT names point of workflow wf
 // (internal/crashpoint): a step, the child workflow a step starts, or a
 // hand-off.
-func (w *workflows) crashAfter(wf, point string) { w.crash.After(w.logger, wf, point) }
+func (w *workflows) crashAfter(wf, point string) { w.run.CrashAfter(wf, point) }
 
 // steps makes the steps; the workflows hold one.
 type steps struct {
@@ -106,6 +95,11 @@ type reserved struct {
 	// that order's status; the checkout answers from it and changes nothing.
 	Existing bool        `json:"existing,omitempty"`
 	Status   shop.Status `json:"status,omitempty"`
+}
+
+// payment is the order whose payment checkout key opens (internal/payment).
+func (r reserved) payment(key string) payment.Order {
+	return payment.Order{Key: key, OrderID: r.OrderID, CreatedAtMs: r.CreatedAtMs, PayByMs: r.PayByMs, Replayed: r.Existing}
 }
 
 // reserve holds every line of the cart (one unit of product 1 without one)
@@ -482,49 +476,4 @@ func (s steps) cancelOrder(orderID int64) func(context.Context, dbos.Tx) (cancel
 
 // log is the logger for a line about a workflow: the store's logger (which
 // carries executor_id) plus the workflow's ID and the order it works on.
-func (w *workflows) log(ctx dbos.Context, orderID int64) *slog.Logger {
-	id, err := dbos.GetWorkflowID(ctx)
-	if err != nil {
-		id = "" // not inside a workflow: the line still has the order id
-	}
-	return w.logger.With("workflow_id", id, "order_id", orderID)
-}
-
-// recordPayment records the payment the provider opened for checkout key
-// (its session id and where the buyer pays) with the order, in one
-// transaction with the payment-record step's checkpoint.
-func (s steps) recordPayment(key string, orderID int64, p provider.Payment) func(context.Context, dbos.Tx) (int64, error) {
-	return func(ctx context.Context, tx dbos.Tx) (int64, error) {
-		now := s.now().UnixMilli()
-		return now, store.RecordPaymentSession(ctx, tx, key, orderID, p.SessionID, p.URL, now)
-	}
-}
-
-// paymentOrder is the order of checkout key as its payment at the provider
-// shows it: its lines at their unit prices at the hold, with the products'
-// names. A read, for the payment-create step: the lines never change once
-// written.
-func (s steps) paymentOrder(ctx context.Context, db *store.DB, key string, order reserved) (provider.Order, error) {
-	o, err := db.OrderByID(ctx, order.OrderID)
-	if err == nil {
-		o, err = db.WithLines(ctx, o)
-	}
-	if err != nil {
-		return provider.Order{}, err
-	}
-	products, err := db.Products(ctx)
-	if err != nil {
-		return provider.Order{}, err
-	}
-	out := provider.Order{Key: key, OrderID: order.OrderID, CreatedAtMs: order.CreatedAtMs}
-	for _, l := range o.Lines {
-		name := fmt.Sprintf("Product %d", l.ProductID)
-		for _, p := range products {
-			if p.ID == l.ProductID {
-				name = p.Name
-			}
-		}
-		out.Lines = append(out.Lines, provider.Line{Name: name, Quantity: l.Quantity, UnitPriceCents: l.UnitPriceCents})
-	}
-	return out, nil
-}
+func (w *workflows) log(ctx dbos.Context, orderID int64) *slog.Logger { return w.run.Log(ctx, orderID) }

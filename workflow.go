@@ -10,9 +10,10 @@ import (
 
 	"widget-store/internal/crashpoint"
 	"widget-store/internal/critpath"
+	"widget-store/internal/durable"
+	"widget-store/internal/payment"
 	"widget-store/internal/paywait"
 	"widget-store/internal/periodic"
-	"widget-store/internal/provider"
 	"widget-store/internal/reconcile"
 	"widget-store/internal/shop"
 	"widget-store/internal/store"
@@ -22,18 +23,20 @@ import (
 // and refund, which make good what a checkout cannot finish (see
 // internal/reconcile); cancel-order, an operator's. Every step runs through
 // step or call (steps.go), under its durable name (internal/shop), and then
-// passes its crash point (CRASH_AT, internal/crashpoint).
+// passes its crash point (CRASH_AT, internal/crashpoint). The payment's steps
+// at the provider (open, expire, close, refund) are one call each to
+// payments (internal/payment), which runs them the same way on the
+// workflow's DBOS context: the workflows never know which provider they have.
 
 // workflows holds what the workflows and their steps need.
 type workflows struct {
 	dctx     dbos.Context
-	ds       *dbos.DataSource // the shared handle, as DBOS's data source
 	db       *store.DB
 	handoffs *paywait.Hub
-	steps    steps // the transactional steps (steps.go)
+	steps    steps           // the transactional steps (steps.go)
+	run      *durable.Runner // runs every step (steps.go: step, call)
+	payments *payment.Steps  // the payment's steps at the provider: the stand-in or Stripe
 	logger   *slog.Logger
-	crash    crashpoint.Point  // CRASH_AT, for tests
-	provider provider.Provider // the payment provider: the stand-in or Stripe
 }
 
 // register registers the workflows under their durable names.
@@ -81,7 +84,7 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 	if err != nil {
 		return orderResult{}, err
 	}
-	payAt, opened, err := w.openPayment(ctx, key, order)
+	payAt, opened, err := w.payments.Open(ctx, order.payment(key))
 	if err != nil {
 		return orderResult{}, err
 	}
@@ -91,25 +94,25 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 		return w.answerAsIs(ctx, handoff, order), nil
 	}
 
-	payment := shop.PaymentFailed // the provider opened no payment: nobody can pay
+	payStatus := shop.PaymentFailed // the provider opened no payment: nobody can pay
 	if opened {
-		if payment, err = handoff.AwaitPayment(ctx, time.UnixMilli(order.PayByMs)); err != nil { // the deadline is the reserve's checkpoint
+		if payStatus, err = handoff.AwaitPayment(ctx, time.UnixMilli(order.PayByMs)); err != nil { // the deadline is the reserve's checkpoint
 			return orderResult{}, err
 		}
 		w.crashAfter(shop.CheckoutWorkflow, crashpoint.AwaitPayment)
-		if payment == shop.PaymentTimedOut {
-			w.expirePayment(ctx, key, order.OrderID, payAt)
+		if payStatus == shop.PaymentTimedOut {
+			w.payments.Expire(ctx, key, order.OrderID, payAt)
 		}
 	}
-	w.log(ctx, order.OrderID).Info("checkout: payment status", "payment", payment)
+	w.log(ctx, order.OrderID).Info("checkout: payment status", "payment", payStatus)
 
 	status := shop.StatusPaid
 	var paidAtMs int64
-	if payment == shop.PaymentPaid {
+	if payStatus == shop.PaymentPaid {
 		paidAtMs, err = step(ctx, w, shop.CheckoutWorkflow, shop.StepMarkPaid, w.steps.markPaid(order.OrderID))
 	} else { // declined, or no payment in time: cancelled, every unit back
 		status = shop.StatusCancelled
-		_, err = step(ctx, w, shop.CheckoutWorkflow, shop.StepCancel, w.steps.cancel(order.OrderID, payment))
+		_, err = step(ctx, w, shop.CheckoutWorkflow, shop.StepCancel, w.steps.cancel(order.OrderID, payStatus))
 	}
 	if err != nil {
 		return orderResult{}, err
@@ -133,116 +136,6 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 		}
 	}
 	return orderResult{OrderID: order.OrderID, Status: status}, nil
-}
-
-// openPayment opens the payment of a new order at the provider, when the
-// provider is asked (Stripe; the stand-in's pay page is the store's own, and
-// a stand-in checkout runs no step here):
-//
-//  1. [payment-create] ask the provider for the order's payment, with an
-//     idempotency key per checkout (provider.Stripe): a step is at least
-//     once, the key makes it one session. Transport errors and 5xx are
-//     retried until the payment window closes.
-//  2. [payment-record] record it with the order (payment_sessions), in one
-//     transaction with the step's checkpoint: the buyer's redirect and
-//     POST /checkout's pay_url read it.
-//
-// After 1's checkpoint a crash asks the provider nothing more: the recovered
-// checkout replays the session from it. opened is false when the provider
-// opened none (it refused, or could not be reached before the window
-// closed): the checkout cancels the order as declined, and a request waiting
-// for the pay URL is told so. A sold-out or replayed reserve opens nothing.
-func (w *workflows) openPayment(ctx dbos.Context, key string, order reserved) (p provider.Payment, opened bool, err error) {
-	if order.OrderID == 0 || order.Existing || w.provider.Local() {
-		return provider.Payment{}, true, nil
-	}
-	p, err = call(ctx, w, shop.CheckoutWorkflow, shop.StepPaymentCreate, func(ctx context.Context) (provider.Payment, error) {
-		var created provider.Payment
-		o, err := w.steps.paymentOrder(ctx, w.db, key, order)
-		if err == nil && w.steps.now().UnixMilli() >= order.PayByMs {
-			w.closeLatePayment(ctx, key, o)
-			return created, provider.PermanentError(fmt.Errorf("the payment window of order %d closed before the provider opened a payment", order.OrderID))
-		}
-		if err == nil {
-			created, err = w.provider.Create(ctx, o)
-		}
-		if err != nil && !provider.Permanent(err) {
-			w.logger.Warn("checkout: creating the payment at the provider failed; retrying", "workflow_id", key, "order_id", order.OrderID, "err", err)
-		}
-		return created, err
-	}, dbos.WithStepMaxRetries(1000), dbos.WithStepBaseInterval(200*time.Millisecond), dbos.WithStepBackoffFactor(2),
-		dbos.WithStepMaxInterval(5*time.Second), dbos.WithStepRetryPredicate(func(err error) bool { return !provider.Permanent(err) }))
-	if err != nil && ctx.Err() != nil {
-		return provider.Payment{}, false, err // a stop, not the provider's answer: nothing was checkpointed, the recovered checkout asks again
-	}
-	if err != nil {
-		w.log(ctx, order.OrderID).Error("checkout: the payment provider opened no payment; the order is cancelled", "err", err)
-		return provider.Payment{}, false, nil
-	}
-	if _, err := step(ctx, w, shop.CheckoutWorkflow, shop.StepPaymentRecord, w.steps.recordPayment(key, order.OrderID, p)); err != nil {
-		return p, false, err
-	}
-	return p, true, nil
-}
-
-// closeLatePayment closes, best effort, a payment an earlier attempt of the
-// payment-create step may have opened at the provider when the payment
-// window closed before the step's checkpoint (a crash cut the attempt after
-// the provider answered, and the checkout recovered late): nobody has its
-// URL, but it would stay open until it expired by itself. Asked again under
-// the same idempotency key, the provider answers with that payment (or makes
-// one, if no attempt reached it), which is then expired at once under its own
-// key. A failure is only logged: the payment expires by itself within the
-// hour, and a payment made at it is refunded like any late payment.
-func (w *workflows) closeLatePayment(ctx context.Context, key string, o provider.Order) {
-	p, err := w.provider.Create(ctx, o)
-	if err == nil {
-		err = w.provider.Expire(ctx, key, p)
-	}
-	if err != nil && !provider.Permanent(err) {
-		w.logger.Warn("checkout: could not close the payment of a checkout whose window closed before it was recorded; it expires by itself", "workflow_id", key, "order_id", o.OrderID, "err", err)
-	}
-}
-
-// expirePayment closes payment p at the provider once the payment window
-// ended unpaid, before the units go back ([payment-expire]; nothing for the
-// stand-in): Stripe sessions cannot expire sooner than 30 minutes by
-// themselves, and this is what keeps the store's window honest. A payment
-// that wins the race arrives as a completed event for a cancelled order and
-// is refunded. The provider refusing (the session is no longer open: paid or
-// expired already) ends the step; transport errors and 5xx are retried for
-// about two minutes, after which the order is cancelled anyway: the session
-// then expires by itself within the hour, and a payment made at it meanwhile
-// is refunded the same way. An order no longer PENDING was cancelled by an
-// operator while its checkout waited, and its payment closed by that
-// cancel-order (closePayment): nothing more is asked of the provider.
-func (w *workflows) expirePayment(ctx dbos.Context, key string, orderID int64, p provider.Payment) {
-	if w.provider.Local() {
-		return
-	}
-	expired, err := call(ctx, w, shop.CheckoutWorkflow, shop.StepPaymentExpire, func(ctx context.Context) (bool, error) {
-		o, err := w.db.OrderByID(ctx, orderID)
-		if err != nil {
-			return false, err
-		}
-		if o.Status != shop.StatusPending { // an operator cancelled it meanwhile, and cancel-order closed its payment (closePayment)
-			return false, nil
-		}
-		err = w.provider.Expire(ctx, key, p)
-		if provider.Permanent(err) {
-			w.logger.Info("checkout: the provider did not expire the payment: it is no longer open (a payment that came is refunded)", "workflow_id", key, "order_id", orderID, "err", err)
-			return false, nil
-		}
-		if err != nil {
-			w.logger.Warn("checkout: expiring the payment at the provider failed; retrying", "workflow_id", key, "order_id", orderID, "err", err)
-		}
-		return err == nil, err
-	}, dbos.WithStepMaxRetries(30), dbos.WithStepBaseInterval(200*time.Millisecond), dbos.WithStepBackoffFactor(2), dbos.WithStepMaxInterval(5*time.Second))
-	if err != nil {
-		w.log(ctx, orderID).Error("checkout: could not expire the payment at the provider; cancelling the order anyway (a payment made at it is refunded)", "err", err)
-		return
-	}
-	w.log(ctx, orderID).Info("checkout: payment window closed; payment expired at the provider", "expired", expired)
 }
 
 // checkoutKey is the key the checkout acts under, its workflow ID; "" for an
@@ -321,73 +214,15 @@ func (w *workflows) dispatch(ctx dbos.Context, in dispatchInput) (int64, error) 
 // release cancels order orderID, whose checkout will never finish it, and
 // returns its units: one step, exactly once (its workflow ID is per order).
 // It changes nothing if the order is no longer PENDING. A released order's
-// payment at the provider is then expired (closePayment).
+// payment at the provider is then expired (payment.Steps.Close).
 func (w *workflows) release(ctx dbos.Context, orderID int64) (bool, error) {
 	released, err := step(ctx, w, shop.ReleaseWorkflow, shop.StepRelease, w.steps.release(orderID))
 	if err != nil || !released {
 		return released, err
 	}
 	w.log(ctx, orderID).Warn("release: the order's checkout will not finish it; cancelled, units returned")
-	w.closePayment(ctx, shop.ReleaseWorkflow, orderID)
+	w.payments.Close(ctx, shop.ReleaseWorkflow, orderID)
 	return released, nil
-}
-
-// closePayment expires at the provider the payment of order orderID, which
-// release or cancel-order has just cancelled unpaid, before its checkout
-// finished it ([payment-close]; the stand-in asks nobody, and runs no step
-// and no transaction here): that checkout will not expire it (release: it
-// will never run again; cancel-order: the operator's cancel stopped it with
-// DBOS, and one that gets to its expiry anyway finds the order no longer
-// PENDING, see expirePayment), and at Stripe the session would stay payable
-// for up to an hour.
-//
-// It runs after the units went back, not before, because the cancel is what
-// decides: it cancels only an order still PENDING, in one transaction with
-// its checkpoint, and only an order it cancelled needs its payment closed
-// (expiring first would close the payment of an order that the step then
-// finds paid). The order's guarantee: from the cancel's commit on, any
-// payment made at the session is a payment for a cancelled order, which the
-// webhook records and the refund workflow pays back, once; this step, with
-// the checkout's own key (widget-store-expire-<key>, one expiry however
-// often a crash repeats it; recovery re-runs it after a crash before its
-// checkpoint), shrinks the time such a payment can still be made from the
-// session's own expiry to the step's latency. An order with no payment
-// recorded (its checkout stopped before payment-record: nobody was given
-// the URL) has nothing to close. The provider refusing (the session is no
-// longer open) ends the step; transport errors and 5xx are retried for about
-// two minutes, then only logged: the session expires by itself and a payment
-// made at it is refunded.
-func (w *workflows) closePayment(ctx dbos.Context, wf string, orderID int64) {
-	if w.provider.Local() {
-		return
-	}
-	closed, err := call(ctx, w, wf, shop.StepPaymentClose, func(ctx context.Context) (bool, error) {
-		o, err := w.db.OrderByID(ctx, orderID)
-		if err != nil {
-			return false, err
-		}
-		s, err := w.db.PaymentSession(ctx, o.Key)
-		if shop.KindOf(err) == shop.NotFound {
-			return false, nil // no payment was recorded: nobody can pay at one
-		}
-		if err != nil {
-			return false, err
-		}
-		err = w.provider.Expire(ctx, o.Key, provider.Payment{SessionID: s.SessionID, URL: s.URL})
-		if provider.Permanent(err) {
-			w.logger.Info(wf+": the provider did not expire the payment: it is no longer open (a payment that came is refunded)", "order_id", orderID, "err", err)
-			return false, nil
-		}
-		if err != nil {
-			w.logger.Warn(wf+": expiring the payment at the provider failed; retrying", "order_id", orderID, "err", err)
-		}
-		return err == nil, err
-	}, dbos.WithStepMaxRetries(30), dbos.WithStepBaseInterval(200*time.Millisecond), dbos.WithStepBackoffFactor(2), dbos.WithStepMaxInterval(5*time.Second))
-	if err != nil {
-		w.log(ctx, orderID).Error(wf+": could not expire the cancelled order's payment at the provider; it expires by itself (a payment made at it is refunded)", "err", err)
-		return
-	}
-	w.log(ctx, orderID).Info(wf+": the cancelled order's payment is closed at the provider", "expired", closed)
 }
 
 // refundInput is the refund workflow's recorded input.
@@ -402,33 +237,17 @@ type refundInput struct {
 // one that is missing (a crash between the two); its ID is per payment, so
 // however often it is started it runs once.
 //
-//  1. [refund-provider] the provider's refund, through the same interface
-//     for both (the stand-in: POST {PROVIDER_URL}/refunds/{payment id};
-//     Stripe: POST /v1/refunds of the PaymentIntent recorded from the
-//     payment's event), with Idempotency-Key: <payment id>: a step runs at
-//     least once, the key
-//     makes it one refund. Transport errors and 5xx are retried for about a
-//     day; a 4xx, or an answer that is not a refund of this payment, ends the
-//     workflow in ERROR for an operator, whose Retry forks it from this step
+//  1. [refund-provider] the provider's refund (payment.Steps.Refund), with
+//     the payment id as its idempotency key: one refund however often the
+//     step runs. Transport errors and 5xx are retried for about a day; a 4xx,
+//     or an answer that is not a refund of this payment, ends the workflow in
+//     ERROR for an operator, whose Retry forks it from this step
 //     (reconcile.Operations.Retry), or `dbos workflow fork refund/<payment
 //     id> --step 0`: the fork calls again with the same key.
 //  2. [refund-record] record the refund (table refunds) in one transaction
 //     with the step's checkpoint: GET /late_payments shows it refunded.
 func (w *workflows) refund(ctx dbos.Context, in refundInput) (string, error) {
-	// Attempts 100 ms doubling to a minute apart, about a day in all (a
-	// recovery starts the count again).
-	got, err := call(ctx, w, shop.RefundWorkflow, shop.StepRefundCall, func(ctx context.Context) (provider.Refund, error) {
-		ref, err := w.db.PaymentRef(ctx, in.PaymentID) // the provider's id of the money taken (Stripe's PaymentIntent), "" for the stand-in
-		if err != nil {
-			return provider.Refund{}, err
-		}
-		r, err := w.provider.Refund(ctx, provider.RefundRequest{PaymentID: in.PaymentID, AmountCents: in.AmountCents, PaymentRef: ref})
-		if err != nil && !provider.Permanent(err) {
-			w.logger.Warn("refund: the provider call failed; retrying", "payment_id", in.PaymentID, "err", err)
-		}
-		return r, err
-	}, dbos.WithStepMaxRetries(1500), dbos.WithStepBaseInterval(100*time.Millisecond), dbos.WithStepBackoffFactor(2),
-		dbos.WithStepMaxInterval(time.Minute), dbos.WithStepRetryPredicate(func(err error) bool { return !provider.Permanent(err) }))
+	got, err := w.payments.Refund(ctx, in.PaymentID, in.AmountCents)
 	if err != nil {
 		return "", err
 	}
@@ -444,14 +263,14 @@ func (w *workflows) refund(ctx dbos.Context, in refundInput) (string, error) {
 // cancels it, returns its units and, if it was paid, records the payment for
 // refund; then the payment's refund workflow starts as a child (its ID is per
 // payment, so the reconciler finds it started). An unpaid order's payment at
-// the provider is expired instead (closePayment).
+// the provider is expired instead (payment.Steps.Close).
 func (w *workflows) cancelOrder(ctx dbos.Context, orderID int64) (cancelled, error) {
 	c, err := step(ctx, w, shop.CancelOrderWorkflow, shop.StepCancelOrder, w.steps.cancelOrder(orderID))
 	if err != nil || !c.Cancelled {
 		return c, err
 	}
 	if !c.WasPaid { // its checkout may still be waiting: the payment closes now, not when its window ends
-		w.closePayment(ctx, shop.CancelOrderWorkflow, orderID)
+		w.payments.Close(ctx, shop.CancelOrderWorkflow, orderID)
 		return c, nil
 	}
 	in := refundInput{PaymentID: c.Key, OrderID: orderID, AmountCents: c.Price}

@@ -5,8 +5,8 @@
 //
 // A point is "workflow:step", named after what has just committed: a durable
 // step by its durable name ("checkout:mark-paid", "refund:refund-provider";
-// every step runs through step or call, in the root's steps.go, which then
-// call After), the child workflow a step starts by its name
+// every step runs through internal/durable, whose Tx and Call then call
+// After), the child workflow a step starts by its name
 // ("checkout:dispatch"), and the checkout's two hand-offs and its payment
 // wait by the paywait calls that make them ("checkout:payment-id",
 // "checkout:outcome", "checkout:await-payment"). A dispatch leg is numbered:

@@ -274,7 +274,7 @@ func checkStripeCalls(byKey map[string]Order, snap Snapshot, purchases []Purchas
 			// A checkout whose create was cut off and whose window then
 			// closed records no session: the store asks again under the
 			// same key (Stripe replays the session) and expires that one
-			// (workflow.go, closeLatePayment), so its expiry names a
+			// (internal/payment, closeLate), so its expiry names a
 			// session Stripe made for the key, and the order is cancelled.
 			closedUnrecorded := snap.PaymentSessions[k] == "" && ord.Status == shop.StatusCancelled
 			if sessions[id] != k || (id != snap.PaymentSessions[k] && !closedUnrecorded) {

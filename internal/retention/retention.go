@@ -47,8 +47,10 @@ package retention
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -83,6 +85,26 @@ func New(db *store.DB, dctx dbos.Context, after, every time.Duration, now func()
 	}
 	return &Service{db: db, dctx: dctx, after: after, every: every, now: now,
 		logger: logger.With("component", "retention")}
+}
+
+// Parse reads RETENTION: off (or 0), a number of days such as 30d, or a Go
+// duration of at least a second such as 72h. Off is 0.
+func Parse(s string) (time.Duration, error) {
+	if s == "off" || s == "0" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, perr := strconv.Atoi(days)
+		d, err = time.Duration(n)*24*time.Hour, perr
+		if n > 100*365 {
+			err = errors.New("too long")
+		}
+	}
+	if err != nil || d < time.Second {
+		return 0, fmt.Errorf("RETENTION %q: want off, a number of days such as 30d, or a duration of at least 1s such as 72h", s)
+	}
+	return d, nil
 }
 
 // Interval is how often a Service with retention after looks: a tenth of
