@@ -370,7 +370,7 @@ func startServices(ctx context.Context, cfg config, logger *slog.Logger) (_ *ser
 	if err != nil {
 		return nil, fmt.Errorf("dbos data source: %w", err)
 	}
-	s.handoffs = paywait.New(db, s.dctx, logger, s.metrics)
+	s.handoffs = paywait.New(db, s.dctx, logger, s.metrics, cfg.PayTimeout)
 	s.legs = legs.New(db, time.Now, logger, s.metrics.LegBatch)
 	s.legs.Start() // before Launch: the dispatches it recovers write legs at once
 	s.provider = cfg.Payment.New(cfg.AdminToken)

@@ -1,8 +1,8 @@
 package main
 
 import (
-	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
@@ -238,35 +238,83 @@ func (s steps) recordShort(ctx context.Context, tx dbos.Tx, key string, cart, ta
 	return nil
 }
 
-// markPaid moves the order from PENDING to PAID and returns when (Unix ms).
+// markPaid follows a payment the checkout received: the order PAID, and
+// when (Unix ms). The webhook settled the order itself in the transaction
+// that sent the payment (internal/paywait, Deliver), so the order is
+// normally PAID already and this step only reads when; an order still
+// PENDING (a payment sent by the previous build, which left the move to this
+// step) is moved here. An order CANCELLED meanwhile (an operator's
+// Cancel-and-refund came between the payment and this step, and refunds it)
+// returns 0: the checkout ends cancelled, nothing ships. The output stays
+// the previous build's (a time, never 0 then), so its checkpoints replay.
 func (s steps) markPaid(orderID int64) func(context.Context, dbos.Tx) (int64, error) {
 	return func(ctx context.Context, tx dbos.Tx) (int64, error) {
 		now := s.now().UnixMilli()
-		moved, err := move(ctx, tx, orderID, shop.StatusPending, shop.StatusPaid, now)
-		if err := mustMove(moved, err, orderID, shop.StatusPaid); err != nil {
+		moved, err := store.MoveOrder(ctx, tx, orderID, shop.StatusPending, shop.StatusPaid, now)
+		if err != nil || moved {
+			if moved {
+				s.metrics.Checkout(metrics.CheckoutPaid)
+			}
+			return now, err
+		}
+		o, err := store.OrderByID(ctx, tx, orderID)
+		if err != nil {
 			return 0, err
 		}
-		s.metrics.Checkout(metrics.CheckoutPaid)
-		return now, nil
+		if o.Status == shop.StatusCancelled {
+			return 0, nil
+		}
+		return o.LastUpdate.UnixMilli(), nil // PAID by the webhook then (or DISPATCHED since, by a redispatch: its dispatch finds it done)
 	}
 }
 
-// cancel moves the order from PENDING to CANCELLED and returns its unit of
-// stock, in one transaction. payment is why: shop.PaymentFailed or
-// shop.PaymentTimedOut (for the metrics).
-func (s steps) cancel(orderID int64, payment string) func(context.Context, dbos.Tx) (int64, error) {
-	return func(ctx context.Context, tx dbos.Tx) (int64, error) {
+// cancelOutcome is the cancel step's checkpointed output. PaidAtMs is 0 when
+// the order is cancelled (by this step, or before it: a declined payment the
+// webhook settled, an operator's cancel); else a payment settled it PAID at
+// that time before this step could cancel it (it came as the payment window
+// closed), and the checkout ships it.
+type cancelOutcome struct {
+	PaidAtMs int64 `json:"paid_at_ms,omitempty"`
+}
+
+// UnmarshalJSON also reads the previous build's checkpoint of the step, the
+// time of the cancel (a bare number): the order was cancelled then.
+func (c *cancelOutcome) UnmarshalJSON(b []byte) error {
+	var at int64
+	if json.Unmarshal(b, &at) == nil {
+		*c = cancelOutcome{}
+		return nil
+	}
+	type plain cancelOutcome // without this method
+	return json.Unmarshal(b, (*plain)(c))
+}
+
+// cancel cancels the order, PENDING, and returns its units to the stock, in
+// one transaction; payment is why: shop.PaymentFailed or
+// shop.PaymentTimedOut (for the metrics). The order row decides, as the
+// webhook's settling does (internal/paywait, Deliver): an order already
+// CANCELLED (a decline the webhook settled) stays so; one a payment settled
+// PAID first is not cancelled, and the outcome says when it was paid.
+func (s steps) cancel(orderID int64, payment string) func(context.Context, dbos.Tx) (cancelOutcome, error) {
+	return func(ctx context.Context, tx dbos.Tx) (cancelOutcome, error) {
 		now := s.now().UnixMilli()
-		moved, err := cancelAndRestock(ctx, tx, orderID, shop.StatusPending, now)
-		if err := mustMove(moved, err, orderID, shop.StatusCancelled); err != nil {
-			return 0, err
+		moved, err := store.CancelAndRestock(ctx, tx, orderID, shop.StatusPending, now)
+		if err != nil {
+			return cancelOutcome{}, err
 		}
-		outcome := metrics.CheckoutDeclined
-		if payment == shop.PaymentTimedOut {
-			outcome = metrics.CheckoutTimedOut
+		if moved {
+			outcome := metrics.CheckoutDeclined
+			if payment == shop.PaymentTimedOut {
+				outcome = metrics.CheckoutTimedOut
+			}
+			s.metrics.Checkout(outcome)
+			return cancelOutcome{}, nil
 		}
-		s.metrics.Checkout(outcome)
-		return now, nil
+		o, err := store.OrderByID(ctx, tx, orderID)
+		if err != nil || o.Status == shop.StatusCancelled {
+			return cancelOutcome{}, err
+		}
+		return cancelOutcome{PaidAtMs: o.LastUpdate.UnixMilli()}, nil
 	}
 }
 
@@ -275,7 +323,7 @@ func (s steps) cancel(orderID int64, payment string) func(context.Context, dbos.
 // no longer PENDING (its checkout did finish it after all).
 func (s steps) release(orderID int64) func(context.Context, dbos.Tx) (bool, error) {
 	return func(ctx context.Context, tx dbos.Tx) (bool, error) {
-		return cancelAndRestock(ctx, tx, orderID, shop.StatusPending, s.now().UnixMilli())
+		return store.CancelAndRestock(ctx, tx, orderID, shop.StatusPending, s.now().UnixMilli())
 	}
 }
 
@@ -354,60 +402,6 @@ func (s steps) writeLeg(ctx context.Context, db dbos.Querier, orderID int64, rem
 	return cur == shop.StatusDispatched, true, nil // written before
 }
 
-// move moves order orderID from status from to status to at nowMs, in the
-// caller's transaction; moved is false, and nothing changed, when the order
-// was not in status from.
-func move(ctx context.Context, tx dbos.Tx, orderID int64, from, to shop.Status, nowMs int64) (moved bool, err error) {
-	res, err := tx.Exec(ctx, `UPDATE orders SET order_status = $1, last_update_time = $2 WHERE order_id = $3 AND order_status = $4`,
-		to, nowMs, orderID, from)
-	if err != nil {
-		return false, fmt.Errorf("mark order %d %s: %w", orderID, to, err)
-	}
-	n, err := res.RowsAffected()
-	return n == 1, err
-}
-
-// cancelAndRestock cancels order orderID, if it is in status from, and
-// returns every unit of every line to the stock, in the caller's
-// transaction; moved is false, and nothing changed, when the order was not in
-// status from. The status move comes first and is conditional, so the units
-// go back once however often this runs. (An order made before carts has no
-// lines: its one unit of its product goes back.)
-func cancelAndRestock(ctx context.Context, tx dbos.Tx, orderID int64, from shop.Status, nowMs int64) (moved bool, err error) {
-	if moved, err := move(ctx, tx, orderID, from, shop.StatusCancelled, nowMs); err != nil || !moved {
-		return false, err
-	}
-	o, err := store.OrderByID(ctx, tx, orderID)
-	if err != nil {
-		return false, err
-	}
-	lines, err := store.OrderLines(ctx, tx, o)
-	if err != nil {
-		return false, err
-	}
-	for _, l := range lines {
-		res, err := tx.Exec(ctx, `UPDATE products SET inventory = inventory + $1 WHERE product_id = $2`, l.Quantity, l.ProductID)
-		if err != nil {
-			return false, fmt.Errorf("return the units of order %d: %w", orderID, err)
-		}
-		if n, err := res.RowsAffected(); err != nil || n != 1 {
-			return false, cmp.Or(err, fmt.Errorf("return the units of order %d: product %d matched %d rows, want 1", orderID, l.ProductID, n))
-		}
-	}
-	return true, nil
-}
-
-// mustMove turns a transition of the checkout's own PENDING order that
-// matched no row into an error. With exactly-once steps it cannot happen; if
-// it ever does, the workflow stops with this error instead of silently
-// skipping a state change.
-func mustMove(moved bool, err error, orderID int64, to shop.Status) error {
-	if err == nil && !moved {
-		err = fmt.Errorf("mark order %d %s: it is no longer PENDING", orderID, to)
-	}
-	return err
-}
-
 // recordRefund records that the provider refunded late payment pid as
 // refundID, in one transaction with the step's checkpoint, and returns when
 // (Unix ms). ON CONFLICT DO NOTHING only guards against a second refund
@@ -452,7 +446,7 @@ func (s steps) cancelOrder(orderID int64) func(context.Context, dbos.Tx) (cancel
 			return out, nil
 		}
 		now := s.now().UnixMilli()
-		moved, err := cancelAndRestock(ctx, tx, orderID, o.Status, now)
+		moved, err := store.CancelAndRestock(ctx, tx, orderID, o.Status, now)
 		if err != nil {
 			return cancelled{}, err
 		}

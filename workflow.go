@@ -106,22 +106,33 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 	}
 	w.log(ctx, order.OrderID).Info("checkout: payment status", "payment", payStatus)
 
-	status := shop.StatusPaid
+	// The order row decides the order's fate, and the checkout follows it:
+	// the webhook settled it PAID (or CANCELLED, declined) in the
+	// transaction that sent the payment (internal/paywait, Deliver), and
+	// answered its caller at that commit. mark-paid then reads when; cancel
+	// cancels only an order still PENDING, and finds one a payment settled
+	// first (as the window closed) PAID, which then ships.
 	var paidAtMs int64
 	if payStatus == shop.PaymentPaid {
 		paidAtMs, err = step(ctx, w, shop.CheckoutWorkflow, shop.StepMarkPaid, w.steps.markPaid(order.OrderID))
 	} else { // declined, or no payment in time: cancelled, every unit back
-		status = shop.StatusCancelled
-		_, err = step(ctx, w, shop.CheckoutWorkflow, shop.StepCancel, w.steps.cancel(order.OrderID, payStatus))
+		var c cancelOutcome
+		c, err = step(ctx, w, shop.CheckoutWorkflow, shop.StepCancel, w.steps.cancel(order.OrderID, payStatus))
+		paidAtMs = c.PaidAtMs
 	}
 	if err != nil {
 		return orderResult{}, err
 	}
-	// The webhook's answer (the order id: paid, or cancelled) is true from
-	// here: the order's fate has committed, with its checkpoint. So it is
-	// handed over now, before the dispatch starts: starting a child workflow
-	// is a transaction and five more statements (a write-lock turn on
-	// SQLite) that the answer does not depend on. A crash between the two
+	status := shop.StatusPaid
+	if paidAtMs == 0 {
+		status = shop.StatusCancelled
+	}
+	// A webhook still waiting for the outcome (one that came after the
+	// window, which this checkout decided) gets it from here: the order's
+	// fate has committed, with its checkpoint. So it is handed over now,
+	// before the dispatch starts: starting a child workflow is a transaction
+	// and five more statements (a write-lock turn on SQLite) that the answer
+	// does not depend on. A crash between the two
 	// leaves this checkout PENDING; DBOS recovers it, replays everything up
 	// to here from its checkpoints and starts the dispatch, once (its ID is
 	// per order). An operator who cancels the checkout in that window leaves

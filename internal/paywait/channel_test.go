@@ -44,7 +44,7 @@ func TestChannelSurvivesLosingItsConnection(t *testing.T) {
 	}
 	defer db.Close()
 	// No DBOS context: the listener needs only the database.
-	hub := New(db, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New())
+	hub := New(db, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New(), 2*time.Minute)
 	if err := hub.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

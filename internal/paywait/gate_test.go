@@ -19,7 +19,7 @@ import (
 func TestRecoveryGate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	hub := New(nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New())
+	hub := New(nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New(), 2*time.Minute)
 	admitted := func(key string) (<-chan *Checkout, <-chan error) {
 		got, failed := make(chan *Checkout, 1), make(chan error, 1)
 		go func() {

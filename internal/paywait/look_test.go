@@ -64,7 +64,7 @@ func TestPeriodicLook(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		hub := New(db, dctx, logger, metrics.New())
+		hub := New(db, dctx, logger, metrics.New(), 2*time.Minute)
 		waiting := map[string]*handoff{}
 		for _, key := range []string{"unpaid", "paid"} {
 			waiting[key] = hub.acquire(key, true)

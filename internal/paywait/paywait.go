@@ -16,8 +16,11 @@
 // # The payment
 //
 // The webhook delivers a payment status with dbos.Send (Deliver), in the same
-// transaction as its read of the order, with an idempotency key per payment
-// id, so the first status to arrive is the one the checkout sees. The checkout
+// transaction as its read of the order and, within the payment window, its
+// settling of the order by that status (PAID, or CANCELLED), which is the
+// webhook's answer (Deliver says why, and what decides a race), with an
+// idempotency key per payment id, so the first status to arrive is the one
+// the checkout sees. The checkout
 // takes it with dbos.Recv (Checkout.AwaitPayment), which consumes the message
 // and checkpoints it in one transaction: exactly once on both databases.
 //
@@ -107,6 +110,7 @@ type Hub struct {
 	dctx    dbos.Context
 	logger  *slog.Logger
 	metrics *metrics.Metrics
+	window  time.Duration // PAYMENT_TIMEOUT: a webhook settles an order within it (Deliver)
 
 	mu      sync.Mutex
 	handoff map[string]*handoff
@@ -120,9 +124,9 @@ type Hub struct {
 }
 
 // New makes the hub. dctx is the DBOS context the payment messages are sent
-// with.
-func New(db *store.DB, dctx dbos.Context, logger *slog.Logger, m *metrics.Metrics) *Hub {
-	return &Hub{db: db, dctx: dctx, logger: logger, metrics: m, handoff: map[string]*handoff{},
+// with; window is the payment window (PAYMENT_TIMEOUT).
+func New(db *store.DB, dctx dbos.Context, logger *slog.Logger, m *metrics.Metrics, window time.Duration) *Hub {
+	return &Hub{db: db, dctx: dctx, logger: logger, metrics: m, window: window, handoff: map[string]*handoff{},
 		recovery: make(chan struct{}, recoverySlots), stopListening: func() {}, stopLooking: func() {}}
 }
 
@@ -390,6 +394,13 @@ func (c *Checkout) AwaitPayment(ctx dbos.Context, deadline time.Time) (string, e
 		look = true
 	}
 	c.leaveGate()
+	// Pass the kick on: another execution of this key in this process (an
+	// operator resumed the checkout while the execution it fenced off still
+	// waited here) waits on the same hand-off, and the one kick went to
+	// whichever took it first. Without this the other saw its payment only
+	// at its deadline (TestOperatorTableCancelResume). A kick too many only
+	// makes a waiter look once more.
+	c.ho.kick(false)
 	// A deadline already past still gets one Recv: it records the timeout
 	// (or takes a message that came just in time) as the checkpoint.
 	status, err := dbos.Recv[string](ctx, Topic, max(time.Until(deadline), time.Millisecond))
@@ -519,34 +530,58 @@ func (h *Hub) AwaitStart(ctx context.Context, key string, start func() error) (s
 // Deliver hands payment status to the checkout behind payment id pid and
 // returns its order with the outcome. When the order is still PENDING, the
 // status is sent (durably, once per payment id: a duplicate is dropped by
-// Send's idempotency key, so the first status to arrive is the one the
-// checkout sees) and the outcome awaited, at most 60 s (then a shop.Busy
-// error); otherwise the order is returned as it is. An unknown pid is a
-// shop.NotFound error.
+// Send's idempotency key) and, in the same transaction, the order settled by
+// it (store.SettlePayment): PAID, or CANCELLED with its units back. Its
+// commit is the answer: the webhook does not wait for the checkout, which
+// follows the order row when it takes the message (mark-paid, cancel in
+// steps.go) and starts the dispatch. Otherwise the order is returned as it
+// is. An unknown pid is a shop.NotFound error.
 //
-// The order read and the Send are one transaction, so a webhook costs one
-// commit.
+// Why the webhook settles the order, and what decides a race: the order row
+// does. Whatever commits first while the order is PENDING wins, by a
+// conditional UPDATE: the first payment status, the checkout's cancel at the
+// end of its window, an operator's cancel. So the first status to arrive is
+// the one that counts, as before; a payment that commits as the window
+// closes, after the checkout gave up waiting but before its cancel, wins, and
+// the cancel step finds the order PAID and the checkout ships it. Before,
+// the checkout decided (Recv, then its mark-paid step) and the webhook
+// waited for it: two more transactions, and on SQLite three write-lock
+// turns, between the payment and its answer. A crash after the commit loses
+// nothing: the message and the order's status committed together, and the
+// recovered checkout takes the message and follows the row.
 //
-// A checkout that will never take the payment (an operator cancelled it, it
-// failed, or it finished without it) is ErrOrphaned: while the order stays
-// PENDING, Deliver looks at the checkout's DBOS status about once a second
-// (checkoutGone), and returns ErrOrphaned as soon as it is so, instead of
-// waiting out its 60 s. A checkout deleted outright is ErrOrphaned at once
-// (Send refuses it).
+// The order is settled here only within its payment window and while its
+// checkout is alive in DBOS (PENDING or ENQUEUED): a payment after the window
+// (a late payment, refunded) or for a checkout that will never take it is
+// sent, and awaited, as before: the checkout decides, at most 60 s (then a
+// shop.Busy error). A checkout that will never take the payment (an operator
+// cancelled it, it failed, or it finished without it) is then ErrOrphaned:
+// while the order stays PENDING, Deliver looks at the checkout's DBOS status
+// about once a second (checkoutGone), and returns ErrOrphaned as soon as it
+// is so, instead of waiting out its 60 s. A checkout deleted outright is
+// ErrOrphaned at once (Send refuses it).
 func (h *Hub) Deliver(ctx context.Context, pid, status string) (shop.Order, error) {
 	ho := h.acquire(pid, false)
 	defer h.release(pid, ho, false)
-	o, err := h.sendIfPending(ctx, pid, status)
+	o, settled, err := h.sendIfPending(ctx, pid, status)
 	if errors.Is(err, dbos.ErrNonExistentWorkflow) && o.ID != 0 {
 		// The order is PENDING but its checkout was deleted (dbos workflow
 		// delete): DBOS refuses to send to a workflow that does not exist,
 		// and nothing will take the payment.
 		return o, ErrOrphaned
 	}
-	if err != nil || o.Status != shop.StatusPending {
+	if err != nil || (o.Status != shop.StatusPending && !settled) {
 		return o, err
 	}
 	ho.kick(true)
+	if settled {
+		outcome := metrics.CheckoutPaid
+		if o.Status == shop.StatusCancelled {
+			outcome = metrics.CheckoutDeclined
+		}
+		h.metrics.Checkout(outcome)
+		return o, nil
+	}
 	var asked time.Time
 	err = h.await(ctx, ho, ho.finished, time.Now().Add(60*time.Second), func() (bool, error) {
 		cur, err := h.db.OrderByKey(ctx, pid)
@@ -595,13 +630,13 @@ func (h *Hub) checkoutGone(ctx context.Context, key string) (bool, error) {
 }
 
 // sendIfPending reads the order behind pid and, if it is PENDING, sends it
-// the payment status, in one transaction; on Postgres the read also
-// announces the key on the payment channel when the order is PENDING, which
-// Postgres delivers to every instance at the commit (and not at all if the
-// Send fails and the transaction rolls back).
-func (h *Hub) sendIfPending(ctx context.Context, pid, status string) (shop.Order, error) {
-	var o shop.Order
-	err := h.db.InTx(ctx, func(tx store.Tx) error {
+// the payment status and settles it by that status when it may
+// (store.SettlePayment; settled then, and o carries the new status), in one
+// transaction; on Postgres the read also announces the key on the payment
+// channel when the order is PENDING, which Postgres delivers to every
+// instance at the commit (and not at all if the transaction rolls back).
+func (h *Hub) sendIfPending(ctx context.Context, pid, status string) (o shop.Order, settled bool, err error) {
+	err = h.db.InTx(ctx, func(tx store.Tx) error {
 		var err error
 		if h.db.Dialect.Postgres {
 			o, err = store.OrderByKeyAnnouncing(ctx, tx, pid, channel)
@@ -614,7 +649,18 @@ func (h *Hub) sendIfPending(ctx context.Context, pid, status string) (shop.Order
 		if err := dbos.Send(h.dctx, pid, status, Topic, dbos.WithIdempotencyKey("payment/"+pid), dbos.WithSendTransaction(tx.Raw)); err != nil {
 			return fmt.Errorf("send the payment status: %w", err)
 		}
+		now := time.Now()
+		if settled, err = h.db.SettlePayment(ctx, tx, o, status, now.UnixMilli(), h.window.Milliseconds()); err != nil || !settled {
+			return err
+		}
+		o.Status, o.LastUpdate = shop.StatusPaid, now
+		if status != shop.PaymentPaid {
+			o.Status = shop.StatusCancelled
+		}
 		return nil
 	})
-	return o, err
+	if err != nil {
+		settled = false // rolled back
+	}
+	return o, settled, err
 }
