@@ -249,17 +249,24 @@ func (s steps) recordShort(ctx context.Context, tx dbos.Tx, key string, cart, ta
 // the previous build's (a time, never 0 then), so its checkpoints replay.
 func (s steps) markPaid(orderID int64) func(context.Context, dbos.Tx) (int64, error) {
 	return func(ctx context.Context, tx dbos.Tx) (int64, error) {
-		now := s.now().UnixMilli()
-		moved, err := store.MoveOrder(ctx, tx, orderID, shop.StatusPending, shop.StatusPaid, now)
-		if err != nil || moved {
-			if moved {
-				s.metrics.Checkout(metrics.CheckoutPaid)
-			}
-			return now, err
-		}
-		o, err := store.OrderByID(ctx, tx, orderID)
+		o, err := store.OrderByID(ctx, tx, orderID) // one read on the common path: the webhook settled it
 		if err != nil {
 			return 0, err
+		}
+		if o.Status == shop.StatusPending {
+			now := s.now().UnixMilli()
+			moved, err := store.MoveOrder(ctx, tx, orderID, shop.StatusPending, shop.StatusPaid, now)
+			if err != nil || moved {
+				if moved {
+					s.metrics.Checkout(metrics.CheckoutPaid)
+				}
+				return now, err
+			}
+			// On Postgres a cancel can commit between the read and the move:
+			// follow it.
+			if o, err = store.OrderByID(ctx, tx, orderID); err != nil {
+				return 0, err
+			}
 		}
 		if o.Status == shop.StatusCancelled {
 			return 0, nil
