@@ -94,3 +94,42 @@ func toFloat(v any) float64 {
 	f, _ := v.(float64) // JSON numbers decode as float64; anything else reads as 0 and fails the check
 	return f
 }
+
+// TestWebhookAnswersAtItsOwnCommit: a payment webhook settles the order
+// itself and answers at its own commit (internal/paywait, Deliver), so what
+// lies between its arrival and its answer is one transaction: one commit and
+// a handful of statements (BEGIN, the order read, DBOS's Send, the settling
+// UPDATE, COMMIT; the count is the store's own, internal/critpath), not the
+// checkout's Recv and mark-paid (3 commits, 27 statements, before). Each
+// answer is the order, PAID, and each order ships.
+func TestWebhookAnswersAtItsOwnCommit(t *testing.T) {
+	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
+		st := Start(t, db)
+		base := st.Base()
+		count := func(what string) float64 {
+			return MetricValue(t, base, "widget_critical_path_"+what+"_total", `kind="webhook"`)
+		}
+		requests, commits, statements := count("requests"), count("commits"), count("statements")
+		const n = 5
+		var orders []string
+		for range n {
+			key := NewKey()
+			MustCall(t, "POST", base+"/checkout/"+key, http.StatusOK)
+			orders = append(orders, MustCall(t, "POST", base+"/payment_webhook/"+key+"/paid", http.StatusOK))
+		}
+		if got := count("requests") - requests; got != n {
+			t.Fatalf("%v webhooks counted, want %d", got, n)
+		}
+		perCommits, perStatements := (count("commits")-commits)/n, (count("statements")-statements)/n
+		t.Logf("per webhook: %.2f commits, %.2f statements", perCommits, perStatements)
+		if perCommits != 1 {
+			t.Errorf("%.2f commits between a webhook's arrival and its answer, want 1 (its own transaction)", perCommits)
+		}
+		if perStatements > 7 {
+			t.Errorf("%.2f statements between a webhook's arrival and its answer, want at most 7", perStatements)
+		}
+		for _, id := range orders {
+			WaitOrder(t, base, id, 30*time.Second, func(o Order) bool { return o.Status == "DISPATCHED" })
+		}
+	})
+}
