@@ -130,8 +130,9 @@ func TestLoadToolSmoke(t *testing.T) {
 			t.Errorf("invariants violated under load")
 		}
 		// The critical path is counted for every request; the webhook's
-		// answer waits for three commits (its Send, DBOS's Recv, mark-paid),
-		// not the dispatch's start, a fourth (workflow.go).
+		// answer is its own commit (the Send and the order settled in one
+		// transaction, internal/paywait): not DBOS's Recv, mark-paid or the
+		// dispatch's start, which follow it (workflow.go).
 		if r.CriticalErr != nil {
 			t.Fatalf("critical path not counted: %v", r.CriticalErr)
 		}
@@ -143,8 +144,8 @@ func TestLoadToolSmoke(t *testing.T) {
 		if _, commits, _, _, _ := r.Critical.PerRequest("checkout"); commits < 1.99 || commits > 2.5 {
 			t.Errorf("%.2f commits per checkout, want 2 (DBOS's start of the workflow, the reserve)", commits)
 		}
-		if _, commits, _, _, _ := r.Critical.PerRequest("webhook"); commits < 2.99 || commits > 3.5 {
-			t.Errorf("%.2f commits per webhook, want 3 (the Send, DBOS's Recv, mark-paid; not the dispatch's start)", commits)
+		if _, commits, _, _, _ := r.Critical.PerRequest("webhook"); commits < 0.99 || commits > 1.5 {
+			t.Errorf("%.2f commits per webhook, want 1 (the Send and the order settled, one transaction; not DBOS's Recv, mark-paid or the dispatch's start)", commits)
 		}
 	})
 }
