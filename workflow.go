@@ -76,6 +76,7 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 		return orderResult{}, err
 	}
 	defer handoff.Close()
+	ctx = handoff.Context(ctx) // while it replays under the recovery gate, its statements give way to new shoppers'
 
 	order, err := step(ctx, w, shop.CheckoutWorkflow, shop.StepReserve, w.steps.reserve(key, in.Shopper, in.Client, in.Items))
 	if err != nil {
