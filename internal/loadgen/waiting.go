@@ -72,9 +72,15 @@ type WaitingRound struct {
 	// "replayed"} reaches N), or RecoveryTimeout passed (Recovered 0).
 	Ready, FirstPurchase, Recovered time.Duration
 	RecoveredN                      int // the replayed gauge at the end of the recovery
-	RSSPeak, HeapPeak               int64
-	GoroutinesPeak                  int
-	DuringRecovery                  Percentiles // purchases started before the recovery ended
+	// AllStarted is when (from exec) DBOS had started every recovered
+	// checkout: those at the store's recovery gate
+	// (widget_checkouts_at_recovery_gate) and those past it reached N
+	// (within the gate's few slots); 0 for a build without the gauge.
+	AllStarted        time.Duration
+	GatePeak          int // the most checkouts at the gate at once
+	RSSPeak, HeapPeak int64
+	GoroutinesPeak    int
+	DuringRecovery    Percentiles // purchases started before the recovery ended
 	// Phases are the purchases during the recovery by when they started:
 	// in each PhaseLength from ready on.
 	Phases []Percentiles
@@ -309,6 +315,7 @@ func paidLatencies(ps []Purchase, before time.Time) Percentiles {
 const (
 	awaitingNew      = `widget_checkouts_awaiting_payment{execution="new"}`
 	awaitingReplayed = `widget_checkouts_awaiting_payment{execution="replayed"}`
+	atGate           = `widget_checkouts_at_recovery_gate`
 )
 
 // recoverWaiting SIGKILLs the store, starts build b on the same database,
@@ -354,6 +361,11 @@ func recoverWaiting(ctx context.Context, st *Store, b WaitingBuild, o Options, c
 			wr.HeapPeak = max(wr.HeapPeak, int64(m["go_memstats_heap_inuse_bytes"]))
 			wr.GoroutinesPeak = max(wr.GoroutinesPeak, int(m["go_goroutines"]))
 			wr.RecoveredN = int(m[awaitingReplayed])
+			gate, ok := m[atGate]
+			wr.GatePeak = max(wr.GatePeak, int(gate))
+			if ok && wr.AllStarted == 0 && int(gate)+wr.RecoveredN >= n-4 {
+				wr.AllStarted = time.Since(exec)
+			}
 			if wr.RecoveredN >= n {
 				recoveredAt = time.Now()
 				wr.Recovered = recoveredAt.Sub(exec)
@@ -489,6 +501,9 @@ func (r *WaitingReport) Print(w io.Writer) {
 			fmt.Fprintf(w, "    exec → all waiting again    %v\n", wr.Recovered.Round(time.Millisecond))
 		} else {
 			fmt.Fprintf(w, "    exec → all waiting again    NOT within the timeout (%d of %d)\n", wr.RecoveredN, r.Created)
+		}
+		if wr.AllStarted > 0 {
+			fmt.Fprintf(w, "    exec → DBOS started all     %v (at the gate at most %d)\n", wr.AllStarted.Round(time.Millisecond), wr.GatePeak)
 		}
 		fmt.Fprintf(w, "    peak during recovery        RSS %.1f MB, heap %.1f MB, %d goroutines\n", mb(wr.RSSPeak), mb(wr.HeapPeak), wr.GoroutinesPeak)
 		fmt.Fprintf(w, "    purchases during recovery   %s\n", wr.DuringRecovery)

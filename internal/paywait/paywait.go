@@ -283,6 +283,7 @@ func (h *Hub) Checkout(ctx context.Context, key string) (*Checkout, error) {
 func (c *Checkout) admit(ctx context.Context) error {
 	// A kick that only says "look" (after the channel reconnected) changes
 	// nothing here: a replayed checkout looks first anyway.
+	defer c.hub.metrics.AtGate()()
 	slot, err := c.hub.recovery.enter(ctx, c.ho.paymentKick, c.ho.sent)
 	c.gated.Store(slot)
 	return err
