@@ -302,10 +302,14 @@ func (c *Checkout) leaveGate() {
 // by its payment, or past its look, is not.
 func (c *Checkout) Background() bool { return c.gated.Load() }
 
-// Context returns ctx marked with the checkout (store.BackgroundKey), for
-// the steps that follow: while it replays under the recovery gate, its
-// statements give way to new shoppers' (Background).
+// Context returns ctx marked with the checkout (store.BackgroundKey) when
+// it replays under the recovery gate: its statements then give way to new
+// shoppers' (Background). Otherwise it returns ctx as it is (marking it
+// copies DBOS's context, about a kilobyte).
 func (c *Checkout) Context(ctx dbos.Context) dbos.Context {
+	if !c.gated.Load() {
+		return ctx
+	}
 	return dbos.WithValue(ctx, store.BackgroundKey{}, store.Backgrounder(c))
 }
 
