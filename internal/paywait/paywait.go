@@ -248,8 +248,9 @@ type Checkout struct {
 // recoverySlots slots before it replays, and holds it until it has looked
 // for its payment (AwaitPayment) or ended; while any purchase request (a
 // checkout's AwaitStart, a webhook's Deliver) is in flight here, only one
-// slot is open (gate.go), and on SQLite a replaying checkout's writes queue
-// behind every new shopper's (Checkout.Background). Replaying is a few statements
+// slot is open (gate.go), and on SQLite a replaying checkout's turn at the
+// write lock waits behind every new shopper's (Checkout.Background,
+// Checkout.Context). Replaying is a few statements
 // each (DBOS's checkpoint lookup of the reserve step in a transaction, which
 // on SQLite is a turn at the one write lock, and the look for the payment
 // message): after a crash with 100,000 checkouts waiting, DBOS starts them

@@ -177,8 +177,9 @@ func (r *Reconciler) refunds(ctx context.Context) (int, error) {
 
 // orders acts on the unfinished orders no workflow will finish, a page of
 // batch at a time, through all of them. The orders whose checkout is alive
-// are not read (store.UnfinishedOrdersToJudge): judge leaves them anyway. A page whose reads fail ends the
-// walk (the next pass starts again); a remedy that fails does not.
+// are not read (store.UnfinishedOrdersToJudge): judge leaves them anyway. A
+// page whose reads fail ends the walk (the next pass starts again); a remedy
+// that fails does not.
 func (r *Reconciler) orders(ctx context.Context) (int, error) {
 	acted := 0
 	var errs []error
