@@ -355,7 +355,7 @@ func recoverWaiting(ctx context.Context, st *Store, b WaitingBuild, o Options, c
 	}()
 	deadline := time.Now().Add(cfg.RecoveryTimeout)
 	var recoveredAt time.Time
-	for recoveredAt.IsZero() && time.Now().Before(deadline) {
+	for recoveredAt.IsZero() && time.Now().Before(deadline) && ctx.Err() == nil {
 		m, err := readMetrics(ctx, st.Base())
 		if err == nil {
 			wr.HeapPeak = max(wr.HeapPeak, int64(m["go_memstats_heap_inuse_bytes"]))
