@@ -80,7 +80,11 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 	}
 	defer handoff.Close()
 
-	order, err := step(ctx, w, shop.CheckoutWorkflow, shop.StepReserve, w.steps.reserve(key, in.Shopper, in.Client, in.Items))
+	// A checkout replaying under the recovery gate replays its reserve step
+	// (a turn at SQLite's write lock) behind new shoppers' writes. The marked
+	// context is for this step only: it is a copy of DBOS's context, which a
+	// waiting checkout would otherwise hold for as long as it waits.
+	order, err := step(handoff.Context(ctx), w, shop.CheckoutWorkflow, shop.StepReserve, w.steps.reserve(key, in.Shopper, in.Client, in.Items))
 	if err != nil {
 		return orderResult{}, err
 	}

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +10,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,8 +45,9 @@ type WaitingConfig struct {
 	// again after a restart (default 10m).
 	RecoveryTimeout time.Duration
 	// Profiles, when set, is a directory where the heap profile of each
-	// steady state (N waiting, after a garbage collection) is saved, for
-	// `go tool pprof`.
+	// steady state (N waiting, after a garbage collection) and a CPU
+	// profile of the first CPUProfile of each recovery (from ready on) are
+	// saved, for `go tool pprof`.
 	Profiles string
 }
 
@@ -54,6 +58,9 @@ type StoreState struct {
 	Goroutines int
 	Waiting    int         // widget_checkouts_awaiting_payment, both executions
 	Purchase   Percentiles // checkout → payment acknowledged, paid purchases
+	// Path is what the store counted on the purchases' critical paths
+	// meanwhile (nil for a build that does not count them).
+	Path CriticalPath
 }
 
 // WaitingRound is one SIGKILL and restart of a build with N checkouts waiting.
@@ -65,10 +72,23 @@ type WaitingRound struct {
 	// "replayed"} reaches N), or RecoveryTimeout passed (Recovered 0).
 	Ready, FirstPurchase, Recovered time.Duration
 	RecoveredN                      int // the replayed gauge at the end of the recovery
-	RSSPeak, HeapPeak               int64
-	GoroutinesPeak                  int
-	DuringRecovery                  Percentiles // purchases started before the recovery ended
-	Steady                          StoreState  // once recovered: N waiting
+	// AllStarted is when (from exec) DBOS had started every recovered
+	// checkout: those at the store's recovery gate
+	// (widget_checkouts_at_recovery_gate) and those past it reached N
+	// (within the gate's few slots); 0 for a build without the gauge.
+	AllStarted        time.Duration
+	GatePeak          int // the most checkouts at the gate at once
+	RSSPeak, HeapPeak int64
+	GoroutinesPeak    int
+	DuringRecovery    Percentiles // purchases started before the recovery ended
+	// Phases are the purchases during the recovery by when they started:
+	// in each PhaseLength from ready on.
+	Phases []Percentiles
+	// Slowest are the slowest paid purchases during the recovery: when
+	// each started (from ready) and how long it took.
+	Slowest [][2]time.Duration
+	Steady  StoreState   // once recovered: N waiting
+	Path    CriticalPath // the critical paths counted from the restart to the end of the recovery
 }
 
 // WaitingReport is what the waiting scenario measured.
@@ -256,7 +276,13 @@ func measureState(ctx context.Context, st *Store, o Options, cfg WaitingConfig, 
 		return s, err
 	}
 	s.Heap, s.Goroutines, s.Waiting = int64(m["go_memstats_heap_inuse_bytes"]), int(m["go_goroutines"]), int(m[awaitingNew]+m[awaitingReplayed])
+	before, err := ReadCriticalPath(ctx, st.Base())
 	s.Purchase = purchases(ctx, st, o, cfg, keyPrefix, nil)
+	if err == nil {
+		if after, err := ReadCriticalPath(ctx, st.Base()); err == nil {
+			s.Path = after.Sub(before)
+		}
+	}
 	return s, nil
 }
 
@@ -289,6 +315,7 @@ func paidLatencies(ps []Purchase, before time.Time) Percentiles {
 const (
 	awaitingNew      = `widget_checkouts_awaiting_payment{execution="new"}`
 	awaitingReplayed = `widget_checkouts_awaiting_payment{execution="replayed"}`
+	atGate           = `widget_checkouts_at_recovery_gate`
 )
 
 // recoverWaiting SIGKILLs the store, starts build b on the same database,
@@ -307,6 +334,18 @@ func recoverWaiting(ctx context.Context, st *Store, b WaitingBuild, o Options, c
 	if wr.Ready, err = st.Start(ctx); err != nil {
 		return nil, err
 	}
+	if cfg.Profiles != "" {
+		wg.Go(func() {
+			path := filepath.Join(cfg.Profiles, strings.TrimSuffix(profile, ".heap")+".cpu")
+			body, err := get(ctx, fmt.Sprintf("%s/admin/debug/pprof/cpu?seconds=%d", st.Base(), int(CPUProfile.Seconds())))
+			if err == nil {
+				err = os.WriteFile(path, body, 0o644)
+			}
+			if err != nil {
+				fmt.Fprintf(o.Progress, "CPU profile of the recovery: %v\n", err)
+			}
+		})
+	}
 	ledger := &Ledger{}
 	shopCtx, stopShopping := context.WithCancel(ctx)
 	shopped := make(chan struct{})
@@ -316,12 +355,17 @@ func recoverWaiting(ctx context.Context, st *Store, b WaitingBuild, o Options, c
 	}()
 	deadline := time.Now().Add(cfg.RecoveryTimeout)
 	var recoveredAt time.Time
-	for recoveredAt.IsZero() && time.Now().Before(deadline) {
+	for recoveredAt.IsZero() && time.Now().Before(deadline) && ctx.Err() == nil {
 		m, err := readMetrics(ctx, st.Base())
 		if err == nil {
 			wr.HeapPeak = max(wr.HeapPeak, int64(m["go_memstats_heap_inuse_bytes"]))
 			wr.GoroutinesPeak = max(wr.GoroutinesPeak, int(m["go_goroutines"]))
 			wr.RecoveredN = int(m[awaitingReplayed])
+			gate, ok := m[atGate]
+			wr.GatePeak = max(wr.GatePeak, int(gate))
+			if ok && wr.AllStarted == 0 && int(gate)+wr.RecoveredN >= n-4 {
+				wr.AllStarted = time.Since(exec)
+			}
 			if wr.RecoveredN >= n {
 				recoveredAt = time.Now()
 				wr.Recovered = recoveredAt.Sub(exec)
@@ -336,11 +380,31 @@ func recoverWaiting(ctx context.Context, st *Store, b WaitingBuild, o Options, c
 	}
 	stopShopping()
 	<-shopped
+	if cp, err := ReadCriticalPath(ctx, st.Base()); err == nil {
+		wr.Path = cp
+	}
 	stopBG()
 	wg.Wait()
 	wr.RSSPeak = rss.Max()
 	ps := ledger.Purchases()
 	wr.DuringRecovery = paidLatencies(ps, recoveredAt)
+	ready := exec.Add(wr.Ready)
+	for from := ready; from.Before(recoveredAt); from = from.Add(PhaseLength) {
+		var in []Purchase
+		for _, p := range ps {
+			if !p.Started.Before(from) && p.Started.Before(from.Add(PhaseLength)) {
+				in = append(in, p)
+			}
+		}
+		wr.Phases = append(wr.Phases, paidLatencies(in, recoveredAt))
+	}
+	for _, p := range ps {
+		if p.Payment.Status == http.StatusOK && !p.Finished.IsZero() && p.Started.Before(recoveredAt) {
+			wr.Slowest = append(wr.Slowest, [2]time.Duration{p.Started.Sub(ready), p.Finished.Sub(p.Started)})
+		}
+	}
+	slices.SortFunc(wr.Slowest, func(a, b [2]time.Duration) int { return cmp.Compare(b[1], a[1]) })
+	wr.Slowest = wr.Slowest[:min(len(wr.Slowest), 8)]
 	for _, p := range ps {
 		if p.Payment.Status == http.StatusOK && (wr.FirstPurchase == 0 || p.Finished.Sub(exec) < wr.FirstPurchase) {
 			wr.FirstPurchase = p.Finished.Sub(exec)
@@ -354,6 +418,13 @@ func recoverWaiting(ctx context.Context, st *Store, b WaitingBuild, o Options, c
 	}
 	return wr, nil
 }
+
+// PhaseLength is the span of each of WaitingRound.Phases; CPUProfile how
+// long the CPU profile of a recovery lasts.
+const (
+	PhaseLength = 5 * time.Second
+	CPUProfile  = 15 * time.Second
+)
 
 // readMetrics reads the store's /metrics into a map by series (name with
 // its labels, as printed).
@@ -431,9 +502,20 @@ func (r *WaitingReport) Print(w io.Writer) {
 		} else {
 			fmt.Fprintf(w, "    exec → all waiting again    NOT within the timeout (%d of %d)\n", wr.RecoveredN, r.Created)
 		}
+		if wr.AllStarted > 0 {
+			fmt.Fprintf(w, "    exec → DBOS started all     %v (at the gate at most %d)\n", wr.AllStarted.Round(time.Millisecond), wr.GatePeak)
+		}
 		fmt.Fprintf(w, "    peak during recovery        RSS %.1f MB, heap %.1f MB, %d goroutines\n", mb(wr.RSSPeak), mb(wr.HeapPeak), wr.GoroutinesPeak)
 		fmt.Fprintf(w, "    purchases during recovery   %s\n", wr.DuringRecovery)
+		for i, p := range wr.Phases {
+			fmt.Fprintf(w, "      started ready+%3ds        %s\n", i*int(PhaseLength.Seconds()), p)
+		}
+		for _, sl := range wr.Slowest {
+			fmt.Fprintf(w, "      slow: started ready+%-8s took %s\n", ms(sl[0]), ms(sl[1]))
+		}
+		wr.Path.Print(w, r.DB == "sqlite")
 		fmt.Fprintf(w, "    idle store's purchases      %s\n", idle.Purchase)
+		idle.Path.Print(w, r.DB == "sqlite")
 		if idle.Purchase.P99 > 0 && wr.DuringRecovery.N > 0 {
 			fmt.Fprintf(w, "    p99 during recovery ÷ idle  %.2f×\n", float64(wr.DuringRecovery.P99)/float64(idle.Purchase.P99))
 		}

@@ -35,6 +35,7 @@ type Metrics struct {
 	awaiting   *prometheus.GaugeVec
 	legs       prometheus.Counter
 	legBatches prometheus.Counter
+	atGate     prometheus.Gauge
 }
 
 // Checkout outcomes, the values of the "outcome" label.
@@ -86,6 +87,11 @@ func New() *Metrics {
 			Name: "widget_db_round_trips_total",
 			Help: "Statements the store's pool (DBOS's work included) sent to Postgres, one round trip each; 0 on SQLite.",
 		}),
+		atGate: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "widget_checkouts_at_recovery_gate",
+			Help: "Checkouts this process did not start (recovered, taken over, resumed) waiting for a slot of the recovery gate before they replay " +
+				"(internal/paywait). After a restart its rise is DBOS starting the recovered workflows; its fall, their replay.",
+		}),
 		awaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "widget_checkouts_awaiting_payment",
 			Help: "Checkouts of this process waiting for their payment now, by execution: new (the order was created by this very execution) " +
@@ -115,7 +121,7 @@ func New() *Metrics {
 			m.critical[what].WithLabelValues(kind) // at zero from the start
 		}
 	}
-	m.Registry.MustRegister(m.checkouts, m.recovered, m.takenOver, m.peersTaken, m.heartbeats, m.steps, m.requests, m.statements, m.awaiting, m.legs, m.legBatches,
+	m.Registry.MustRegister(m.checkouts, m.recovered, m.takenOver, m.peersTaken, m.heartbeats, m.steps, m.requests, m.statements, m.awaiting, m.legs, m.legBatches, m.atGate,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Show every outcome from the start, at zero, so a rate() has a series.
 	for _, o := range []string{CheckoutStarted, CheckoutSoldOut, CheckoutPaid, CheckoutDeclined, CheckoutTimedOut} {
@@ -177,6 +183,12 @@ func (m *Metrics) CriticalPath(kind string, c critpath.Counts) {
 	m.critical["commits"].WithLabelValues(kind).Add(float64(c.Commits))
 	m.critical["waits"].WithLabelValues(kind).Add(float64(c.Waits))
 	m.critical["wait_seconds"].WithLabelValues(kind).Add(c.Waited.Seconds())
+}
+
+// AtGate counts a checkout waiting at the recovery gate until done.
+func (m *Metrics) AtGate() (done func()) {
+	m.atGate.Inc()
+	return m.atGate.Dec
 }
 
 // Awaiting counts one checkout now waiting for its payment (replayed: this

@@ -87,6 +87,38 @@ func TestRecoveryGate(t *testing.T) {
 		replaying = append(replaying, c) // every slot taken again
 	})
 
+	t.Run("while a purchase is in flight one slot is open", func(t *testing.T) {
+		done := hub.recovery.busy() // a checkout request or a webhook, as AwaitStart and Deliver count them
+		last := replaying[len(replaying)-1]
+		for _, c := range replaying[:len(replaying)-1] {
+			c.leaveGate() // every slot but one given back: one checkout replays, as many as one slot allows
+		}
+		replaying = []*Checkout{last}
+		next, _ := admitted("recovered-while-busy")
+		if c := within(next, 200*time.Millisecond); c != nil {
+			t.Fatal("a recovered checkout replays beside another while a new shopper's request is in flight")
+		}
+		replaying[0].leaveGate()
+		c := within(next, 5*time.Second)
+		if c == nil {
+			t.Fatal("the one slot given back admitted nobody")
+		}
+		replaying = []*Checkout{c}
+		more, _ := admitted("recovered-after-busy")
+		done() // the request answered: the gate opens to its full width
+		if c := within(more, 5*time.Second); c == nil {
+			t.Fatal("the gate stayed at one slot after the request ended")
+		} else {
+			replaying = append(replaying, c)
+		}
+		for i := len(replaying); i < recoverySlots; i++ { // every slot taken again
+			got, _ := admitted("recovered-refill-" + string(rune('a'+i)))
+			if c := within(got, 5*time.Second); c != nil {
+				replaying = append(replaying, c)
+			}
+		}
+	})
+
 	t.Run("a stop ends the wait", func(t *testing.T) {
 		stopCtx, stop := context.WithCancel(ctx)
 		failed := make(chan error, 1)

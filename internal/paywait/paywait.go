@@ -74,6 +74,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
@@ -99,8 +100,8 @@ const paymentRecheck = 10 * time.Second
 const lookPage = 1000
 
 // recoverySlots is how many checkouts this process did not start itself (a
-// recovery at start, a takeover, an operator's resume) replay at once: see
-// Hub.Checkout.
+// recovery at start, a takeover, an operator's resume) replay at once while
+// no purchase request is in flight (one while any is): see Hub.Checkout.
 const recoverySlots = 4
 
 // Hub holds the hand-offs of this process: one per checkout key that someone
@@ -115,9 +116,8 @@ type Hub struct {
 	mu      sync.Mutex
 	handoff map[string]*handoff
 
-	// recovery holds a token per checkout replaying under the recovery
-	// gate (Hub.Checkout); its capacity is recoverySlots.
-	recovery chan struct{}
+	// recovery is the recovery gate (Hub.Checkout, gate.go).
+	recovery gate
 
 	stopListening func() // set by Start on Postgres
 	stopLooking   func() // set by Start
@@ -127,7 +127,7 @@ type Hub struct {
 // with; window is the payment window (PAYMENT_TIMEOUT).
 func New(db *store.DB, dctx dbos.Context, logger *slog.Logger, m *metrics.Metrics, window time.Duration) *Hub {
 	return &Hub{db: db, dctx: dctx, logger: logger, metrics: m, window: window, handoff: map[string]*handoff{},
-		recovery: make(chan struct{}, recoverySlots), stopListening: func() {}, stopLooking: func() {}}
+		stopListening: func() {}, stopLooking: func() {}}
 }
 
 // handoff is what passes between one checkout and its waiters in this process.
@@ -238,7 +238,7 @@ type Checkout struct {
 	since time.Time // when this execution registered
 	// orderIsNew: the order was created by this very execution, after since.
 	orderIsNew bool
-	gated      bool // holds a slot of the recovery gate
+	gated      atomic.Bool // holds a slot of the recovery gate; read by the SQLite connector too (Background)
 }
 
 // Checkout registers the checkout workflow of key, executing now in this
@@ -250,7 +250,11 @@ type Checkout struct {
 // one: DBOS recovered it at start, the cluster took it over from a dead
 // peer, or an operator resumed it. Such a checkout waits here for one of
 // recoverySlots slots before it replays, and holds it until it has looked
-// for its payment (AwaitPayment) or ended. Replaying is a few statements
+// for its payment (AwaitPayment) or ended; while any purchase request (a
+// checkout's AwaitStart, a webhook's Deliver) is in flight here, only one
+// slot is open (gate.go), and on SQLite a replaying checkout's turn at the
+// write lock waits behind every new shopper's (Checkout.Background,
+// Checkout.Context). Replaying is a few statements
 // each (DBOS's checkpoint lookup of the reserve step in a transaction, which
 // on SQLite is a turn at the one write lock, and the look for the payment
 // message): after a crash with 100,000 checkouts waiting, DBOS starts them
@@ -282,29 +286,36 @@ func (h *Hub) Checkout(ctx context.Context, key string) (*Checkout, error) {
 // admit waits for a slot of the recovery gate, or for a payment sent to
 // this checkout, which goes ahead at once.
 func (c *Checkout) admit(ctx context.Context) error {
-	for {
-		select {
-		case c.hub.recovery <- struct{}{}:
-			c.gated = true
-			return nil
-		case <-c.ho.paymentKick:
-			// A kick that only says "look" (after the channel reconnected)
-			// changes nothing here: a replayed checkout looks first anyway.
-			if c.ho.sent() {
-				return nil
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	// A kick that only says "look" (after the channel reconnected) changes
+	// nothing here: a replayed checkout looks first anyway.
+	defer c.hub.metrics.AtGate()()
+	slot, err := c.hub.recovery.enter(ctx, c.ho.paymentKick, c.ho.sent)
+	c.gated.Store(slot)
+	return err
 }
 
 // leaveGate gives the checkout's slot of the recovery gate back, if it holds one.
 func (c *Checkout) leaveGate() {
-	if c.gated {
-		c.gated = false
-		<-c.hub.recovery
+	if c.gated.Swap(false) {
+		c.hub.recovery.leave()
 	}
+}
+
+// Background reports that the checkout is replaying under the recovery gate:
+// background work, whose statements queue for SQLite's write lock behind
+// every foreground writer's (store.BackgroundKey). A checkout let through
+// by its payment, or past its look, is not.
+func (c *Checkout) Background() bool { return c.gated.Load() }
+
+// Context returns ctx marked with the checkout (store.BackgroundKey) when
+// it replays under the recovery gate: its statements then give way to new
+// shoppers' (Background). Otherwise it returns ctx as it is (marking it
+// copies DBOS's context, about a kilobyte).
+func (c *Checkout) Context(ctx dbos.Context) dbos.Context {
+	if !c.gated.Load() {
+		return ctx
+	}
+	return dbos.WithValue(ctx, store.BackgroundKey{}, store.Backgrounder(c))
 }
 
 // Close ends the registration.
@@ -500,6 +511,7 @@ func (h *Hub) await(ctx context.Context, ho *handoff, signal <-chan struct{}, de
 // no stock. A checkout still starting after 30 s is a shop.Busy error: retry
 // with the same key.
 func (h *Hub) AwaitStart(ctx context.Context, key string, start func() error) (soldOut bool, err error) {
+	defer h.recovery.busy()()
 	ho := h.acquire(key, false)
 	defer h.release(key, ho, false)
 	if err := start(); err != nil {
@@ -561,6 +573,7 @@ func (h *Hub) AwaitStart(ctx context.Context, key string, start func() error) (s
 // is so, instead of waiting out its 60 s. A checkout deleted outright is
 // ErrOrphaned at once (Send refuses it).
 func (h *Hub) Deliver(ctx context.Context, pid, status string) (shop.Order, error) {
+	defer h.recovery.busy()()
 	ho := h.acquire(pid, false)
 	defer h.release(pid, ho, false)
 	o, settled, err := h.sendIfPending(ctx, pid, status)

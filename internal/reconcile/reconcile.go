@@ -176,14 +176,16 @@ func (r *Reconciler) refunds(ctx context.Context) (int, error) {
 }
 
 // orders acts on the unfinished orders no workflow will finish, a page of
-// batch at a time, through all of them. A page whose reads fail ends the
-// walk (the next pass starts again); a remedy that fails does not.
+// batch at a time, through all of them. The orders whose checkout is alive
+// are not read (store.UnfinishedOrdersToJudge): judge leaves them anyway. A
+// page whose reads fail ends the walk (the next pass starts again); a remedy
+// that fails does not.
 func (r *Reconciler) orders(ctx context.Context) (int, error) {
 	acted := 0
 	var errs []error
 	before := time.Now().Add(-Grace)
 	for after := int64(0); ; {
-		orders, err := r.db.UnfinishedOrders(ctx, before, after, batch)
+		orders, err := r.db.UnfinishedOrdersToJudge(ctx, before, after, batch)
 		if err != nil || len(orders) == 0 {
 			return acted, errors.Join(append(errs, err)...)
 		}

@@ -28,6 +28,8 @@ import (
 //   - LookBeforeCheckout (workflow_status): whether a checkout's workflow
 //     exists, read with its order and the stock (internal/checkout, a
 //     sold-out checkout answered without a workflow);
+//   - UnfinishedOrdersToJudge (workflow_status): the reconciler's pass,
+//     without the orders whose checkout is alive (internal/reconcile);
 //   - FinishedWorkflows (workflow_status): retention's pages, in the order
 //     the workflows finished (internal/retention);
 //   - UpgradeWorkflows (workflow_status, operation_outputs): a build that
@@ -214,6 +216,35 @@ func lookBeforeCheckoutSQL(d Dialect, key string, cart []shop.Line) (string, []a
 			EXISTS (SELECT 1 FROM sold_out_checkouts WHERE checkout_key = $1),
 			EXISTS (SELECT 1 FROM ` + d.DBOSTable("workflow_status") + ` WHERE workflow_uuid = $1)
 		FROM products p WHERE p.product_id IN (` + strings.Join(in, ", ") + `)`, args
+}
+
+// ----- workflow_status: the reconciler -----
+
+// UnfinishedOrdersToJudge is UnfinishedOrders (PENDING or PAID, created
+// before before, ids above afterID, ascending, at most limit) without the
+// orders whose checkout workflow is PENDING or ENQUEUED: a checkout that
+// will still run, in this process or another, whatever it is waiting for.
+// The reconciler leaves every such order alone anyway (reconcile.judge: the
+// checkout is among the order's live finishers), so it need not read their
+// workflows' statuses: with 100,000 checkouts waiting for payment, a pass
+// is one read that returns nothing, instead of 200 pages of orders, each
+// with a dbos.ListWorkflows of 2,500 IDs, every interval (docs/BENCHMARKS.md,
+// Many waiting checkouts). A checkout that stops being alive after this
+// read is found by the next pass, as one that stopped after the statuses'
+// read always was.
+func (db *DB) UnfinishedOrdersToJudge(ctx context.Context, before time.Time, afterID int64, limit int) ([]shop.Order, error) {
+	return db.orders(ctx, "list unfinished orders to judge", unfinishedOrdersToJudgeSQL(db.Dialect), before.UnixMilli(), afterID, limit)
+}
+
+// unfinishedOrdersToJudgeSQL walks the unfinished orders as
+// sqlUnfinishedOrders does, with one primary-key lookup in workflow_status
+// per order.
+func unfinishedOrdersToJudgeSQL(d Dialect) string {
+	return `SELECT ` + orderColumns + ` FROM orders o
+		WHERE order_status IN (0, 2) AND created_at < $1 AND order_id > $2
+		AND NOT EXISTS (SELECT 1 FROM ` + d.DBOSTable("workflow_status") + ` w
+			WHERE w.workflow_uuid = o.checkout_key AND w.status IN ('PENDING', 'ENQUEUED'))
+		ORDER BY order_id LIMIT $3`
 }
 
 // ----- workflow_status: retention -----

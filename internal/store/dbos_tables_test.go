@@ -140,6 +140,55 @@ func TestDBOSTablesAsRelied(t *testing.T) {
 			}
 		})
 
+		// UnfinishedOrdersToJudge, as the reconciler's pass walks the
+		// unfinished orders: an order whose checkout is PENDING (waiting
+		// for its payment) is not listed, and is once the checkout finished.
+		t.Run("UnfinishedOrdersToJudge", func(t *testing.T) {
+			const waiting, gone = "judge-waiting", "judge-no-workflow"
+			for _, key := range []string{waiting, gone} {
+				err := db.InTx(ctx, func(tx Tx) error {
+					_, err := tx.Exec(ctx, `INSERT INTO orders (checkout_key, product_id, price_cents, created_at, last_update_time)
+						VALUES ($1, 1, 9999, 0, 0)`, key)
+					return err
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			keys := func() []string {
+				os, err := db.UnfinishedOrdersToJudge(ctx, time.Now(), 0, 100)
+				if err != nil {
+					t.Fatalf("the reconciler's read of orders and DBOS's workflow_status failed (schema changed?): %v", err)
+				}
+				var out []string
+				for _, o := range os {
+					if o.Key == waiting || o.Key == gone {
+						out = append(out, o.Key)
+					}
+				}
+				return out
+			}
+			h, err := dbos.RunWorkflow(dctx, receive, "", dbos.WithWorkflowID(waiting))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st, err := h.GetStatus(); err != nil || st.Status != dbos.WorkflowStatusPending {
+				t.Fatalf("the waiting checkout's status: %v, %v; want PENDING", st.Status, err)
+			}
+			if got := keys(); !slices.Equal(got, []string{gone}) {
+				t.Fatalf("with one checkout PENDING and one order without a workflow: %q; want only %q", got, gone)
+			}
+			if err := dbos.Send(dctx, waiting, "paid", tripwireTopic); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.GetResult(); err != nil {
+				t.Fatal(err)
+			}
+			if got := keys(); !slices.Equal(got, []string{waiting, gone}) {
+				t.Fatalf("after the checkout finished (its order still unfinished): %q; want both", got)
+			}
+		})
+
 		// FinishedWorkflows lists what finished, in the order it did, with
 		// the workflow a fork came from.
 		// LookBeforeCheckout, as a checkout answered sold out from a read

@@ -82,7 +82,8 @@ func BackgroundQueries(d Dialect) []PageQuery {
 	look, lookArgs := lookBeforeCheckoutSQL(d, "k-0123456789abcdef", []shop.Line{{ProductID: 1, Quantity: 1}, {ProductID: 3, Quantity: 2}})
 	return []PageQuery{
 		{Name: "a checkout's first read (sold out)", SQL: look, Args: lookArgs},
-		{Name: "unfinished orders (reconciler)", SQL: sqlUnfinishedOrders, Args: []any{int64(1_700_000_000_000), int64(0), 500}},
+		{Name: "unfinished orders (attention list)", SQL: sqlUnfinishedOrders, Args: []any{int64(1_700_000_000_000), int64(0), 500}},
+		{Name: "unfinished orders without a live checkout (reconciler)", SQL: unfinishedOrdersToJudgeSQL(d), Args: []any{int64(1_700_000_000_000), int64(0), 500}},
 		{Name: "finished workflows (retention)", SQL: finishedWorkflowsSQL(d), Args: []any{int64(1_700_000_000_000), 0, 200}},
 	}
 }

@@ -20,8 +20,9 @@ import (
 // latency (checkout p99 250–700 ms at 8 shoppers). So the handle's
 // connections queue for the write lock in the process instead: every write
 // transaction (they all begin IMMEDIATE) and every write outside one first
-// takes writerLock, a channel of capacity one whose waiters Go serves in the
-// order they came, and only then asks SQLite. The writer then never finds the
+// takes writerLock, whose waiters are served in the order they came (but for
+// background work, which waits behind them: writelock.go), and only then
+// asks SQLite. The writer then never finds the
 // lock taken (no other process writes the file), and nobody sleeps. Reads
 // take no part in it: in WAL mode they run beside the writer. DBOS's writes
 // go through the same connector, since DBOS uses this very handle.
@@ -43,7 +44,7 @@ const stmtCacheSize = 256
 type sqliteConnector struct {
 	dsn        string
 	driver     driver.Driver
-	writerLock chan struct{}
+	writerLock *writeLock
 	space      *spaceWatch // SQLITE_FULL becomes a *NoSpaceError (nospace.go)
 	trace      *critpath.Tracker
 }
@@ -60,7 +61,7 @@ func openSQLite(dsn string, space *spaceWatch, trace *critpath.Tracker) (*sql.DB
 	if err := probe.Close(); err != nil {
 		return nil, err
 	}
-	return sql.OpenDB(&sqliteConnector{dsn: dsn, driver: drv, writerLock: make(chan struct{}, 1), space: space, trace: trace}), nil
+	return sql.OpenDB(&sqliteConnector{dsn: dsn, driver: drv, writerLock: &writeLock{}, space: space, trace: trace}), nil
 }
 
 func (c *sqliteConnector) Connect(context.Context) (driver.Conn, error) {
@@ -94,7 +95,7 @@ type sqliteDriverConn interface {
 // a time.
 type sqliteConn struct {
 	inner      sqliteDriverConn
-	writerLock chan struct{}
+	writerLock *writeLock
 	space      *spaceWatch
 	trace      *critpath.Tracker // counts statements and lock waits (internal/critpath)
 	inTx       bool              // a transaction is open: it holds writerLock (unless read-only)
@@ -116,30 +117,21 @@ type cachedStmt struct {
 // timeout, as before, instead of waiting for ever.
 const lockWait = 10 * time.Second
 
-// lock takes the process's write lock, waiting in line; it reports whether
-// it holds it (false after lockWait). It fails only when ctx ends.
+// lock takes the process's write lock, waiting in line (its context's:
+// writelock.go); it reports whether it holds it (false after lockWait). It
+// fails only when ctx ends.
 func (c *sqliteConn) lock(ctx context.Context) (bool, error) {
-	select {
-	case c.writerLock <- struct{}{}:
-		return true, nil
-	default:
+	start := time.Now()
+	held, waited, err := c.writerLock.lock(ctx, background(ctx), lockWait)
+	if waited {
+		c.trace.Wait(ctx, start)
 	}
-	defer c.trace.Wait(ctx, time.Now())
-	t := time.NewTimer(lockWait)
-	defer t.Stop()
-	select {
-	case c.writerLock <- struct{}{}:
-		return true, nil
-	case <-t.C:
-		return false, nil
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
+	return held, err
 }
 
 func (c *sqliteConn) unlock(held bool) {
 	if held {
-		<-c.writerLock
+		c.writerLock.unlock()
 	}
 }
 

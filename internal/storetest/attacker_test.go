@@ -128,7 +128,7 @@ func TestAttackerTable(t *testing.T) {
 
 		phase(t, "nothing a stranger can fetch shows a key or a payment id", func(t *testing.T) {
 			paths := []string{"/", "/product", "/healthz", "/metrics", "/orders", "/late_payments", "/admin/attention",
-				"/admin/debug/pprof/heap", "/admin/debug/pprof/goroutine",
+				"/admin/debug/pprof/heap", "/admin/debug/pprof/goroutine", "/admin/debug/pprof/cpu?seconds=1",
 				"/partials/stock", "/partials/my-orders", "/partials/internals", "/partials/internals/timeline",
 				"/static/app.js", "/no-such-page"}
 			for id := 1; id <= 6; id++ {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -16,16 +17,20 @@ import (
 
 // handleProfile serves one of the process's runtime profiles, the
 // operator's (requireAdmin): heap (with ?gc=1, after a garbage collection,
-// so it shows what is live), goroutine, or allocs, in pprof's format, for
-// `go tool pprof URL`. It answers where the memory of many waiting
+// so it shows what is live), goroutine, allocs, or cpu (?seconds=, 1–60,
+// default 10: where the CPU went meanwhile; one at a time), in pprof's
+// format, for `go tool pprof URL`. It answers where the memory of many waiting
 // checkouts goes (docs/BENCHMARKS.md). A profile stops the world only for
 // a moment; the goroutine profile of 100,000 waiting checkouts takes a
 // second or so.
 func handleProfile() handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		name := r.PathValue("profile")
+		if name == "cpu" {
+			return cpuProfile(w, r)
+		}
 		if name != "heap" && name != "goroutine" && name != "allocs" {
-			return shop.Errorf(shop.NotFound, "no profile %q: heap, goroutine or allocs", name)
+			return shop.Errorf(shop.NotFound, "no profile %q: heap, goroutine, allocs or cpu", name)
 		}
 		if name == "heap" && r.URL.Query().Get("gc") == "1" {
 			runtime.GC()
@@ -38,6 +43,33 @@ func handleProfile() handlerFunc {
 		buf.WriteTo(w) // a failed write is a client gone away: nobody to tell
 		return nil
 	}
+}
+
+// cpuProfile profiles the CPU for ?seconds= (default 10) and serves the
+// profile.
+func cpuProfile(w http.ResponseWriter, r *http.Request) error {
+	seconds := 10
+	if v := r.URL.Query().Get("seconds"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 60 {
+			return shop.Errorf(shop.Invalid, "seconds=%q: want a whole number from 1 to 60", v)
+		}
+		seconds = n
+	}
+	var buf bytes.Buffer
+	if err := pprof.StartCPUProfile(&buf); err != nil {
+		return shop.Errorf(shop.Conflict, "a CPU profile is already being taken: %v", err)
+	}
+	t := time.NewTimer(time.Duration(seconds) * time.Second)
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
+		t.Stop()
+	}
+	pprof.StopCPUProfile()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	buf.WriteTo(w) // a failed write is a client gone away: nobody to tell
+	return nil
 }
 
 // handleMetrics serves the process's own registry in Prometheus's format.
