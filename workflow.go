@@ -109,6 +109,12 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 		}
 	}
 	w.log(ctx, order.OrderID).Info("checkout: payment status", "payment", payStatus)
+	// From here on the checkout is background work on SQLite's write lock
+	// (store.InBackground): the payment webhook settled the order and
+	// answered at its own commit, and no request waits for what follows but
+	// a late payment's (the checkout decides it; a background writer's wait
+	// is bounded), so these steps give way to the writes buyers wait for.
+	ctx = store.InBackground(ctx)
 
 	// The order row decides the order's fate, and the checkout follows it:
 	// the webhook settled it PAID (or CANCELLED, declined) in the

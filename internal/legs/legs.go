@@ -97,7 +97,10 @@ func New(db *store.DB, now func() time.Time, logger *slog.Logger, batched func(l
 // Start starts the writer's goroutine. Start it before DBOS's Launch: the
 // dispatches Launch recovers write legs at once.
 func (w *Writer) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
+	// Background work on SQLite's write lock (store.BackgroundKey): no
+	// request waits for a leg, and a batch gives way to the checkouts and
+	// webhooks that buyers wait for.
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), store.BackgroundKey{}, store.Backgrounder(store.BackgroundWork{})))
 	w.stop = cancel
 	go w.run(ctx)
 }

@@ -414,7 +414,11 @@ func (c *Checkout) AwaitPayment(ctx dbos.Context, deadline time.Time) (string, e
 	c.ho.kick(false)
 	// A deadline already past still gets one Recv: it records the timeout
 	// (or takes a message that came just in time) as the checkpoint.
-	status, err := dbos.Recv[string](ctx, Topic, max(time.Until(deadline), time.Millisecond))
+	// Taking the message is background work on SQLite's write lock
+	// (store.InBackground): the webhook that sent it answered already, at
+	// its own commit (Deliver), unless it came after the window, when the
+	// bounded wait of a background writer is the most it costs.
+	status, err := dbos.Recv[string](store.InBackground(ctx), Topic, max(time.Until(deadline), time.Millisecond))
 	if errors.Is(err, dbos.ErrTimeout) {
 		return shop.PaymentTimedOut, nil
 	}

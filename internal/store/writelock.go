@@ -5,6 +5,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/dbos-inc/dbos-transact-golang/dbos"
 )
 
 // The write lock's two lines.
@@ -33,6 +35,21 @@ type BackgroundKey struct{}
 // Backgrounder says whether the work it is attached to (a context value
 // under BackgroundKey) is background work now.
 type Backgrounder interface{ Background() bool }
+
+// BackgroundWork is a Backgrounder that is always background work: what
+// runs after every request it serves was answered (the dispatch legs, a
+// checkout's steps once the payment webhook settled its order and answered).
+type BackgroundWork struct{}
+
+// Background reports true.
+func (BackgroundWork) Background() bool { return true }
+
+// InBackground marks a DBOS context as background work (BackgroundWork).
+// It copies the context (about a kilobyte, DBOS's): mark the short-lived
+// part of a workflow, not one that waits long.
+func InBackground(ctx dbos.Context) dbos.Context {
+	return dbos.WithValue(ctx, BackgroundKey{}, Backgrounder(BackgroundWork{}))
+}
 
 func background(ctx context.Context) bool {
 	if ctx == nil {
