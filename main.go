@@ -136,7 +136,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&cfg.LogFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (env LOG_FORMAT)")
 	fs.StringVar(&logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	fs.StringVar(&payTimeout, "payment-timeout", env("PAYMENT_TIMEOUT", defaultPaymentTimeout.String()), "how long a checkout waits for payment (env PAYMENT_TIMEOUT)")
-	fs.StringVar(&crashAt, "crash-at", env("CRASH_AT", ""), "testing: exit right after the named step of a workflow commits, such as checkout:mark-paid (env CRASH_AT)")
+	fs.StringVar(&crashAt, "crash-at", env("CRASH_AT", ""), "testing: exit right after the named step of a workflow commits, such as checkout:settle (env CRASH_AT)")
 	fs.StringVar(&takeoverAfter, "takeover-after", env("TAKEOVER_AFTER", cluster.DefaultTakeoverAfter.String()), "resume the workflows of a peer instance silent this long; 0: never (env TAKEOVER_AFTER)")
 	fs.StringVar(&sqliteSync, "sqlite-synchronous", env("SQLITE_SYNCHRONOUS", "normal"), "SQLite: normal (survives any process crash) or full (also a power loss, slower) (env SQLITE_SYNCHRONOUS)")
 	fs.StringVar(&reconcileEvery, "reconcile-every", env("RECONCILE_EVERY", "10s"), "how often to look for orders whose workflow will not finish them (env RECONCILE_EVERY)")

@@ -245,3 +245,16 @@ CREATE TABLE IF NOT EXISTS stripe_events (
 -- max(RETENTION, 3 days) ago, oldest first: Stripe redelivers an event for
 -- at most three days, and an id is kept only to recognise a redelivery.
 CREATE INDEX IF NOT EXISTS stripe_events_received_at ON stripe_events (received_at);
+
+-- A payment status the webhook could not settle its order by (it came after
+-- the payment window, or while the checkout was not alive in DBOS): the
+-- checkout decides by it when it settles the order (its settle step reads the
+-- order with this row). The first status per checkout is the one that counts
+-- (ON CONFLICT DO NOTHING). A payment inside the window settles the order row
+-- itself and writes nothing here (internal/paywait, Deliver). A table of its
+-- own, not a column of orders, for the reason refunds has one.
+CREATE TABLE IF NOT EXISTS payments_received (
+    checkout_key   TEXT   PRIMARY KEY,
+    payment_status TEXT   NOT NULL,
+    received_at    BIGINT NOT NULL
+);

@@ -122,6 +122,99 @@ func TestStepsFollowTheOrderRow(t *testing.T) {
 	})
 }
 
+// TestSettleDecidesFromTheRow: the checkout's settle step (steps.go) on a
+// real database, against every state the order row can be in when it runs;
+// and store.PaymentsIn, which tells a waiting checkout that its order has
+// something to settle by, agrees with it on each.
+func TestSettleDecidesFromTheRow(t *testing.T) {
+	storetest.ForEachDB(t, func(t *testing.T, ldb *loadgen.Database) {
+		ctx := context.Background()
+		db, err := store.Open(ctx, ldb.URL, store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(db.Close)
+		if err := db.Migrate(ctx, schemaSQL); err != nil {
+			t.Fatal(err)
+		}
+		now := time.UnixMilli(time.Now().UnixMilli())
+		s := steps{metrics: metrics.New(), now: func() time.Time { return now }}
+		stock := func() int {
+			var n int
+			if err := db.Q().QueryRow(ctx, `SELECT inventory FROM products WHERE product_id = 1`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		earlier := now.Add(-time.Second).UnixMilli()
+		later, past := now.Add(time.Minute).UnixMilli(), now.Add(-time.Millisecond).UnixMilli()
+		for _, c := range []struct {
+			name       string
+			status     shop.Status
+			recorded   string // a payment recorded beside the order (store.RecordPayment)
+			payBy      int64
+			opened     bool
+			want       settlement
+			wantStatus shop.Status
+			restocked  int
+			lookFinds  bool // store.PaymentsIn reports it before the step
+		}{
+			{"paid by the webhook", shop.StatusPaid, "", later, true, settlement{PaidAtMs: earlier, Outcome: shop.PaymentPaid}, shop.StatusPaid, 0, true},
+			{"declined by the webhook", shop.StatusCancelled, "", later, true, settlement{Outcome: shop.PaymentFailed}, shop.StatusCancelled, 0, true},
+			{"nothing yet, the window open", shop.StatusPending, "", later, true, settlement{}, shop.StatusPending, 0, false},
+			{"nothing, the window closed", shop.StatusPending, "", past, true, settlement{Outcome: shop.PaymentTimedOut}, shop.StatusCancelled, 1, false},
+			{"paid after the window, recorded", shop.StatusPending, shop.PaymentPaid, past, true, settlement{PaidAtMs: now.UnixMilli(), Outcome: shop.PaymentPaid}, shop.StatusPaid, 0, true},
+			{"declined, recorded", shop.StatusPending, shop.PaymentFailed, later, true, settlement{Outcome: shop.PaymentFailed}, shop.StatusCancelled, 1, true},
+			{"no payment opened", shop.StatusPending, "", later, false, settlement{Outcome: shop.PaymentFailed}, shop.StatusCancelled, 1, false},
+			{"paid, a decline recorded before it is not read", shop.StatusPaid, shop.PaymentFailed, later, true, settlement{PaidAtMs: earlier, Outcome: shop.PaymentPaid}, shop.StatusPaid, 0, true},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				key := storetest.NewKey()
+				var id int64
+				if err := db.Q().QueryRow(ctx, `
+					INSERT INTO orders (checkout_key, product_id, price_cents, order_status, created_at, last_update_time)
+					VALUES ($1, 1, 100, $2, $3, $3) RETURNING order_id`, key, c.status, earlier).Scan(&id); err != nil {
+					t.Fatal(err)
+				}
+				if c.recorded != "" {
+					for i, status := range []string{c.recorded, shop.PaymentPaid, shop.PaymentFailed} {
+						var recorded bool
+						err := db.InTx(ctx, func(tx store.Tx) (err error) {
+							recorded, err = store.RecordPayment(ctx, tx, key, status, earlier)
+							return err
+						})
+						if err != nil || recorded != (i == 0) {
+							t.Fatalf("RecordPayment #%d: %v, %v; want only the first recorded", i+1, recorded, err)
+						}
+					}
+				}
+				if found, err := db.PaymentsIn(ctx, []string{storetest.NewKey(), key}); err != nil || (len(found) == 1) != c.lookFinds {
+					t.Fatalf("PaymentsIn: %q, %v; want it found: %v", found, err, c.lookFinds)
+				}
+				before := stock()
+				var got settlement
+				err := db.InTx(ctx, func(tx store.Tx) (err error) {
+					got, err = s.settle(id, c.payBy, c.opened)(ctx, noCommit{tx.Querier})
+					return err
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got != c.want {
+					t.Errorf("settle: %+v, want %+v", got, c.want)
+				}
+				o, err := db.OrderByID(ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if o.Status != c.wantStatus || stock()-before != c.restocked {
+					t.Errorf("after settle: %v, %d units back; want %v, %d", o.Status, stock()-before, c.wantStatus, c.restocked)
+				}
+			})
+		}
+	})
+}
+
 // noCommit is a transaction of store.InTx seen as DBOS's: the test's InTx
 // commits it.
 type noCommit struct{ dbos.Querier }

@@ -325,6 +325,100 @@ func (s steps) cancel(orderID int64, payment string) func(context.Context, dbos.
 	}
 }
 
+// settlement is the settle step's checkpointed output.
+type settlement struct {
+	// PaidAtMs is when the order was paid (Unix ms); 0 when it ends
+	// cancelled.
+	PaidAtMs int64 `json:"paid_at_ms,omitempty"`
+	// Outcome is how: shop.PaymentPaid; shop.PaymentFailed (declined, or
+	// found cancelled: a decline the webhook settled, an operator's cancel);
+	// shop.PaymentTimedOut (this step cancelled it when the window had
+	// closed). "" is "nothing to decide by yet": the order is unchanged and
+	// the checkout waits again.
+	Outcome string `json:"outcome,omitempty"`
+}
+
+// settle settles the checkout's order from its row, in one transaction with
+// the step's checkpoint: what replaces the payment message and the
+// mark-paid or cancel step of the build before (internal/paywait's package
+// comment says why). It reads the order with any status recorded for it
+// (store.OrderToSettle), and
+//   - PAID (or DISPATCHED since, by a redispatch): the webhook settled it;
+//     it returns when;
+//   - CANCELLED: the webhook settled a decline, or an operator cancelled it;
+//   - PENDING with a status recorded (a payment that came after the window,
+//     or while the checkout was not alive in DBOS): paid moves it PAID,
+//     failed cancels it and returns its units;
+//   - PENDING, nothing recorded, and the window (payByMs) closed: it
+//     cancels it and returns its units, timed out;
+//   - PENDING, nothing recorded, the window still open (a kick that was
+//     wrong): it changes nothing and says so.
+//
+// opened false (the provider opened no payment: nobody can pay) cancels a
+// PENDING order at once, as declined. The moves are conditional on PENDING,
+// so whatever committed first wins (a webhook, an operator's cancel), and
+// the step follows it.
+func (s steps) settle(orderID, payByMs int64, opened bool) func(context.Context, dbos.Tx) (settlement, error) {
+	return func(ctx context.Context, tx dbos.Tx) (settlement, error) {
+		o, received, err := store.OrderToSettle(ctx, tx, orderID)
+		if err != nil {
+			return settlement{}, err
+		}
+		if o.Status == shop.StatusPending {
+			now := s.now().UnixMilli()
+			decide := received
+			switch {
+			case !opened:
+				decide = shop.PaymentFailed
+			case decide == "" && now < payByMs:
+				return settlement{}, nil // nothing to decide by yet
+			case decide == "":
+				decide = shop.PaymentTimedOut
+			}
+			var moved bool
+			if decide == shop.PaymentPaid {
+				moved, err = store.MoveOrder(ctx, tx, orderID, shop.StatusPending, shop.StatusPaid, now)
+			} else {
+				moved, err = store.CancelAndRestock(ctx, tx, orderID, shop.StatusPending, now)
+			}
+			if err != nil {
+				return settlement{}, err
+			}
+			if moved {
+				return s.settled(decide, now), nil
+			}
+			// On Postgres a webhook or an operator's cancel can commit
+			// between the read and the move: follow it.
+			if o, err = store.OrderByID(ctx, tx, orderID); err != nil {
+				return settlement{}, err
+			}
+		}
+		switch o.Status {
+		case shop.StatusPending:
+			return settlement{}, fmt.Errorf("settle order %d: still PENDING after a move conditional on it matched nothing", orderID)
+		case shop.StatusCancelled:
+			return settlement{Outcome: shop.PaymentFailed}, nil
+		default:
+			return settlement{PaidAtMs: o.LastUpdate.UnixMilli(), Outcome: shop.PaymentPaid}, nil
+		}
+	}
+}
+
+// settled is the settle step's outcome when it moved the order itself, by
+// payment status decide, at nowMs, counted in the metrics.
+func (s steps) settled(decide string, nowMs int64) settlement {
+	switch decide {
+	case shop.PaymentPaid:
+		s.metrics.Checkout(metrics.CheckoutPaid)
+		return settlement{PaidAtMs: nowMs, Outcome: decide}
+	case shop.PaymentTimedOut:
+		s.metrics.Checkout(metrics.CheckoutTimedOut)
+	default:
+		s.metrics.Checkout(metrics.CheckoutDeclined)
+	}
+	return settlement{Outcome: decide}
+}
+
 // release cancels the order of a checkout that will never finish it, and
 // returns its unit, in one transaction; released is false when the order was
 // no longer PENDING (its checkout did finish it after all).

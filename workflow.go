@@ -14,6 +14,7 @@ import (
 	"widget-store/internal/payment"
 	"widget-store/internal/paywait"
 	"widget-store/internal/periodic"
+	"widget-store/internal/provider"
 	"widget-store/internal/reconcile"
 	"widget-store/internal/shop"
 	"widget-store/internal/store"
@@ -57,7 +58,16 @@ type checkoutInput struct {
 	// it is one. Empty in the previous build's inputs.
 	Key   string      `json:"key,omitempty"`
 	Items []shop.Line `json:"items,omitempty"` // the cart, by product id; none: one unit of product 1 (as before carts)
+	// Flow is how the checkout takes its payment: flowOrderRow, or 0 in the
+	// inputs of the build before, which took it as a DBOS message
+	// (settleByMessage). A workflow's recorded input never changes, so its
+	// flow does not either, across any crash, recovery or fork.
+	Flow int `json:"flow,omitempty"`
 }
+
+// flowOrderRow: the checkout settles its order from the row
+// (settleFromRow).
+const flowOrderRow = 1
 
 // orderResult is the checkout's recorded result. OrderID is 0 when the
 // product sold out.
@@ -98,37 +108,18 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 		return w.answerAsIs(ctx, handoff, order), nil
 	}
 
-	payStatus := shop.PaymentFailed // the provider opened no payment: nobody can pay
-	if opened {
-		if payStatus, err = handoff.AwaitPayment(ctx, time.UnixMilli(order.PayByMs)); err != nil { // the deadline is the reserve's checkpoint
-			return orderResult{}, err
-		}
-		w.crashAfter(shop.CheckoutWorkflow, crashpoint.AwaitPayment)
-		if payStatus == shop.PaymentTimedOut {
-			w.payments.Expire(ctx, key, order.OrderID, payAt)
-		}
-	}
-	w.log(ctx, order.OrderID).Info("checkout: payment status", "payment", payStatus)
-	// From here on the checkout is background work on SQLite's write lock
-	// (store.InBackground): the payment webhook settled the order and
-	// answered at its own commit, and no request waits for what follows but
-	// a late payment's (the checkout decides it; a background writer's wait
-	// is bounded), so these steps give way to the writes buyers wait for.
-	ctx = store.InBackground(ctx)
-
-	// The order row decides the order's fate, and the checkout follows it:
-	// the webhook settled it PAID (or CANCELLED, declined) in the
-	// transaction that sent the payment (internal/paywait, Deliver), and
-	// answered its caller at that commit. mark-paid then reads when; cancel
-	// cancels only an order still PENDING, and finds one a payment settled
-	// first (as the window closed) PAID, which then ships.
+	// The order's fate: PAID, or CANCELLED with every unit back. Its row
+	// decides, and the checkout follows it (internal/paywait's package
+	// comment): the webhook settled it (PAID, or CANCELLED, declined) and
+	// answered at that commit, or recorded a payment that came too late for
+	// that, and the checkout settles it from there. How depends on which
+	// build started the checkout (checkoutInput.Flow): its recorded steps
+	// must replay.
 	var paidAtMs int64
-	if payStatus == shop.PaymentPaid {
-		paidAtMs, err = step(ctx, w, shop.CheckoutWorkflow, shop.StepMarkPaid, w.steps.markPaid(order.OrderID))
-	} else { // declined, or no payment in time: cancelled, every unit back
-		var c cancelOutcome
-		c, err = step(ctx, w, shop.CheckoutWorkflow, shop.StepCancel, w.steps.cancel(order.OrderID, payStatus))
-		paidAtMs = c.PaidAtMs
+	if in.Flow >= flowOrderRow {
+		ctx, paidAtMs, err = w.settleFromRow(ctx, handoff, order, opened)
+	} else {
+		ctx, paidAtMs, err = w.settleByMessage(ctx, handoff, key, order, opened, payAt)
 	}
 	if err != nil {
 		return orderResult{}, err
@@ -147,7 +138,7 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 	// to here from its checkpoints and starts the dispatch, once (its ID is
 	// per order). An operator who cancels the checkout in that window leaves
 	// a PAID order with no dispatch, which the reconciler dispatches
-	// (redispatch/<id>), as for a cancel after mark-paid. CRASH_AT
+	// (redispatch/<id>), as for a cancel after settle. CRASH_AT
 	// checkout:outcome is that window (internal/storetest's TestCrashPoints).
 	handoff.Outcome(status)
 	w.crashAfter(shop.CheckoutWorkflow, crashpoint.Outcome)
@@ -157,6 +148,88 @@ func (w *workflows) checkout(ctx dbos.Context, in checkoutInput) (orderResult, e
 		}
 	}
 	return orderResult{OrderID: order.OrderID, Status: status}, nil
+}
+
+// settleFromRow is the checkout's payment: it waits until the order has
+// something to settle it by (a webhook settled it or recorded a status, an
+// operator cancelled it) or its window closes (paywait.AwaitPayment, which
+// records nothing), then settles it in one step (settle, steps.go) and
+// returns when it was paid (0: cancelled). A step that finds nothing to
+// decide by (a wrong kick; never on the common path) changes nothing and the
+// checkout waits again: each round is a step of its own, and a replay
+// follows the recorded outcomes round by round. An order this step cancelled
+// at the end of its window has its payment closed at the provider
+// (payment-close; nothing for the stand-in): after the units went back, for
+// the reason payment.Steps.Close gives.
+//
+// From the wait's end on, the checkout is background work on SQLite's write
+// lock (store.InBackground), the returned context: the webhook settled the
+// order and answered at its own commit, and no request waits for what
+// follows but a late payment's (the checkout decides it; a background
+// writer's wait is bounded), so these steps give way to the writes buyers
+// wait for.
+func (w *workflows) settleFromRow(ctx dbos.Context, handoff *paywait.Checkout, order reserved, opened bool) (dbos.Context, int64, error) {
+	for again := false; ; again = true {
+		if opened {
+			if err := handoff.AwaitPayment(ctx, time.UnixMilli(order.PayByMs), again); err != nil { // the deadline is the reserve's checkpoint
+				return ctx, 0, err
+			}
+			w.crashAfter(shop.CheckoutWorkflow, crashpoint.AwaitPayment)
+		}
+		bg := store.InBackground(ctx)
+		s, err := step(bg, w, shop.CheckoutWorkflow, shop.StepSettle, w.steps.settle(order.OrderID, order.PayByMs, opened))
+		if err != nil {
+			return ctx, 0, err
+		}
+		if s.Outcome == "" {
+			w.log(ctx, order.OrderID).Warn("checkout: woken with nothing to settle the order by, its window still open; waiting again")
+			continue
+		}
+		w.log(ctx, order.OrderID).Info("checkout: order settled", "payment", s.Outcome)
+		if s.Outcome == shop.PaymentTimedOut {
+			w.payments.Close(bg, shop.CheckoutWorkflow, order.OrderID)
+		}
+		return bg, s.PaidAtMs, nil
+	}
+}
+
+// settleByMessage is the payment of a checkout the build before this one
+// started (checkoutInput.Flow 0), still in flight after an upgrade: its
+// recorded steps are DBOS's Recv of the payment message (two step IDs),
+// payment-expire when none came in time, then mark-paid or cancel, and a
+// replay must make the same calls in the same order. This build sends no
+// message: the checkout waits as settleFromRow does, until its order was
+// settled (or a status recorded) or its window closed, and then Recv
+// returns at once, the message the build before sent or recorded, or a
+// timeout. mark-paid and cancel follow the row either way: a payment this
+// build's webhook settled PAID is found PAID by cancel, which ships it; one
+// it recorded after the window (and sent no message for) is cancelled here
+// and refunded as late, where the build before could still have shipped it
+// had it come before the checkout's Recv. Delete this, with flow 0, once no
+// checkout of widget-store-3 started before flowOrderRow is unfinished.
+func (w *workflows) settleByMessage(ctx dbos.Context, handoff *paywait.Checkout, key string, order reserved, opened bool, payAt provider.Payment) (dbos.Context, int64, error) {
+	payStatus := shop.PaymentFailed // the provider opened no payment: nobody can pay
+	if opened {
+		if err := handoff.AwaitPayment(ctx, time.UnixMilli(order.PayByMs), false); err != nil {
+			return ctx, 0, err
+		}
+		var err error
+		if payStatus, err = handoff.ReceiveMessage(ctx); err != nil {
+			return ctx, 0, err
+		}
+		w.crashAfter(shop.CheckoutWorkflow, crashpoint.AwaitPayment)
+		if payStatus == shop.PaymentTimedOut {
+			w.payments.Expire(ctx, key, order.OrderID, payAt)
+		}
+	}
+	w.log(ctx, order.OrderID).Info("checkout: payment status", "payment", payStatus)
+	ctx = store.InBackground(ctx) // as in settleFromRow
+	if payStatus == shop.PaymentPaid {
+		paidAtMs, err := step(ctx, w, shop.CheckoutWorkflow, shop.StepMarkPaid, w.steps.markPaid(order.OrderID))
+		return ctx, paidAtMs, err
+	}
+	c, err := step(ctx, w, shop.CheckoutWorkflow, shop.StepCancel, w.steps.cancel(order.OrderID, payStatus))
+	return ctx, c.PaidAtMs, err
 }
 
 // checkoutKey is the key the checkout acts under, its workflow ID; "" for an
@@ -309,7 +382,7 @@ func (w *workflows) cancelOrder(ctx dbos.Context, orderID int64) (cancelled, err
 // DBOS context carries the key, so DBOS's start of it counts on the
 // checkout request's critical path (internal/critpath).
 func (w *workflows) StartCheckout(key, shopper, client string, items []shop.Line) error {
-	_, err := startOn(critpath.DBOS(w.dctx, key), w, w.checkout, checkoutInput{Shopper: shopper, Client: client, Key: key, Items: items}, key, false)
+	_, err := startOn(critpath.DBOS(w.dctx, key), w, w.checkout, checkoutInput{Shopper: shopper, Client: client, Key: key, Items: items, Flow: flowOrderRow}, key, false)
 	return err
 }
 

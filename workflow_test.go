@@ -67,7 +67,8 @@ func TestPaidPurchaseIsDispatched(t *testing.T) {
 			t.Fatalf("%d orders, want 1", n)
 		}
 		// DBOS recorded each step once, under its durable name.
-		checkSteps(t, db, key, []string{shop.StepReserve, "DBOS.recv", shop.StepMarkPaid, shop.DispatchWorkflow})
+		// The payment is settled from the order row: no DBOS.recv.
+		checkSteps(t, db, key, []string{shop.StepReserve, shop.StepSettle, shop.DispatchWorkflow})
 		// The dispatch records none: its legs are idempotent writes.
 		checkSteps(t, db, shop.DispatchWorkflowID(mustInt(t, orderID)), nil)
 	})
@@ -97,8 +98,8 @@ func TestDeclinedPurchaseIsCancelledAndRestocked(t *testing.T) {
 		if got := storetest.Inventory(t, base); got != 100 {
 			t.Fatalf("inventory = %d, want 100", got)
 		}
-		// The cancel step commits with the order's CANCELLED: it is recorded.
-		checkSteps(t, db, key, []string{shop.StepReserve, "DBOS.recv", shop.StepCancel})
+		// The webhook settled the decline; the settle step follows it.
+		checkSteps(t, db, key, []string{shop.StepReserve, shop.StepSettle})
 		// The late payment is refunded by its refund workflow, in two named steps.
 		storetest.WaitUntil(t, 10*time.Second, "the late payment is refunded", func() bool {
 			late := storetest.LatePayments(t, base)

@@ -4,7 +4,7 @@
 // exactly there.
 //
 // A point is "workflow:step", named after what has just committed: a durable
-// step by its durable name ("checkout:mark-paid", "refund:refund-provider";
+// step by its durable name ("checkout:settle", "refund:refund-provider";
 // every step runs through internal/durable, whose Tx and Call then call
 // After), the child workflow a step starts by its name
 // ("checkout:dispatch"), and the checkout's two hand-offs and its payment
@@ -28,7 +28,7 @@ import (
 // The checkout's points that are not durable steps of its own.
 const (
 	PaymentID    = "payment-id"    // the payment id handed to the waiting request (paywait.Checkout.PaymentID)
-	AwaitPayment = "await-payment" // the payment status received, or the timeout (DBOS.recv)
+	AwaitPayment = "await-payment" // the wait for the payment ended (nothing recorded: the settle step reads the row next)
 	Outcome      = "outcome"       // the order's fate handed to the waiting webhook (paywait.Checkout.Outcome)
 )
 
@@ -41,10 +41,9 @@ func Points() []string {
 		shop.CheckoutWorkflow + ":" + shop.StepPaymentRecord, // likewise
 		shop.CheckoutWorkflow + ":" + PaymentID,
 		shop.CheckoutWorkflow + ":" + AwaitPayment,
-		shop.CheckoutWorkflow + ":" + shop.StepPaymentExpire, // likewise, and only when the window closed unpaid
-		shop.CheckoutWorkflow + ":" + shop.StepMarkPaid,
-		shop.CheckoutWorkflow + ":" + shop.StepCancel,
-		shop.CheckoutWorkflow + ":" + Outcome, // before the dispatch starts: the answer does not wait for it
+		shop.CheckoutWorkflow + ":" + shop.StepSettle,
+		shop.CheckoutWorkflow + ":" + shop.StepPaymentClose, // a provider that is asked only, and only when the window closed unpaid
+		shop.CheckoutWorkflow + ":" + Outcome,               // before the dispatch starts: the answer does not wait for it
 		shop.CheckoutWorkflow + ":" + shop.DispatchWorkflow,
 		shop.DispatchWorkflow + ":" + shop.StepDispatchLeg + ":N",
 		shop.ReleaseWorkflow + ":" + shop.StepRelease,

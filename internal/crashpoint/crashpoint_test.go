@@ -8,8 +8,8 @@ import (
 )
 
 func TestParse(t *testing.T) {
-	for _, s := range []string{"checkout:reserve", "checkout:payment-id", "checkout:await-payment", "checkout:mark-paid",
-		"checkout:cancel", "checkout:dispatch", "checkout:outcome", "dispatch:dispatch-leg:1", "dispatch:dispatch-leg:10",
+	for _, s := range []string{"checkout:reserve", "checkout:payment-id", "checkout:await-payment", "checkout:settle",
+		"checkout:payment-close", "checkout:dispatch", "checkout:outcome", "dispatch:dispatch-leg:1", "dispatch:dispatch-leg:10",
 		"release:release", "refund:refund-provider", "refund:refund-record", "cancel-order:cancel-order"} {
 		if _, err := Parse(s); err != nil {
 			t.Errorf("Parse(%q): %v", s, err)
@@ -17,11 +17,11 @@ func TestParse(t *testing.T) {
 	}
 	// Numbered steps are gone: a number could name a different step after
 	// the workflow changes, a name cannot.
-	for _, s := range []string{"checkout:4", "dispatch:3", "refund:1", "checkout:mark_paid", "payment:reserve",
+	for _, s := range []string{"checkout:4", "dispatch:3", "refund:1", "checkout:mark-paid", "checkout:cancel", "payment:reserve",
 		"dispatch:dispatch-leg", "dispatch:dispatch-leg:N", "dispatch:dispatch-leg:0", "dispatch:dispatch-leg:11",
 		"dispatch:dispatch-leg:03", "checkout:reserve:1", "reserve", ""} {
 		_, err := Parse(s)
-		if err == nil || !strings.Contains(err.Error(), "checkout:mark-paid") {
+		if err == nil || !strings.Contains(err.Error(), "checkout:settle") {
 			t.Errorf("Parse(%q) = %v, want an error listing the points", s, err)
 		}
 	}

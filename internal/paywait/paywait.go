@@ -9,53 +9,52 @@
 //
 // Nothing here is the source of truth. Every fact a hand-off carries was
 // committed first (the order row, the sold-out row, the order's final status,
-// the payment message), and every waiter that hears nothing falls back to the
-// database: a request polls the order (with backoff), a checkout reads DBOS's
-// notifications table. A crash loses only hints.
+// the payment recorded beside it), and every waiter that hears nothing falls
+// back to the database: a request polls the order (with backoff), a checkout
+// reads its order row. A crash loses only hints.
 //
 // # The payment
 //
-// The webhook delivers a payment status with dbos.Send (Deliver), in the same
-// transaction as its read of the order and, within the payment window, its
-// settling of the order by that status (PAID, or CANCELLED), which is the
-// webhook's answer (Deliver says why, and what decides a race), with an
-// idempotency key per payment id, so the first status to arrive is the one
-// the checkout sees. The checkout
-// takes it with dbos.Recv (Checkout.AwaitPayment), which consumes the message
-// and checkpoints it in one transaction: exactly once on both databases.
+// The order row is the payment's record, and the webhook writes it
+// (Deliver): in one transaction with its read of the order, within the
+// payment window and while the checkout is alive in DBOS, it settles the
+// order by the status (PAID, or CANCELLED with its units back), and that
+// commit is its answer; otherwise (a payment after the window, or for a
+// checkout an operator cancelled) it records the status beside the order
+// (store.RecordPayment, the first per key counts) and waits for the
+// checkout to decide. The checkout then settles its order from the row, in
+// one step (settle, steps.go): it finds the order PAID or CANCELLED and
+// follows it, or decides by the recorded status, or, at its deadline with
+// nothing recorded, cancels it as timed out. Whatever commits first while
+// the order is PENDING wins, by conditional UPDATEs.
 //
-// The checkout calls Recv only once its message is there (or at its
-// deadline), so Recv never records a deadline step of its own and never
-// sleeps in DBOS's own wait. Until then the checkout waits for a kick: from a
-// webhook in this process right after its Send commits, or, on Postgres, from
-// a webhook in any instance through the store's own NOTIFY channel, which
-// Postgres delivers at that commit. Why not leave the wait to Recv:
-//   - SQLite has no NOTIFY: DBOS wakes a Recv there from a one-second poller
-//     (about 500 ms median wake-up, measured);
-//   - on Postgres, DBOS starts LISTENing in the background after Launch and
-//     does not look again for messages that arrived before it listened, so a
-//     payment sent in the first moments after a (re)start could leave a
-//     recovered checkout asleep until its payment window closed (found by the
-//     chaos tool, 1–2 stores in 16 started together). The store's channel is
-//     listening before Launch recovers anything (Hub.Start), after a
-//     reconnect every waiting checkout is kicked to look again, and the hub
-//     looks for every waiting checkout's payment every paymentRecheck
-//     anyway, in a statement per lookPage checkouts, as a safety net.
+// The checkout waits for that (Checkout.AwaitPayment) outside DBOS: the wait
+// records nothing, and the deadline it waits for is the reserve step's
+// checkpoint (PayByMs), so a wait cut by a crash still ends on time. The
+// build before this one took the status as a DBOS message (dbos.Send in the
+// webhook, dbos.Recv in the checkout): a read-and-consume transaction and
+// about ten statements more per purchase, for a fact the order row already
+// held. Its checkouts still in flight after an upgrade keep their recorded
+// steps (Checkout.ReceiveMessage; workflow.go says how).
 //
-// A look reads DBOS's notifications table (store.MessageSent), read-only,
-// with the lookup DBOS's Recv itself makes; a consumed message still counts,
-// so a replayed checkout whose Recv is already checkpointed goes straight to
-// Recv, which returns the checkpoint. That query depends on DBOS's schema (SDK
-// v1.8.0), as every statement on DBOS's tables in internal/store's
-// dbos_tables.go does: its tripwire test fails if the table, its columns or
-// the "a consumed message stays visible" behaviour change, instead of
-// checkouts silently waiting out their payment window after an SDK upgrade.
+// Until something is there to settle by, the checkout waits for a kick:
+// from a webhook in this process right after its commit, or, on Postgres,
+// from a webhook in any instance through the store's own NOTIFY channel,
+// which Postgres delivers at that commit. The channel is listening before
+// Launch recovers anything (Hub.Start), after a reconnect every waiting
+// checkout is kicked to look again, and the hub looks for every waiting
+// checkout's payment every paymentRecheck anyway, in a statement per
+// lookPage checkouts, as a safety net. A look reads the store's own tables
+// (store.PaymentsIn): the order no longer PENDING, or a status recorded.
 //
 // On the happy path the wait reads nothing: an order created by this very
-// execution needs no first look (no payment can be sent before the order
+// execution needs no first look (no payment can be settled before the order
 // exists, and this execution's hand-off was registered before that, so any
-// payment sent since is a kick waiting for it), and a kick that knows its
-// status was sent goes straight to Recv.
+// payment since is a kick waiting for it), and a kick that knows the order
+// has something to settle by goes straight to the settle step. A kick that
+// was wrong (nothing there, the deadline not reached) costs a settle step
+// that decides nothing and says so; the checkout then waits again
+// (workflow.go).
 //
 // # The payment id and the outcome
 //
@@ -86,8 +85,10 @@ import (
 	"widget-store/internal/store"
 )
 
-// Topic is the topic of the payment message (webhook → checkout). It is a
-// durable name: DBOS records it with every message.
+// Topic is the topic on which the build before this one sent the payment
+// status (webhook → checkout) as a DBOS message; its checkouts still in
+// flight receive on it (Checkout.ReceiveMessage). It is a durable name: DBOS
+// records it with every message.
 const Topic = "payment_status"
 
 // paymentRecheck is how often the hub looks for the payment messages of
@@ -142,7 +143,7 @@ type handoff struct {
 	started     chan struct{} // closed once the first step committed
 	finished    chan struct{} // closed once the order's fate committed
 	paymentKick chan struct{} // a payment status may have been sent: look (buffered 1, never closed)
-	paymentSent bool          // a payment status was sent and committed: Recv will find it; guarded by mu
+	paymentSent bool          // the order has something to settle by, committed: a webhook settled it or recorded a status; guarded by mu
 }
 
 // acquire returns the hand-off of key, creating it; running says the caller
@@ -181,9 +182,10 @@ func (h *Hub) isRunning(ho *handoff) bool {
 }
 
 // kick tells the checkout of key, if it waits in this process, to look for
-// its payment message. sent says the kicker knows a status was sent and
-// committed (a webhook's Send, or its announcement on the channel, which
-// Postgres delivers only at that commit); a kick without it only says "look".
+// its payment. sent says the kicker knows the order has something to settle
+// by, committed (a webhook that settled it or recorded a status, or its
+// announcement on the channel, which Postgres delivers only at that commit);
+// a kick without it only says "look".
 // Kicks coalesce: one pending kick is as good as many.
 func (ho *handoff) kick(sent bool) {
 	if sent {
@@ -354,33 +356,44 @@ func (c *Checkout) Outcome(status shop.Status) {
 	closeOnce(c.ho.finished)
 }
 
-// AwaitPayment receives the payment status: shop.PaymentPaid,
-// shop.PaymentFailed, or shop.PaymentTimedOut when none came by deadline
-// (which the first step recorded, so a wait cut by a crash still ends on
-// time). Recv makes it a durable step.
+// AwaitPayment waits until the checkout's order has something to settle it
+// by (a webhook settled it, or recorded a payment status, or an operator
+// cancelled it), or until deadline, the end of its payment window (which the
+// reserve step recorded, so a wait cut by a crash still ends on time). It
+// records nothing: the checkout's settle step reads the row next and decides
+// (see the package comment). It returns early only with ctx's error.
 //
 // While it waits it holds no timer but the deadline's and reads nothing: the
 // hub's periodic look (Hub.lookAll, every paymentRecheck) asks for every
 // waiting checkout of the process in a statement per lookPage, and kicks
-// those whose payment was sent. (Each checkout used to look by itself every
-// paymentRecheck: 10,000 statements a second with 100,000 waiting.)
-func (c *Checkout) AwaitPayment(ctx dbos.Context, deadline time.Time) (string, error) {
+// those whose order has something. (Each checkout used to look by itself
+// every paymentRecheck: 10,000 statements a second with 100,000 waiting.)
+//
+// again says the checkout's settle step found nothing to decide by before
+// the deadline (a kick that was wrong): the wait starts with a look, and a
+// kick's "sent" from before does not count.
+func (c *Checkout) AwaitPayment(ctx context.Context, deadline time.Time, again bool) error {
 	defer c.hub.metrics.Step(shop.CheckoutWorkflow, "await-payment", time.Now()) // a replay after recovery records ~0
-	look := !c.orderIsNew
+	look := !c.orderIsNew || again
+	if again {
+		c.ho.mu.Lock()
+		c.ho.paymentSent = false
+		c.ho.mu.Unlock()
+	}
 	defer c.hub.metrics.Awaiting(look)()
 	c.hub.setAwaiting(c.ho, true)
 	defer c.hub.setAwaiting(c.ho, false)
 	for !c.ho.sent() {
 		retry := false
 		if look {
-			sent, err := c.hub.paymentSent(ctx, c.key)
+			found, err := c.hub.paymentIn(ctx, c.key)
 			if err != nil {
 				// The read is only a hint: a failure (the database restarting,
 				// say) must not fail the checkout. Look again shortly.
-				c.hub.logger.Warn("checkout: looking for the payment message failed; retrying", "workflow_id", c.key, "err", err)
-				sent, retry = false, true
+				c.hub.logger.Warn("checkout: looking for the payment failed; retrying", "workflow_id", c.key, "err", err)
+				found, retry = false, true
 			}
-			if sent {
+			if found {
 				break
 			}
 		}
@@ -399,7 +412,7 @@ func (c *Checkout) AwaitPayment(ctx dbos.Context, deadline time.Time) (string, e
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return "", ctx.Err()
+			return ctx.Err()
 		}
 		t.Stop()
 		look = true
@@ -412,13 +425,20 @@ func (c *Checkout) AwaitPayment(ctx dbos.Context, deadline time.Time) (string, e
 	// at its deadline (TestOperatorTableCancelResume). A kick too many only
 	// makes a waiter look once more.
 	c.ho.kick(false)
-	// A deadline already past still gets one Recv: it records the timeout
-	// (or takes a message that came just in time) as the checkpoint.
-	// Taking the message is background work on SQLite's write lock
-	// (store.InBackground): the webhook that sent it answered already, at
-	// its own commit (Deliver), unless it came after the window, when the
-	// bounded wait of a background writer is the most it costs.
-	status, err := dbos.Recv[string](store.InBackground(ctx), Topic, max(time.Until(deadline), time.Millisecond))
+	return nil
+}
+
+// ReceiveMessage is the payment step of a checkout started by the build
+// before this one, which took the payment status as a DBOS message: its
+// recorded steps have a dbos.Recv here, and a replay must make the same
+// call. It returns the message that build's webhook sent (shop.PaymentPaid,
+// shop.PaymentFailed), or the recorded one, or shop.PaymentTimedOut. This
+// build sends no message: call it after AwaitPayment, when the order row
+// has what the checkout's next step (mark-paid, cancel) follows, and it
+// returns at once. Taking it is background work on SQLite's write lock
+// (store.InBackground): nobody waits for it.
+func (c *Checkout) ReceiveMessage(ctx dbos.Context) (string, error) {
+	status, err := dbos.Recv[string](store.InBackground(ctx), Topic, time.Millisecond)
 	if errors.Is(err, dbos.ErrTimeout) {
 		return shop.PaymentTimedOut, nil
 	}
@@ -432,8 +452,8 @@ func (h *Hub) setAwaiting(ho *handoff, awaiting bool) {
 }
 
 // lookAll is the periodic look: it asks the database which of the
-// checkouts waiting here had a payment sent, a page of lookPage at a time,
-// and kicks those. A failed read is logged and left to the next look.
+// checkouts waiting here have something to settle their order by, a page of
+// lookPage at a time, and kicks those. A failed read is logged and left to the next look.
 func (h *Hub) lookAll(ctx context.Context) {
 	h.mu.Lock()
 	var keys []string
@@ -444,23 +464,24 @@ func (h *Hub) lookAll(ctx context.Context) {
 	}
 	h.mu.Unlock()
 	for page := range slices.Chunk(keys, lookPage) {
-		sent, err := h.db.MessagesSent(ctx, Topic, page)
+		found, err := h.db.PaymentsIn(ctx, page)
 		if err != nil {
 			if ctx.Err() == nil {
-				h.logger.Warn("checkout: the periodic look for payment messages failed; the next one tries again", "err", err)
+				h.logger.Warn("checkout: the periodic look for payments failed; the next one tries again", "err", err)
 			}
 			return
 		}
-		for _, key := range sent {
+		for _, key := range found {
 			h.kick(key)
 		}
 	}
 }
 
-// paymentSent reports whether a payment status was ever sent to checkout key,
-// consumed or not (see the package comment).
-func (h *Hub) paymentSent(ctx context.Context, key string) (bool, error) {
-	return h.db.MessageSent(ctx, key, Topic)
+// paymentIn reports whether the order of checkout key has something to
+// settle it by (store.PaymentsIn).
+func (h *Hub) paymentIn(ctx context.Context, key string) (bool, error) {
+	found, err := h.db.PaymentsIn(ctx, []string{key})
+	return len(found) > 0, err
 }
 
 // ErrOrphaned is Deliver's "the checkout will never take this payment": the
@@ -544,49 +565,37 @@ func (h *Hub) AwaitStart(ctx context.Context, key string, start func() error) (s
 }
 
 // Deliver hands payment status to the checkout behind payment id pid and
-// returns its order with the outcome. When the order is still PENDING, the
-// status is sent (durably, once per payment id: a duplicate is dropped by
-// Send's idempotency key) and, in the same transaction, the order settled by
-// it (store.SettlePayment): PAID, or CANCELLED with its units back. Its
-// commit is the answer: the webhook does not wait for the checkout, which
-// follows the order row when it takes the message (mark-paid, cancel in
-// steps.go) and starts the dispatch. Otherwise the order is returned as it
-// is. An unknown pid is a shop.NotFound error.
+// returns its order with the outcome. When the order is still PENDING it
+// settles it by the status (store.SettlePayment): PAID, or CANCELLED with
+// its units back, and that commit is the answer: the webhook does not wait
+// for the checkout, which finds its order settled (settle, steps.go) and
+// starts the dispatch. Otherwise the order is returned as it is. An unknown
+// pid is a shop.NotFound error.
 //
 // Why the webhook settles the order, and what decides a race: the order row
 // does. Whatever commits first while the order is PENDING wins, by a
 // conditional UPDATE: the first payment status, the checkout's cancel at the
 // end of its window, an operator's cancel. So the first status to arrive is
-// the one that counts, as before; a payment that commits as the window
-// closes, after the checkout gave up waiting but before its cancel, wins, and
-// the cancel step finds the order PAID and the checkout ships it. Before,
-// the checkout decided (Recv, then its mark-paid step) and the webhook
-// waited for it: two more transactions, and on SQLite three write-lock
-// turns, between the payment and its answer. A crash after the commit loses
-// nothing: the message and the order's status committed together, and the
-// recovered checkout takes the message and follows the row.
+// the one that counts; a payment that commits as the window closes, after
+// the checkout gave up waiting but before its settle step, wins, and the
+// step finds the order PAID and the checkout ships it. A crash after the
+// commit loses nothing: the recovered checkout reads the row.
 //
 // The order is settled here only within its payment window and while its
-// checkout is alive in DBOS (PENDING or ENQUEUED): a payment after the window
-// (a late payment, refunded) or for a checkout that will never take it is
-// sent, and awaited, as before: the checkout decides, at most 60 s (then a
-// shop.Busy error). A checkout that will never take the payment (an operator
-// cancelled it, it failed, or it finished without it) is then ErrOrphaned:
-// while the order stays PENDING, Deliver looks at the checkout's DBOS status
-// about once a second (checkoutGone), and returns ErrOrphaned as soon as it
-// is so, instead of waiting out its 60 s. A checkout deleted outright is
-// ErrOrphaned at once (Send refuses it).
+// checkout is alive in DBOS (PENDING or ENQUEUED). A payment after the
+// window (a late payment, refunded) or for a checkout that will never take
+// it is recorded beside the order (store.RecordPayment) and awaited: the
+// checkout decides, at most 60 s (then a shop.Busy error). A checkout that
+// will never decide (an operator cancelled or deleted it, it failed, or it
+// finished without the payment) is then ErrOrphaned: while the order stays
+// PENDING, Deliver looks at the checkout's DBOS status about once a second
+// (checkoutGone), and returns ErrOrphaned as soon as it is so, instead of
+// waiting out its 60 s.
 func (h *Hub) Deliver(ctx context.Context, pid, status string) (shop.Order, error) {
 	defer h.recovery.busy()()
 	ho := h.acquire(pid, false)
 	defer h.release(pid, ho, false)
-	o, settled, err := h.sendIfPending(ctx, pid, status)
-	if errors.Is(err, dbos.ErrNonExistentWorkflow) && o.ID != 0 {
-		// The order is PENDING but its checkout was deleted (dbos workflow
-		// delete): DBOS refuses to send to a workflow that does not exist,
-		// and nothing will take the payment.
-		return o, ErrOrphaned
-	}
+	o, settled, err := h.settle(ctx, pid, status)
 	if err != nil || (o.Status != shop.StatusPending && !settled) {
 		return o, err
 	}
@@ -646,13 +655,15 @@ func (h *Hub) checkoutGone(ctx context.Context, key string) (bool, error) {
 	return len(st) == 0 || reconcile.Dead(st[0].Status) || st[0].Status == dbos.WorkflowStatusSuccess, nil
 }
 
-// sendIfPending reads the order behind pid and, if it is PENDING, sends it
-// the payment status and settles it by that status when it may
-// (store.SettlePayment; settled then, and o carries the new status), in one
-// transaction; on Postgres the read also announces the key on the payment
-// channel when the order is PENDING, which Postgres delivers to every
-// instance at the commit (and not at all if the transaction rolls back).
-func (h *Hub) sendIfPending(ctx context.Context, pid, status string) (o shop.Order, settled bool, err error) {
+// settle reads the order behind pid and, if it is PENDING, settles it by
+// the payment status when it may (store.SettlePayment; settled then, and o
+// carries the new status), or records the status for its checkout
+// (store.RecordPayment), in one transaction; on Postgres the read also
+// announces the key on the payment channel when the order is PENDING, which
+// Postgres delivers to every instance at the commit (and not at all if the
+// transaction rolls back): either way the order then has something to
+// settle by.
+func (h *Hub) settle(ctx context.Context, pid, status string) (o shop.Order, settled bool, err error) {
 	err = h.db.InTx(ctx, func(tx store.Tx) error {
 		var err error
 		if h.db.Dialect.Postgres {
@@ -663,11 +674,12 @@ func (h *Hub) sendIfPending(ctx context.Context, pid, status string) (o shop.Ord
 		if err != nil || o.Status != shop.StatusPending {
 			return err
 		}
-		if err := dbos.Send(h.dctx, pid, status, Topic, dbos.WithIdempotencyKey("payment/"+pid), dbos.WithSendTransaction(tx.Raw)); err != nil {
-			return fmt.Errorf("send the payment status: %w", err)
-		}
 		now := time.Now()
-		if settled, err = h.db.SettlePayment(ctx, tx, o, status, now.UnixMilli(), h.window.Milliseconds()); err != nil || !settled {
+		if settled, err = h.db.SettlePayment(ctx, tx, o, status, now.UnixMilli(), h.window.Milliseconds()); err != nil {
+			return err
+		}
+		if !settled {
+			_, err = store.RecordPayment(ctx, tx, pid, status, now.UnixMilli()) // a second status for the key changes nothing
 			return err
 		}
 		o.Status, o.LastUpdate = shop.StatusPaid, now

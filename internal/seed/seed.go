@@ -15,11 +15,10 @@
 //   - the order (orders), DISPATCHED or, for a declined payment, CANCELLED;
 //   - the checkout workflow (workflow_status, ID = its key; its input and
 //     output in workflow_input / workflow_output) and its steps
-//     (operation_outputs: reserve, DBOS.recv, mark-paid or cancel, and for a
-//     paid one the dispatch child's start);
+//     (operation_outputs: reserve, settle, and for a paid one the dispatch
+//     child's start);
 //   - for a paid one, the dispatch workflow (dispatch/<order id>, its parent
 //     the checkout), which records no steps (its legs are idempotent writes);
-//   - the payment message the webhook sent (notifications, consumed);
 //   - for a few cancelled orders (Config.LateRate), a payment that came after
 //     the decline: the late payment (late_payments), its refund workflow
 //     (refund/<key>: refund-provider, refund-record), the stand-in
@@ -314,39 +313,32 @@ func (g *generator) batch(from, to int) []*store.BulkTable {
 		shopper := g.shoppers[g.shopOf[i]]
 		wfCreated := int64(g.t0 + float64(i)*g.step)
 		created := wfCreated + 2                // the reserve step's commit: the order's created_at
-		payAt := created + int64(g.payDelay[i]) // the webhook's Send
-		recvAt := payAt + 3
-		settled := recvAt + 1 // mark-paid or cancel
+		payAt := created + int64(g.payDelay[i]) // the webhook settles the order
+		settled := payAt + 3                    // the checkout's settle step
 
-		msg, settleStep := shop.PaymentFailed, shop.StepCancel
-		orderStatus, progress, lastUpdate := int(shop.StatusCancelled), 10, settled
+		settleOutput := fmt.Sprintf(`{"outcome":%q}`, shop.PaymentFailed)
+		orderStatus, progress, lastUpdate := int(shop.StatusCancelled), 10, payAt
 		checkoutDone := settled + 1
 		if g.paid[i] {
-			msg, settleStep = shop.PaymentPaid, shop.StepMarkPaid
-			orderStatus, progress, lastUpdate = int(shop.StatusDispatched), 0, settled+int64(shop.DispatchLegs)*1000
+			settleOutput = fmt.Sprintf(`{"paid_at_ms":%d,"outcome":%q}`, payAt, shop.PaymentPaid)
+			orderStatus, progress, lastUpdate = int(shop.StatusDispatched), 0, payAt+int64(shop.DispatchLegs)*1000
 			checkoutDone = settled + 3
 		}
 		orders.Add(id, key, shopper, shop.ProductID, priceCents, orderStatus, progress, created, lastUpdate)
 
 		h.Workflow(store.HistoryWorkflow{ID: key, Name: shop.CheckoutWorkflow, CreatorXID: g.uuid(),
-			Input:   `{"shopper":"` + shopper + `","key":"` + key + `"}`,
+			Input:   `{"shopper":"` + shopper + `","key":"` + key + `","flow":1}`,
 			Output:  fmt.Sprintf(`{"order_id":%d,"order_status":%d}`, id, g.checkoutStatus(i)),
 			Created: wfCreated, Completed: checkoutDone})
 		h.Step(store.HistoryStep{Workflow: key, ID: 0, Name: shop.StepReserve, Started: created - 1, Completed: created,
 			Output: fmt.Sprintf(`{"order_id":%d,"pay_by_ms":%d,"created_at_ms":%d}`, id, created+payWindow.Milliseconds(), created)})
-		// The Recv's own deadline sleep (function id 2) is recorded only
-		// when it had to wait for the deadline, which a payment that came
-		// in time never does.
-		h.Step(store.HistoryStep{Workflow: key, ID: 1, Name: "DBOS.recv", Output: `"` + msg + `"`, Started: recvAt - 1, Completed: recvAt})
-		h.Step(store.HistoryStep{Workflow: key, ID: 3, Name: settleStep, Output: strconv.FormatInt(settled, 10), Started: settled, Completed: settled})
-		h.Message(store.HistoryMessage{IdempotencyKey: "payment/" + key, Destination: key, Topic: "payment_status",
-			Message: `"` + msg + `"`, Sent: payAt, ConsumedBy: 1})
+		h.Step(store.HistoryStep{Workflow: key, ID: 1, Name: shop.StepSettle, Output: settleOutput, Started: settled - 1, Completed: settled})
 
 		if g.paid[i] {
 			did := shop.DispatchWorkflowID(id)
-			h.Step(store.HistoryStep{Workflow: key, ID: 4, Name: shop.DispatchWorkflow, Child: did, Started: settled + 1})
+			h.Step(store.HistoryStep{Workflow: key, ID: 2, Name: shop.DispatchWorkflow, Child: did, Started: settled + 1})
 			h.Workflow(store.HistoryWorkflow{ID: did, Name: shop.DispatchWorkflow, Parent: key, CreatorXID: g.uuid(),
-				Input: fmt.Sprintf(`{"order_id":%d,"first_due_ms":%d}`, id, settled+1000), Output: "1",
+				Input: fmt.Sprintf(`{"order_id":%d,"first_due_ms":%d}`, id, payAt+1000), Output: "1",
 				Created: settled + 1, Completed: lastUpdate + 1})
 		}
 		if g.late[i] {

@@ -138,10 +138,16 @@ const (
 // them as is). Part of the durable data like the workflow names: never derive
 // them from Go symbols, which a refactor renames.
 const (
-	StepReserve  = "reserve"   // checkout: reserve a unit and create the order
-	StepMarkPaid = "mark-paid" // checkout: the payment came in
-	StepCancel   = "cancel"    // checkout: declined or timed out; the unit goes back
-	StepRelease  = "release"   // release: the order of a dead checkout cancelled, its unit back
+	StepReserve = "reserve" // checkout: reserve a unit and create the order
+	// checkout: settle the order from its row: PAID, or CANCELLED with its
+	// units back (declined, or no payment in its window).
+	StepSettle = "settle"
+	// checkout, as the build before this one recorded it (checkouts it
+	// started, still in flight): the payment came in / declined or timed
+	// out, the unit goes back; after its dbos.Recv of the payment message.
+	StepMarkPaid = "mark-paid"
+	StepCancel   = "cancel"
+	StepRelease  = "release" // release: the order of a dead checkout cancelled, its unit back
 	// cancel-order: an operator's cancel; the order CANCELLED, its unit back,
 	// a paid one's payment recorded for refund.
 	StepCancelOrder = "cancel-order"
@@ -149,15 +155,16 @@ const (
 	// checkout, with a provider that is asked (Stripe; the stand-in's pay
 	// page is the store's own and needs none of these): create the order's
 	// payment at the provider (idempotency key per checkout), record it with
-	// the order, and, when the payment window closes unpaid, expire it there
-	// before the units go back.
+	// the order. (payment-expire: a checkout of the build before this one
+	// expired the payment there when its window closed unpaid, before the
+	// units went back; this build's checkout closes it after, payment-close.)
 	StepPaymentCreate = "payment-create"
 	StepPaymentRecord = "payment-record"
 	StepPaymentExpire = "payment-expire"
-	// release, cancel-order (a provider that is asked only): the order
-	// cancelled before its checkout finished it, expire its payment at the
-	// provider (the same idempotency key as payment-expire), after its units
-	// went back.
+	// checkout, release, cancel-order (a provider that is asked only): the
+	// order cancelled unpaid (its window closed, or it was cancelled before
+	// its checkout finished it), expire its payment at the provider (the
+	// same idempotency key as payment-expire), after its units went back.
 	StepPaymentClose = "payment-close"
 
 	StepRefundCall   = "refund-provider" // refund: ask the payment provider to refund (idempotency key = payment id)

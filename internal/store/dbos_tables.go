@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -22,9 +21,6 @@ import (
 // such statement is in this file, so that an SDK upgrade has one place to
 // check:
 //
-//   - MessageSent, MessagesSent (notifications): whether a checkout's
-//     payment was sent, consumed or not (internal/paywait, the checkout's
-//     wait, and the periodic look of every waiting checkout);
 //   - LookBeforeCheckout (workflow_status): whether a checkout's workflow
 //     exists, read with its order and the stock (internal/checkout, a
 //     sold-out checkout answered without a workflow);
@@ -77,57 +73,6 @@ func dbosColumns() map[string][]dbosColumn {
 			text("serialization"), flag("consumed"), {"consumed_by_function_id", "INTEGER", "integer"},
 		},
 	}
-}
-
-// ----- notifications -----
-
-// MessageSent reports whether a message on topic was ever sent to workflow
-// destination, consumed or not: the lookup DBOS's Recv makes, read-only. It
-// relies on DBOS keeping a consumed message (marked consumed, SDK v1.8.0),
-// which lets a replayed checkout whose Recv is already checkpointed go
-// straight to Recv (see internal/paywait's package comment).
-func (db *DB) MessageSent(ctx context.Context, destination, topic string) (bool, error) {
-	sent, err := db.MessagesSent(ctx, topic, []string{destination})
-	return len(sent) > 0, err
-}
-
-// MessagesSent is MessageSent for many destinations in one statement (one
-// walk of DBOS's index on (destination_uuid, topic) per destination): it
-// returns those of destinations that a message on topic was ever sent to,
-// each once, in no particular order. The checkouts' periodic look for
-// missed payments (internal/paywait) asks it for every waiting checkout of
-// the process, a page at a time.
-func (db *DB) MessagesSent(ctx context.Context, topic string, destinations []string) ([]string, error) {
-	if len(destinations) == 0 {
-		return nil, nil
-	}
-	var list any = destinations // Postgres: a text[]
-	in := `= ANY($2)`
-	if !db.Dialect.Postgres {
-		b, err := json.Marshal(destinations)
-		if err != nil {
-			return nil, err
-		}
-		list, in = string(b), `IN (SELECT value FROM json_each($2))`
-	}
-	rows, err := db.q.Query(ctx, `SELECT DISTINCT destination_uuid FROM `+db.Dialect.DBOSTable("notifications")+`
-		WHERE topic = $1 AND destination_uuid `+in, topic, list)
-	if err != nil {
-		return nil, fmt.Errorf("look for %s messages to %d workflows: %w", topic, len(destinations), err)
-	}
-	defer rows.Close()
-	var sent []string
-	for rows.Next() {
-		var d string
-		if err := rows.Scan(&d); err != nil {
-			return nil, fmt.Errorf("look for %s messages: %w", topic, err)
-		}
-		sent = append(sent, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("look for %s messages: %w", topic, err)
-	}
-	return sent, nil
 }
 
 // ----- workflow_status: a checkout answered from reads -----
@@ -395,8 +340,8 @@ func (db *DB) IndexDBOSTables(ctx context.Context) error {
 // ----- the seeder's rows -----
 
 // DBOSHistory is rows of DBOS's tables for workflows that ran to SUCCESS, as
-// DBOS writes them: each workflow's status, input and output, its steps, and
-// the messages sent to it. The seeder (internal/seed) makes a store's past
+// DBOS writes them: each workflow's status, input and output, and its steps.
+// The seeder (internal/seed) makes a store's past
 // with it, without running it; WriteBulk writes its Tables with the store's
 // own rows of the same orders, in one transaction.
 //
@@ -405,8 +350,8 @@ func (db *DB) IndexDBOSTables(ctx context.Context) error {
 // through DBOS's API (the status, the typed output, the steps) and through
 // the store's own statements.
 type DBOSHistory struct {
-	app, version, executor                 string
-	status, input, output, steps, messages *BulkTable
+	app, version, executor       string
+	status, input, output, steps *BulkTable
 }
 
 // dbosJSON is the name DBOS records for its default serialization.
@@ -434,8 +379,6 @@ func NewDBOSHistory(app, version, executor string) *DBOSHistory {
 		output: dbosTable("workflow_output", "workflow_uuid", "output", "retention_timestamp"),
 		steps: dbosTable("operation_outputs", "workflow_uuid", "function_id", "function_name", "output",
 			"child_workflow_id", "started_at_epoch_ms", "completed_at_epoch_ms", "serialization", "application_name", "retention_timestamp"),
-		messages: dbosTable("notifications", "message_uuid", "destination_uuid", "topic", "message",
-			"created_at_epoch_ms", "serialization", "consumed", "consumed_by_function_id"),
 	}
 }
 
@@ -493,24 +436,8 @@ func (h *DBOSHistory) Step(s HistoryStep) {
 	h.steps.Add(s.Workflow, s.ID, s.Name, out, child, s.Started, done, ser, h.app, s.Started)
 }
 
-// HistoryMessage is a message sent to a workflow (dbos.Send) with an
-// idempotency key, and consumed by its Recv.
-type HistoryMessage struct {
-	IdempotencyKey, Destination, Topic string
-	Message                            string // JSON text
-	Sent                               int64  // Unix ms
-	ConsumedBy                         int    // the function id of the Recv that consumed it
-}
-
-// Message adds a message.
-func (h *DBOSHistory) Message(m HistoryMessage) {
-	// DBOS's id of a message sent with an idempotency key.
-	id := m.IdempotencyKey + "::" + m.Destination
-	h.messages.Add(id, m.Destination, m.Topic, encodeDBOSJSON(m.Message), m.Sent, dbosJSON, true, m.ConsumedBy)
-}
-
 // Tables are the history's rows, a table each, in an order that writes every
 // workflow before the rows that refer to it.
 func (h *DBOSHistory) Tables() []*BulkTable {
-	return []*BulkTable{h.status, h.input, h.output, h.steps, h.messages}
+	return []*BulkTable{h.status, h.input, h.output, h.steps}
 }

@@ -97,49 +97,6 @@ func TestDBOSTablesAsRelied(t *testing.T) {
 			}
 		})
 
-		// MessageSent, as the checkout's wait for its payment uses it
-		// (internal/paywait).
-		t.Run("MessageSent", func(t *testing.T) {
-			const key = "checkout-key-1"
-			sent, err := db.MessageSent(ctx, key, tripwireTopic)
-			if err != nil {
-				t.Fatalf("the query on DBOS's notifications table failed (schema changed?): %v", err)
-			}
-			if sent {
-				t.Fatal("a payment message is reported before any was sent")
-			}
-			h, err := dbos.RunWorkflow(dctx, receive, "", dbos.WithWorkflowID(key))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := dbos.Send(dctx, key, "paid", tripwireTopic); err != nil {
-				t.Fatal(err)
-			}
-			if sent, err := db.MessageSent(ctx, key, tripwireTopic); err != nil || !sent {
-				t.Fatalf("after Send: sent=%v err=%v; want the unconsumed message visible", sent, err)
-			}
-			if got, err := h.GetResult(); err != nil || got != "paid" {
-				t.Fatalf("Recv got %q, %v; want paid", got, err)
-			}
-			if sent, err := db.MessageSent(ctx, key, tripwireTopic); err != nil || !sent {
-				t.Fatalf("after Recv consumed it: sent=%v err=%v; a consumed message must stay visible, "+
-					"or a recovered checkout whose Recv is checkpointed would wait out its window", sent, err)
-			}
-			if sent, err := db.MessageSent(ctx, "another-key", tripwireTopic); err != nil || sent {
-				t.Fatalf("another key: sent=%v err=%v; want false", sent, err)
-			}
-			if sent, err := db.MessageSent(ctx, key, "another-topic"); err != nil || sent {
-				t.Fatalf("another topic: sent=%v err=%v; want false", sent, err)
-			}
-			// Many at once, as the periodic look of every waiting checkout asks.
-			if sent, err := db.MessagesSent(ctx, tripwireTopic, []string{"another-key", key, "a-third-key"}); err != nil || !slices.Equal(sent, []string{key}) {
-				t.Fatalf("MessagesSent of three keys, one sent to: %q, %v; want [%s]", sent, err, key)
-			}
-			if sent, err := db.MessagesSent(ctx, "another-topic", []string{key}); err != nil || len(sent) != 0 {
-				t.Fatalf("MessagesSent on another topic: %q, %v; want none", sent, err)
-			}
-		})
-
 		// UnfinishedOrdersToJudge, as the reconciler's pass walks the
 		// unfinished orders: an order whose checkout is PENDING (waiting
 		// for its payment) is not listed, and is once the checkout finished.
@@ -303,8 +260,6 @@ func TestDBOSTablesAsRelied(t *testing.T) {
 			h.Step(HistoryStep{Workflow: "seeded-1", ID: 1, Name: "add", Child: "seeded-2", Started: now - 600})
 			h.Workflow(HistoryWorkflow{ID: "seeded-2", Name: "add", Parent: "seeded-1", Input: "1", Output: "3", Created: now - 600, Completed: now - 200,
 				CreatorXID: "0c7e3b7a-1d2f-4e5a-8b9c-0d1e2f3a4b5c"})
-			h.Message(HistoryMessage{IdempotencyKey: "payment/seeded-1", Destination: "seeded-1", Topic: tripwireTopic, Message: `"paid"`,
-				Sent: now - 750, ConsumedBy: 1})
 			if err := db.WriteBulk(ctx, h.Tables()); err != nil {
 				t.Fatalf("writing the seeder's rows into DBOS's tables failed (schema changed?): %v", err)
 			}
@@ -342,9 +297,6 @@ func TestDBOSTablesAsRelied(t *testing.T) {
 			// seeded checkpoint of its step 0 (1000).
 			if got, err := forkFromStep1(t, dctx, "seeded-1", "seeded-1-fork"); err != nil || got != 1021 {
 				t.Errorf("a fork of seeded-1 from its step 1 returned %d, %v; want 1021 (input 21 + the seeded step's 1000)", got, err)
-			}
-			if sent, err := db.MessageSent(ctx, "seeded-1", tripwireTopic); err != nil || !sent {
-				t.Errorf("the seeded payment message: sent=%v err=%v; want it visible", sent, err)
 			}
 			list, err := db.FinishedWorkflows(ctx, time.Now().Add(time.Second), 0, 100)
 			if err != nil {

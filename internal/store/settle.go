@@ -3,6 +3,7 @@ package store
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/dbos-inc/dbos-transact-golang/dbos"
@@ -92,4 +93,76 @@ func (db *DB) SettlePayment(ctx context.Context, q dbos.Querier, o shop.Order, s
 		return false, nil
 	}
 	return CancelAndRestock(ctx, q, o.ID, shop.StatusPending, nowMs)
+}
+
+// RecordPayment records payment status for checkout key, whose PENDING
+// order the webhook could not settle by it (SettlePayment said no: the
+// window had closed, or the checkout was not alive in DBOS), in the
+// caller's transaction: the checkout's settle step decides by it
+// (OrderToSettle). The first status per key is the one that counts; a
+// second changes nothing, and recorded is false.
+func RecordPayment(ctx context.Context, q dbos.Querier, key, status string, nowMs int64) (recorded bool, err error) {
+	res, err := q.Exec(ctx, `INSERT INTO payments_received (checkout_key, payment_status, received_at) VALUES ($1, $2, $3)
+		ON CONFLICT (checkout_key) DO NOTHING`, key, status, nowMs)
+	if err != nil {
+		return false, fmt.Errorf("record the payment of checkout %s: %w", key, err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// OrderToSettle reads order orderID with the payment status recorded for it
+// (RecordPayment; "" when none), in one statement: what the checkout's
+// settle step decides by.
+func OrderToSettle(ctx context.Context, q dbos.Querier, orderID int64) (o shop.Order, received string, err error) {
+	o, err = scanOrder(extraColumn{row: q.QueryRow(ctx, `
+		SELECT o.order_id, o.checkout_key, o.shopper, o.product_id, o.price_cents, o.order_status, o.progress_remaining, o.created_at, o.last_update_time,
+		       COALESCE(p.payment_status, '')
+		FROM orders o LEFT JOIN payments_received p ON p.checkout_key = o.checkout_key
+		WHERE o.order_id = $1`, orderID), dest: &received})
+	if IsNoRows(err) {
+		return o, "", shop.Errorf(shop.NotFound, "there is no order %d", orderID)
+	}
+	if err != nil {
+		return o, "", fmt.Errorf("read order %d to settle it: %w", orderID, err)
+	}
+	return o, received, nil
+}
+
+// PaymentsIn returns those of keys whose checkout has something to settle
+// its order by: the order is no longer PENDING (a webhook settled it, or an
+// operator cancelled it), or a payment status was recorded for it
+// (RecordPayment). One statement for many keys: the checkouts' periodic look
+// (internal/paywait) asks it for every checkout waiting in the process, a
+// page at a time, and a checkout that did not create its order in this
+// execution asks it for itself before it waits.
+func (db *DB) PaymentsIn(ctx context.Context, keys []string) ([]string, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	var list any = keys // Postgres: a text[]
+	in := `= ANY($1)`
+	if !db.Dialect.Postgres {
+		b, err := json.Marshal(keys)
+		if err != nil {
+			return nil, err
+		}
+		list, in = string(b), `IN (SELECT value FROM json_each($1))`
+	}
+	rows, err := db.q.Query(ctx, `SELECT o.checkout_key FROM orders o WHERE o.checkout_key `+in+`
+		AND (o.order_status <> $2 OR EXISTS (SELECT 1 FROM payments_received p WHERE p.checkout_key = o.checkout_key))`,
+		list, shop.StatusPending)
+	if err != nil {
+		return nil, fmt.Errorf("look for the payments of %d checkouts: %w", len(keys), err)
+	}
+	defer rows.Close()
+	var found []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, fmt.Errorf("look for payments: %w", err)
+		}
+		found = append(found, k)
+	}
+	return found, rows.Err()
 }

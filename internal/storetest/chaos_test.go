@@ -130,9 +130,9 @@ func TestLoadToolSmoke(t *testing.T) {
 			t.Errorf("invariants violated under load")
 		}
 		// The critical path is counted for every request; the webhook's
-		// answer is its own commit (the Send and the order settled in one
-		// transaction, internal/paywait): not DBOS's Recv, mark-paid or the
-		// dispatch's start, which follow it (workflow.go).
+		// answer is its own commit (the order read and settled in one
+		// transaction, internal/paywait): not the checkout's settle step or
+		// the dispatch's start, which follow it (workflow.go).
 		if r.CriticalErr != nil {
 			t.Fatalf("critical path not counted: %v", r.CriticalErr)
 		}
@@ -145,7 +145,7 @@ func TestLoadToolSmoke(t *testing.T) {
 			t.Errorf("%.2f commits per checkout, want 2 (DBOS's start of the workflow, the reserve)", commits)
 		}
 		if _, commits, _, _, _ := r.Critical.PerRequest("webhook"); commits < 0.99 || commits > 1.5 {
-			t.Errorf("%.2f commits per webhook, want 1 (the Send and the order settled, one transaction; not DBOS's Recv, mark-paid or the dispatch's start)", commits)
+			t.Errorf("%.2f commits per webhook, want 1 (the order read and settled, one transaction; not the checkout's settle step or the dispatch's start)", commits)
 		}
 	})
 }

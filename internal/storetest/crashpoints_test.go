@@ -26,7 +26,7 @@ import (
 // port, and the order must reach its right final state with the stock
 // conserved, one order for the key, and the same answers to repeated calls.
 //
-// CRASH_POINTS=dispatch:dispatch-leg:3,checkout:mark-paid runs only those
+// CRASH_POINTS=dispatch:dispatch-leg:3,checkout:settle runs only those
 // points.
 func TestCrashPoints(t *testing.T) {
 	if testing.Short() {
@@ -41,12 +41,10 @@ func TestCrashPoints(t *testing.T) {
 				cases = append(cases, crashCase{workflow + ":" + crashpoint.Leg(n), "paid"})
 			}
 		case workflow != shop.CheckoutWorkflow: // release, refund, cancel-order: their own tests
-		case step == shop.StepPaymentCreate || step == shop.StepPaymentRecord || step == shop.StepPaymentExpire:
+		case step == shop.StepPaymentCreate || step == shop.StepPaymentRecord || step == shop.StepPaymentClose:
 			// a provider that is asked (Stripe) only: TestCrashPointsStripe
-		case step == shop.StepMarkPaid || step == shop.DispatchWorkflow: // paid orders only
+		case step == shop.DispatchWorkflow: // paid orders only
 			cases = append(cases, crashCase{point, "paid"})
-		case step == shop.StepCancel: // declined orders only
-			cases = append(cases, crashCase{point, "failed"})
 		default:
 			cases = append(cases, crashCase{point, "paid"}, crashCase{point, "failed"})
 		}
@@ -85,7 +83,7 @@ func TestCrashPoints(t *testing.T) {
 
 // TestCrashPointsCart crashes a cart's checkout where its lines are held
 // (checkout:reserve, paid and declined) and where they are given back
-// (checkout:cancel): after the restart, every unit of every line is held
+// (checkout:settle, declined): after the restart, every unit of every line is held
 // once, or back once.
 func TestCrashPointsCart(t *testing.T) {
 	if testing.Short() {
@@ -99,7 +97,7 @@ func TestCrashPointsCart(t *testing.T) {
 			for _, c := range []struct{ point, status string }{
 				{shop.CheckoutWorkflow + ":" + shop.StepReserve, "paid"},
 				{shop.CheckoutWorkflow + ":" + shop.StepReserve, "failed"},
-				{shop.CheckoutWorkflow + ":" + shop.StepCancel, "failed"},
+				{shop.CheckoutWorkflow + ":" + shop.StepSettle, "failed"},
 			} {
 				t.Run(c.point+"_"+c.status, func(t *testing.T) { runCrashCase(t, fl.New(t), c.point, c.status, cart) })
 			}
@@ -258,7 +256,7 @@ func TestCrashPointsStripe(t *testing.T) {
 	cases := []crashCase{
 		{shop.CheckoutWorkflow + ":" + shop.StepPaymentCreate, true},
 		{shop.CheckoutWorkflow + ":" + shop.StepPaymentRecord, true},
-		{shop.CheckoutWorkflow + ":" + shop.StepPaymentExpire, false},
+		{shop.CheckoutWorkflow + ":" + shop.StepPaymentClose, false},
 		{shop.RefundWorkflow + ":" + shop.StepRefundCall, false},
 		// an operator's Cancel and refund of the order while it waits: its
 		// session expired once, then a late payment refunded once

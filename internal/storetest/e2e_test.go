@@ -282,7 +282,7 @@ func (p *browserPage) checkDispatchTimeline() {
 		}
 	}
 	checkout := p.stepTitles("Checkout")
-	for _, want := range []string{"reserve", "DBOS.recv", "mark-paid", "dispatch"} {
+	for _, want := range []string{"reserve", "settle", "dispatch"} {
 		if !hasStep(checkout, want) {
 			p.t.Fatalf("checkout timeline lacks the step %q: %q", want, checkout)
 		}

@@ -300,7 +300,7 @@ func TestLargeStoreSeed(t *testing.T) {
 				}
 			}
 			tl := MustCall(t, "GET", st.URL("/partials/timeline/"+strconv.FormatInt(paid, 10)), http.StatusOK)
-			for _, want := range []string{res.Key(paid), "reserve", "DBOS.recv", "mark-paid", "dispatch/" + strconv.FormatInt(paid, 10), "SUCCESS"} {
+			for _, want := range []string{res.Key(paid), "reserve", "settle", "dispatch/" + strconv.FormatInt(paid, 10), "SUCCESS"} {
 				if !strings.Contains(tl, want) {
 					t.Errorf("the timeline of order %d has no %q:\n%.2000s", paid, want, tl)
 				}

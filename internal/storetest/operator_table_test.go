@@ -197,7 +197,7 @@ func TestOperatorTableForkDeleteRefund(t *testing.T) {
 			t.Logf("steps of checkout %s:\n%s", p.Key, dbosCLI(t, db, "steps", p.Key))
 			orders := len(Orders(t, st.Base()))
 			var forks []string
-			for step := 0; step <= 4; step++ { // its steps are 0-3 (reserve, DBOS.recv, mark-paid, dispatch), and one past the end
+			for step := 0; step <= 3; step++ { // its steps are 0-2 (reserve, settle, dispatch), and one past the end
 				forks = append(forks, forkCLI(t, db, p.Key, "--step", strconv.Itoa(step)))
 			}
 			// A checkout waiting for its payment, forked mid-wait, then paid:
@@ -457,16 +457,16 @@ func TestOperatorTableCancelResume(t *testing.T) {
 			if err := st.Stop(stopTimeout); err != nil {
 				t.Fatal(err)
 			}
-			// The store exits right after mark-paid commits, before the
-			// checkout starts the dispatch.
-			st.RestartWith(t, "CRASH_AT=checkout:mark-paid", fast, window)
+			// The store exits right after the settle step commits, before
+			// the checkout starts the dispatch.
+			st.RestartWith(t, "CRASH_AT=checkout:settle", fast, window)
 			p := buy(t, st)
 			if resp, err := http.Post(st.URL("/payment_webhook/"+p.Key+"/paid"), "", nil); err == nil {
 				resp.Body.Close() // the answer may or may not come out before the exit
 			}
 			if code, err := st.WaitExit(30 * time.Second); err != nil || code != 1 {
 				st.Kill()
-				t.Fatalf("the store did not exit at checkout:mark-paid: status %d, %v", code, err)
+				t.Fatalf("the store did not exit at checkout:settle: status %d, %v", code, err)
 			}
 			var status int
 			query(t, db, `SELECT order_status FROM orders WHERE checkout_key = '`+p.Key+`'`, func(scan func(...any) error) error { return scan(&status) })

@@ -138,8 +138,9 @@ func TestRecoveryAfterSIGKILL(t *testing.T) {
 // checkRecordedSteps checks the steps DBOS recorded in db once every
 // workflow finished: no name derived from a Go function (DBOS names an
 // unnamed step after its function: "main.progressTx.apply-fm"); each paid
-// checkout recorded reserve, DBOS.recv, mark-paid and the start of its
-// dispatch once, each declined one reserve, DBOS.recv and cancel once, even
+// checkout recorded reserve, settle and the start of its dispatch once, each
+// declined one reserve and settle once, and no DBOS.recv (the payment is
+// settled from the order row, not taken as a message), even
 // across a crash; a dispatch records no step at all (its legs are idempotent
 // writes on a fixed schedule; that every order ends DISPATCHED with progress
 // 0, its progress never rising, is the invariants' to check).
@@ -163,13 +164,12 @@ func checkRecordedSteps(t *testing.T, db *loadgen.Database, paid, declined int) 
 	for id, names := range byWorkflow {
 		switch kind[id] {
 		case "checkout":
-			want := map[string]int{"reserve": 1, "DBOS.recv": 1}
-			if slices.Contains(names, "cancel") {
+			want := map[string]int{"reserve": 1, "settle": 1, "DBOS.recv": 0}
+			if !slices.Contains(names, "dispatch") {
 				gotDeclined++
-				want["cancel"] = 1
 			} else {
 				gotPaid++
-				want["mark-paid"], want["dispatch"] = 1, 1
+				want["dispatch"] = 1
 			}
 			for name, n := range want {
 				if got := countOf(names, name); got != n {

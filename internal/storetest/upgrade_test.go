@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -104,7 +105,12 @@ func TestUpgradeFromPreviousBuild(t *testing.T) {
 
 		t.Run("the carried-over workflows hold no Go-symbol step names", func(t *testing.T) {
 			steps := stepNamesByWorkflow(t, db)
-			if got, want := strings.Join(steps[waiting], " "), "reserve DBOS.recv DBOS.sleep mark-paid dispatch"; !sameNames(got, want) {
+			// Carried over, it kept the layout it started with (Recv, then
+			// mark-paid or cancel); this build's webhook settled the order
+			// PAID and sent no message, so its Recv timed out and its cancel
+			// step found the order PAID and shipped it (workflow.go,
+			// settleByMessage).
+			if got, want := strings.Join(steps[waiting], " "), "reserve DBOS.recv DBOS.sleep cancel dispatch"; !sameNames(got, want) {
 				t.Errorf("checkout %s recorded %q, want %q", waiting, got, want)
 			}
 			// The previous build checkpointed the legs it ran; the current one
@@ -144,4 +150,117 @@ func hasOldName(names []string) bool {
 // records it only when the Recv had to wait.
 func sameNames(got, want string) bool {
 	return got == want || got == strings.Replace(want, " DBOS.sleep", "", 1)
+}
+
+// messageBuild is the last commit whose checkout took its payment as a DBOS
+// message (the webhook's dbos.Send, the checkout's dbos.Recv, then mark-paid
+// or cancel). It has this build's application version: this build's
+// checkout settles its order from the row instead, and runs a checkout the
+// message build started the way it recorded it (workflow.go,
+// checkoutInput.Flow and settleByMessage).
+const messageBuild = "d6deba3a94342a3cbbab0d73be7d69a271ffdff3"
+
+// TestUpgradeFromMessageFlow runs the message build with three checkouts in
+// flight and stops it dead: one waiting for its payment, one that will be
+// declined, and one whose Recv took its payment, the store exiting right
+// after that checkpoint (CRASH_AT=checkout:await-payment), before mark-paid.
+// The current build, on the same database under the same executor ID, must
+// finish each as the message build would have: the paid ones DISPATCHED, the
+// declined one CANCELLED with its unit back, once each; their recorded steps
+// stay in the message build's layout (a settle step where a Recv is recorded
+// would fail DBOS's replay check), and a new checkout records the new one.
+func TestUpgradeFromMessageFlow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the message build")
+	}
+	root, err := loadgen.FindModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev, err := loadgen.BuildRevision(root, messageBuild, t.TempDir())
+	if err != nil {
+		t.Fatalf("build the message build %s (a clone with history is needed): %v", messageBuild[:7], err)
+	}
+	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
+		const executor = "upgrade-flow-test"
+		const window = "PAYMENT_TIMEOUT=90s"
+		old := &loadgen.Store{Bin: prev, DB: db, Log: LogWriter(t, "message build: "),
+			Env: []string{"EXECUTOR_ID=" + executor, window, "CRASH_AT=checkout:await-payment"}}
+		t.Cleanup(old.Kill)
+		waiting, declined, received := NewKey(), NewKey(), NewKey()
+
+		t.Run("the message build dies with its checkouts in flight", func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			if _, err := old.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{waiting, declined, received} {
+				if pid := MustCall(t, "POST", old.Base()+"/checkout/"+k, 200); pid != k {
+					t.Fatalf("checkout %s: payment id %q", k, pid)
+				}
+			}
+			// Its answer races the exit: only the exit matters here.
+			if resp, err := http.Post(old.Base()+"/payment_webhook/"+received+"/paid", "", nil); err == nil {
+				resp.Body.Close()
+			}
+			if code, err := old.WaitExit(30 * time.Second); err != nil || code != 1 {
+				t.Fatalf("the message build did not exit at checkout:await-payment: status %d, %v", code, err)
+			}
+			steps := stepNamesByWorkflow(t, db)
+			if !slices.Contains(steps[received], "DBOS.recv") || slices.Contains(steps[received], shop.StepMarkPaid) {
+				t.Fatalf("checkout %s recorded %q at the crash, want its Recv and no mark-paid yet", received, steps[received])
+			}
+		})
+
+		st := Start(t, db, "EXECUTOR_ID="+executor, window)
+		t.Run("the current build finishes them as they started", func(t *testing.T) {
+			receivedID := MustCall(t, "POST", st.URL("/payment_webhook/"+received+"/paid"), 200) // the retried webhook
+			waitingID := MustCall(t, "POST", st.URL("/payment_webhook/"+waiting+"/paid"), 200)
+			declinedID := MustCall(t, "POST", st.URL("/payment_webhook/"+declined+"/failed"), 200)
+			for _, id := range []string{receivedID, waitingID} {
+				WaitOrder(t, st.Base(), id, 30*time.Second, IsFinal)
+				if o := GetJSON[Order](t, st.URL("/order/"+id)); o.Status != "DISPATCHED" || o.ProgressRemaining != 0 {
+					t.Errorf("order %s: %s, %d legs to go; want DISPATCHED, 0", id, o.Status, o.ProgressRemaining)
+				}
+			}
+			if o := GetJSON[Order](t, st.URL("/order/"+declinedID)); o.Status != "CANCELLED" {
+				t.Errorf("declined order %s: %s, want CANCELLED", declinedID, o.Status)
+			}
+			if orders := Orders(t, st.Base()); len(orders) != 3 {
+				t.Fatalf("%d orders, want 3 (one per key): %+v", len(orders), orders)
+			}
+			if got := Inventory(t, st.Base()); got != 98 { // 100; two sold, the declined one's unit back
+				t.Errorf("inventory %d, want 98", got)
+			}
+			if late := LatePayments(t, st.Base()); len(late) != 0 {
+				t.Errorf("late payments %+v, want none", late)
+			}
+			for _, k := range []string{received, waiting, declined} {
+				waitStatus(t, db, k, "SUCCESS", 30*time.Second)
+			}
+		})
+
+		t.Run("each checkout recorded the layout it started with", func(t *testing.T) {
+			fresh := NewKey()
+			MustCall(t, "POST", st.URL("/checkout/"+fresh), 200)
+			freshID := MustCall(t, "POST", st.URL("/payment_webhook/"+fresh+"/paid"), 200)
+			WaitOrder(t, st.Base(), freshID, 30*time.Second, IsFinal)
+			waitStatus(t, db, fresh, "SUCCESS", 30*time.Second)
+			steps := stepNamesByWorkflow(t, db)
+			for key, want := range map[string]string{
+				received: "reserve DBOS.recv mark-paid dispatch",
+				// This build's webhook settled these two orders and sent no
+				// message: their Recv timed out at once, and cancel followed
+				// the row (PAID: it ships; CANCELLED: nothing more to do).
+				waiting:  "reserve DBOS.recv DBOS.sleep cancel dispatch",
+				declined: "reserve DBOS.recv DBOS.sleep cancel",
+				fresh:    "reserve settle dispatch",
+			} {
+				if got := strings.Join(steps[key], " "); !sameNames(got, want) {
+					t.Errorf("checkout %s recorded %q, want %q", key, got, want)
+				}
+			}
+		})
+	})
 }

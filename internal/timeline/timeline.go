@@ -304,10 +304,13 @@ func stepTitle(workflow string, s dbos.StepInfo, seen map[string]int) string {
 // waitingText says what a workflow does between checkpoints, from the steps
 // it has recorded so far.
 //
-// A checkout's Recv of the payment status checkpoints its deadline
-// ("DBOS.sleep") before it waits and the status ("DBOS.recv") once it is in:
-// a deadline without a status is a checkout waiting for its payment. (DBOS
-// gives the Recv the lower step ID, so presence counts here, not order.)
+// A checkout that recorded its reserve and nothing after it (no settle) is
+// waiting for its payment: the deadline it waits for is the reserve's
+// checkpoint. One started by the build before this one took its payment
+// with a Recv, which checkpoints its deadline ("DBOS.sleep") before it waits
+// and the status ("DBOS.recv") once it is in: a deadline without a status is
+// such a checkout waiting. (DBOS gives the Recv the lower step ID, so
+// presence counts here, not order.)
 func waitingText(workflow string, steps []dbos.StepInfo) string {
 	has := func(name string) bool {
 		return slices.ContainsFunc(steps, func(s dbos.StepInfo) bool { return s.StepName == name })
@@ -316,6 +319,9 @@ func waitingText(workflow string, steps []dbos.StepInfo) string {
 	case shop.CheckoutWorkflow:
 		if !has(recvStep) && has(sleepStep) {
 			return "Waiting, durably, for the payment: the deadline is checkpointed."
+		}
+		if has(shop.StepReserve) && !has(shop.StepSettle) && !has(recvStep) && has(shop.StepPaymentCreate) == has(shop.StepPaymentRecord) {
+			return "Waiting, durably, for the payment: the deadline is the reserve step's checkpoint."
 		}
 	case shop.DispatchWorkflow:
 		if len(steps) < shop.DispatchLegs {

@@ -149,7 +149,10 @@ func TestTimelineWaitingText(t *testing.T) {
 		steps    []string
 		want     string
 	}{
-		{shop.CheckoutWorkflow, []string{"reserve"}, running},
+		{shop.CheckoutWorkflow, []string{"reserve"}, "Waiting, durably, for the payment: the deadline is the reserve step's checkpoint."},
+		{shop.CheckoutWorkflow, []string{"reserve", "payment-create"}, running},
+		{shop.CheckoutWorkflow, []string{"reserve", "payment-create", "payment-record"}, "Waiting, durably, for the payment: the deadline is the reserve step's checkpoint."},
+		{shop.CheckoutWorkflow, []string{"reserve", "settle"}, running},
 		{shop.CheckoutWorkflow, []string{"reserve", "DBOS.sleep"}, "Waiting, durably, for the payment: the deadline is checkpointed."},
 		{shop.CheckoutWorkflow, []string{"reserve", "DBOS.recv", "DBOS.sleep"}, running},
 		{shop.CheckoutWorkflow, []string{"reserve", "DBOS.recv"}, running}, // the status was in before the wait
