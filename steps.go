@@ -238,6 +238,9 @@ func (s steps) recordShort(ctx context.Context, tx dbos.Tx, key string, cart, ta
 	return nil
 }
 
+// markPaid and cancel are the last steps of a checkout the message build
+// started (workflow.go, settleByMessage); this build's checkouts run settle.
+//
 // markPaid follows a payment the checkout received: the order PAID, and
 // when (Unix ms). The webhook settled the order itself in the transaction
 // that sent the payment (internal/paywait, Deliver), so the order is

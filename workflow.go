@@ -185,7 +185,7 @@ func (w *workflows) settleFromRow(ctx dbos.Context, handoff *paywait.Checkout, o
 			w.log(ctx, order.OrderID).Warn("checkout: woken with nothing to settle the order by, its window still open; waiting again")
 			continue
 		}
-		w.log(ctx, order.OrderID).Info("checkout: order settled", "payment", s.Outcome)
+		w.log(ctx, order.OrderID).Info("checkout: payment status", "payment", s.Outcome)
 		if s.Outcome == shop.PaymentTimedOut {
 			w.payments.Close(bg, shop.CheckoutWorkflow, order.OrderID)
 		}

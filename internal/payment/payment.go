@@ -65,6 +65,14 @@ type Order struct {
 	Replayed bool
 }
 
+// minPayable is the least time a payment is opened for: nobody pays at a
+// provider's page in less, and the check that the window closed before the
+// payment was opened must not hang on the clock's tick (with a window of
+// 1 ms, the order and its payment were made in the same millisecond about
+// three times in four on SQLite, and a session was opened, paid by nobody,
+// and expired at once).
+const minPayable = 100 * time.Millisecond
+
 // Open opens the payment of a new order at the provider, when the provider
 // is asked (Stripe; the stand-in's pay page is the store's own, and a
 // stand-in checkout runs no step here):
@@ -82,6 +90,9 @@ type Order struct {
 // opened none (it refused, or could not be reached before the window
 // closed): the checkout cancels the order as declined, and a request waiting
 // for the pay URL is told so. A sold-out or replayed reserve opens nothing.
+//
+// A payment that would be open for less than minPayable before the window
+// closes is not opened: the window counts as closed.
 func (s *Steps) Open(ctx dbos.Context, order Order) (p provider.Payment, opened bool, err error) {
 	if order.OrderID == 0 || order.Replayed || s.provider.Local() {
 		return provider.Payment{}, true, nil
@@ -89,7 +100,7 @@ func (s *Steps) Open(ctx dbos.Context, order Order) (p provider.Payment, opened 
 	p, err = durable.Call(ctx, s.run, shop.CheckoutWorkflow, shop.StepPaymentCreate, func(ctx context.Context) (provider.Payment, error) {
 		var created provider.Payment
 		o, err := s.providerOrder(ctx, order)
-		if err == nil && s.now().UnixMilli() >= order.PayByMs {
+		if err == nil && s.now().UnixMilli() >= order.PayByMs-minPayable.Milliseconds() {
 			s.closeLate(ctx, o)
 			return created, provider.PermanentError(fmt.Errorf("the payment window of order %d closed before the provider opened a payment", order.OrderID))
 		}

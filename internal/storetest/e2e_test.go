@@ -386,8 +386,8 @@ func TestBrowserDecline(t *testing.T) {
 	p.waitFor("CANCELLED", `document.querySelector("[data-testid=order-live]").dataset.status === "CANCELLED"`, 30*time.Second)
 	p.waitFor("a final timeline", `document.querySelector("#timeline[data-final=true]") !== null`, 30*time.Second)
 	steps := p.stepTitles("Checkout")
-	if !hasStep(steps, "cancel") {
-		t.Fatalf("checkout timeline lacks the cancel step: %q", steps)
+	if !hasStep(steps, "settle") {
+		t.Fatalf("checkout timeline lacks the settle step: %q", steps)
 	}
 	if eval[int](p, `document.querySelectorAll('[data-testid=wf-Dispatch] [data-testid=step]').length`) != 0 {
 		t.Fatal("a declined order shows dispatch steps")

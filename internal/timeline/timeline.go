@@ -16,7 +16,7 @@
 // against the new executor's runs, which is only an approximation.
 //
 // Steps are shown under the durable names the workflows give them with
-// dbos.WithStepName ("reserve", "mark-paid", "dispatch-leg", …) and the names
+// dbos.WithStepName ("reserve", "settle", "dispatch-leg", …) and the names
 // DBOS gives its own operations ("DBOS.recv", "DBOS.sleep"), as recorded:
 // those names are part of the data, so the timeline shows them rather than a
 // translation that could drift from them. It only numbers a name that repeats
