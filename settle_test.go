@@ -25,14 +25,7 @@ import (
 func TestStepsFollowTheOrderRow(t *testing.T) {
 	storetest.ForEachDB(t, func(t *testing.T, ldb *loadgen.Database) {
 		ctx := context.Background()
-		db, err := store.Open(ctx, ldb.URL, store.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(db.Close)
-		if err := db.Migrate(ctx, schemaSQL); err != nil {
-			t.Fatal(err)
-		}
+		db := openStepsDB(t, ldb)
 		now := time.UnixMilli(time.Now().UnixMilli())
 		s := steps{metrics: metrics.New(), now: func() time.Time { return now }}
 		order := func(status shop.Status, atMs int64) int64 {
@@ -56,13 +49,7 @@ func TestStepsFollowTheOrderRow(t *testing.T) {
 			}
 			return o.Status
 		}
-		stock := func() int {
-			var n int
-			if err := db.Q().QueryRow(ctx, `SELECT inventory FROM products WHERE product_id = 1`).Scan(&n); err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
+		stock := func() int { return stockOf(t, db, 1) }
 		before := stock()
 
 		paidAt := now.Add(-time.Second).UnixMilli()
@@ -129,23 +116,10 @@ func TestStepsFollowTheOrderRow(t *testing.T) {
 func TestSettleDecidesFromTheRow(t *testing.T) {
 	storetest.ForEachDB(t, func(t *testing.T, ldb *loadgen.Database) {
 		ctx := context.Background()
-		db, err := store.Open(ctx, ldb.URL, store.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(db.Close)
-		if err := db.Migrate(ctx, schemaSQL); err != nil {
-			t.Fatal(err)
-		}
+		db := openStepsDB(t, ldb)
 		now := time.UnixMilli(time.Now().UnixMilli())
 		s := steps{metrics: metrics.New(), now: func() time.Time { return now }}
-		stock := func() int {
-			var n int
-			if err := db.Q().QueryRow(ctx, `SELECT inventory FROM products WHERE product_id = 1`).Scan(&n); err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
+		stock := func() int { return stockOf(t, db, 1) }
 		earlier := now.Add(-time.Second).UnixMilli()
 		later, past := now.Add(time.Minute).UnixMilli(), now.Add(-time.Millisecond).UnixMilli()
 		for _, c := range []struct {
@@ -213,6 +187,31 @@ func TestSettleDecidesFromTheRow(t *testing.T) {
 			})
 		}
 	})
+}
+
+// openStepsDB opens ldb with the store's schema, for the steps' own SQL.
+func openStepsDB(t *testing.T, ldb *loadgen.Database) *store.DB {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, ldb.URL, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	if err := db.Migrate(ctx, schemaSQL); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// stockOf is product id's stock.
+func stockOf(t *testing.T, db *store.DB, id int) int {
+	t.Helper()
+	var n int
+	if err := db.Q().QueryRow(context.Background(), `SELECT inventory FROM products WHERE product_id = $1`, id).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // noCommit is a transaction of store.InTx seen as DBOS's: the test's InTx

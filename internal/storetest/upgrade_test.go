@@ -19,18 +19,18 @@ import (
 // over at startup (store.UpgradeWorkflows).
 const previousBuild = "50207665fb6ed45a28139640a95f9d651c774fda"
 
-// buildPrevious builds the previous build from this repository's history,
-// the way an operator still has the old binary: git archive of the commit,
-// go build (same module cache, CGO_ENABLED=0).
-func buildPrevious(t *testing.T) string {
+// buildRevision builds commit rev from this repository's history, the way
+// an operator still has the old binary: git archive of the commit, go build
+// (same module cache, CGO_ENABLED=0).
+func buildRevision(t *testing.T, rev string) string {
 	t.Helper()
 	root, err := loadgen.FindModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin, err := loadgen.BuildRevision(root, previousBuild, t.TempDir())
+	bin, err := loadgen.BuildRevision(root, rev, t.TempDir())
 	if err != nil {
-		t.Fatalf("build the previous build %s (a clone with history is needed): %v", previousBuild[:7], err)
+		t.Fatalf("build %s (a clone with history is needed): %v", rev[:7], err)
 	}
 	return bin
 }
@@ -44,7 +44,7 @@ func TestUpgradeFromPreviousBuild(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the previous build")
 	}
-	prev := buildPrevious(t)
+	prev := buildRevision(t, previousBuild)
 	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
 		const executor = "upgrade-test"
 		old := &loadgen.Store{Bin: prev, DB: db, Log: LogWriter(t, "previous build: "),
@@ -173,14 +173,7 @@ func TestUpgradeFromMessageFlow(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the message build")
 	}
-	root, err := loadgen.FindModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	prev, err := loadgen.BuildRevision(root, messageBuild, t.TempDir())
-	if err != nil {
-		t.Fatalf("build the message build %s (a clone with history is needed): %v", messageBuild[:7], err)
-	}
+	prev := buildRevision(t, messageBuild)
 	ForEachDB(t, func(t *testing.T, db *loadgen.Database) {
 		const executor = "upgrade-flow-test"
 		const window = "PAYMENT_TIMEOUT=90s"
